@@ -1,0 +1,164 @@
+//! The disk tier: one file per entry under `<cache-dir>/v1/entries/<2 hex>/<sha256 of key>`,
+//! written atomically and verified by checksum on every read. Blocking: the facade calls it
+//! from `spawn_blocking`.
+//!
+//! Several processes may share a directory. Each holds a shared lock on `v1/.lock` while it
+//! runs; a process that finds no other holder (it gets the lock exclusively) removes the temp
+//! files a crash left behind, which nobody else can be writing.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use fs4::FileExt;
+
+use super::entry::{CachedResponse, CorruptEntry};
+use super::key::CacheKey;
+use crate::atomic_file;
+
+/// A disk-tier failure, with the path it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    /// An I/O operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// On which file.
+        path: PathBuf,
+        /// Why it failed.
+        source: io::Error,
+    },
+    /// An entry failed verification and was removed.
+    #[error("corrupt cache entry {path} ({reason}); removed")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        reason: CorruptEntry,
+    },
+}
+
+fn io_error(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DiskError {
+    let path = path.to_owned();
+    move |source| DiskError::Io { op, path, source }
+}
+
+/// Entries on disk.
+pub struct DiskTier {
+    root: PathBuf,
+    /// Held (shared) for the life of the process; see the module doc.
+    _presence: File,
+}
+
+/// What opening the tier found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct OpenReport {
+    /// Temp files of a crashed writer that were removed.
+    pub temps_removed: usize,
+    /// Whether another process was using the directory (temp files then stay).
+    pub shared_with_another_process: bool,
+}
+
+impl DiskTier {
+    /// Opens (creating) the tier under `dir`.
+    pub fn open(dir: &Path) -> Result<(DiskTier, OpenReport), DiskError> {
+        let root = dir.join("v1");
+        let entries = root.join("entries");
+        fs::create_dir_all(&entries).map_err(io_error("create", &entries))?;
+        let lock_path = root.join(".lock");
+        let presence = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_error("open", &lock_path))?;
+        let mut report = OpenReport::default();
+        match FileExt::try_lock(&presence) {
+            Ok(()) => {
+                report.temps_removed = remove_temps(&root).map_err(io_error("clean", &root))?;
+                FileExt::unlock(&presence).map_err(io_error("unlock", &lock_path))?;
+            }
+            Err(fs4::TryLockError::WouldBlock) => report.shared_with_another_process = true,
+            Err(fs4::TryLockError::Error(e)) => return Err(io_error("lock", &lock_path)(e)),
+        }
+        FileExt::lock_shared(&presence).map_err(io_error("lock", &lock_path))?;
+        let tier = DiskTier {
+            root,
+            _presence: presence,
+        };
+        Ok((tier, report))
+    }
+
+    /// The directory holding the tier's files (`<cache-dir>/v1`).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the entry for `key` lives.
+    pub fn path_of(&self, key: &CacheKey) -> PathBuf {
+        let digest = key.digest();
+        self.root.join("entries").join(&digest[..2]).join(digest)
+    }
+
+    /// Reads and verifies the entry for `key`. A corrupt entry is removed and reported as an
+    /// error; the caller treats it as a miss.
+    pub fn read(&self, key: &CacheKey) -> Result<Option<CachedResponse>, DiskError> {
+        let path = self.path_of(key);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => Bytes::from(bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error("read", &path)(e)),
+        };
+        match CachedResponse::decode(bytes) {
+            // A different key with the same digest is not ours to serve (nor to remove).
+            Ok(entry) if entry.meta.key != *key => Ok(None),
+            Ok(entry) => Ok(Some(entry)),
+            Err(reason) => {
+                let _ = fs::remove_file(&path);
+                Err(DiskError::Corrupt { path, reason })
+            }
+        }
+    }
+
+    /// Stores `entry` atomically, replacing any older one under its key.
+    pub fn write(&self, entry: &CachedResponse) -> Result<(), DiskError> {
+        let path = self.path_of(&entry.meta.key);
+        let dir = path.parent().unwrap_or(&self.root);
+        fs::create_dir_all(dir).map_err(io_error("create", dir))?;
+        atomic_file::write(&path, &entry.encode(), 0o600).map_err(io_error("write", &path))
+    }
+
+    /// Removes the entry for `key`; a missing entry is not an error.
+    pub fn remove(&self, key: &CacheKey) -> Result<(), DiskError> {
+        let path = self.path_of(key);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error("remove", &path)(e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Removes temp files in the fan-out directories below `root`; returns how many.
+fn remove_temps(root: &Path) -> io::Result<usize> {
+    let mut removed = 0;
+    for area in ["entries", "assets"] {
+        let area = root.join(area);
+        let Ok(fan_out) = fs::read_dir(&area) else { continue };
+        for dir in fan_out {
+            let dir = dir?.path();
+            if !dir.is_dir() {
+                continue;
+            }
+            for file in fs::read_dir(&dir)? {
+                let file = file?;
+                if file.file_name().to_string_lossy().starts_with(atomic_file::TEMP_PREFIX) {
+                    fs::remove_file(file.path())?;
+                    removed += 1;
+                }
+            }
+        }
+    }
+    Ok(removed)
+}

@@ -1,0 +1,242 @@
+//! A stored response: `EntryMeta` (serde) and its body, and the checksummed byte layout an
+//! entry has on disk. Pure: encoding and decoding only, no I/O.
+//!
+//! Layout: magic `APXE`, format byte, metadata length (u32 LE), xxh3 of the metadata (u64 LE),
+//! the metadata as JSON, then the body. The metadata holds the body's length and xxh3, so a
+//! truncated, extended or bit-flipped file is always caught.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::key::CacheKey;
+use super::version::{AssetId, Version};
+
+const MAGIC: &[u8; 4] = b"APXE";
+const FORMAT: u8 = 1;
+const PREAMBLE: usize = 4 + 1 + 4 + 8;
+
+/// What is stored beside a body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryMeta {
+    /// The key the entry was stored under; checked on read.
+    pub key: CacheKey,
+    /// Response status.
+    pub status: u16,
+    /// End-to-end response headers. Values are kept byte for byte: each byte is one char
+    /// (Latin-1), so headers that are not UTF-8 survive the JSON.
+    pub headers: Vec<(String, String)>,
+    /// Asset identity, for versioned URLs.
+    pub asset: Option<AssetId>,
+    /// Version, for versioned URLs.
+    pub version: Option<Version>,
+    /// When the entry was stored, in milliseconds since the Unix epoch.
+    pub stored_at_ms: u64,
+    /// How long the entry may be served, in seconds.
+    pub ttl_secs: u64,
+    /// Body length in bytes.
+    pub body_len: u64,
+    /// xxh3-64 of the body.
+    pub body_xxh3: u64,
+}
+
+/// A complete cached response. Cloning shares the body: a hit copies no body bytes.
+#[derive(Debug, Clone)]
+pub struct CachedResponse {
+    /// Metadata.
+    pub meta: EntryMeta,
+    /// The body as received from the origin (content coding kept).
+    pub body: Bytes,
+}
+
+/// Why stored bytes are not a valid entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CorruptEntry {
+    /// Shorter than its own header says.
+    #[error("truncated")]
+    Truncated,
+    /// Not an entry of this format.
+    #[error("bad magic or unknown format")]
+    Format,
+    /// The metadata does not match its checksum or does not parse.
+    #[error("metadata checksum or syntax mismatch")]
+    Metadata,
+    /// The body does not match its length or checksum.
+    #[error("body length or checksum mismatch")]
+    Body,
+}
+
+impl EntryMeta {
+    /// Metadata for a body about to be stored.
+    pub fn new(
+        key: CacheKey,
+        status: StatusCode,
+        headers: &HeaderMap,
+        versioned: Option<(AssetId, Version)>,
+        stored_at: SystemTime,
+        ttl: Duration,
+        body: &[u8],
+    ) -> EntryMeta {
+        let (asset, version) = versioned.unzip();
+        EntryMeta {
+            key,
+            status: status.as_u16(),
+            headers: headers
+                .iter()
+                .map(|(name, value)| (name.as_str().to_owned(), latin1(value.as_bytes())))
+                .collect(),
+            asset,
+            version,
+            stored_at_ms: stored_at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            ttl_secs: ttl.as_secs(),
+            body_len: body.len() as u64,
+            body_xxh3: xxh3_64(body),
+        }
+    }
+
+    /// When the entry was stored.
+    pub fn stored_at(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.stored_at_ms)
+    }
+
+    /// How long it may be served.
+    pub fn ttl(&self) -> Duration {
+        Duration::from_secs(self.ttl_secs)
+    }
+
+    /// Status, falling back to 200 for a value that is not a status (never written so).
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK)
+    }
+
+    /// The stored headers as a map; a header that no longer parses is left out.
+    pub fn header_map(&self) -> HeaderMap {
+        let mut map = HeaderMap::with_capacity(self.headers.len());
+        for (name, value) in &self.headers {
+            let bytes: Vec<u8> = value.chars().map(|c| c as u32 as u8).collect();
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_bytes(&bytes),
+            ) {
+                map.append(name, value);
+            }
+        }
+        map
+    }
+}
+
+fn latin1(bytes: &[u8]) -> String {
+    bytes.iter().map(|&b| char::from(b)).collect()
+}
+
+impl CachedResponse {
+    /// The entry in its on-disk layout.
+    pub fn encode(&self) -> Bytes {
+        // Serialising a struct of strings and integers cannot fail.
+        let meta = serde_json::to_vec(&self.meta).unwrap_or_default();
+        let mut out = BytesMut::with_capacity(PREAMBLE + meta.len() + self.body.len());
+        out.put_slice(MAGIC);
+        out.put_u8(FORMAT);
+        out.put_u32_le(meta.len() as u32);
+        out.put_u64_le(xxh3_64(&meta));
+        out.put_slice(&meta);
+        out.put_slice(&self.body);
+        out.freeze()
+    }
+
+    /// Parses and verifies an entry; the body shares `bytes`' memory.
+    pub fn decode(bytes: Bytes) -> Result<CachedResponse, CorruptEntry> {
+        if bytes.len() < PREAMBLE {
+            return Err(CorruptEntry::Truncated);
+        }
+        if &bytes[..4] != MAGIC || bytes[4] != FORMAT {
+            return Err(CorruptEntry::Format);
+        }
+        let meta_len = u32::from_le_bytes(array(&bytes[5..9])) as usize;
+        let meta_sum = u64::from_le_bytes(array(&bytes[9..17]));
+        let meta_end = PREAMBLE
+            .checked_add(meta_len)
+            .filter(|end| *end <= bytes.len())
+            .ok_or(CorruptEntry::Truncated)?;
+        let meta_bytes = &bytes[PREAMBLE..meta_end];
+        if xxh3_64(meta_bytes) != meta_sum {
+            return Err(CorruptEntry::Metadata);
+        }
+        let meta: EntryMeta =
+            serde_json::from_slice(meta_bytes).map_err(|_| CorruptEntry::Metadata)?;
+        let body = bytes.slice(meta_end..);
+        if body.len() as u64 != meta.body_len || xxh3_64(&body) != meta.body_xxh3 {
+            return Err(CorruptEntry::Body);
+        }
+        Ok(CachedResponse { meta, body })
+    }
+}
+
+fn array<const N: usize>(slice: &[u8]) -> [u8; N] {
+    let mut out = [0u8; N];
+    out.copy_from_slice(slice);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use url::Url;
+
+    fn sample() -> CachedResponse {
+        let url = Url::parse("https://a.test/app.js?v=1").expect("url");
+        let key = CacheKey::new(&url, &HeaderMap::new());
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("text/javascript"));
+        headers.insert("x-raw", HeaderValue::from_bytes(b"caf\xe9").expect("obs-text is valid"));
+        let body = Bytes::from_static(b"console.log('hello')");
+        let meta = EntryMeta::new(
+            key,
+            StatusCode::OK,
+            &headers,
+            None,
+            UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            Duration::from_secs(60),
+            &body,
+        );
+        CachedResponse { meta, body }
+    }
+
+    #[test]
+    fn round_trip_keeps_every_byte() {
+        let entry = sample();
+        let decoded = CachedResponse::decode(entry.encode()).expect("valid");
+        assert_eq!(decoded.meta, entry.meta);
+        assert_eq!(decoded.body, entry.body);
+        assert_eq!(decoded.meta.header_map()["x-raw"].as_bytes(), b"caf\xe9");
+    }
+
+    #[test]
+    fn every_kind_of_damage_is_caught() {
+        let good = sample().encode();
+        let flip = |at: usize| {
+            let mut bytes = good.to_vec();
+            bytes[at] ^= 0x01;
+            Bytes::from(bytes)
+        };
+        let meta_len = u32::from_le_bytes(array(&good[5..9])) as usize;
+        let cases = [
+            (Bytes::new(), CorruptEntry::Truncated),
+            (good.slice(..10), CorruptEntry::Truncated),
+            (good.slice(..PREAMBLE + meta_len - 1), CorruptEntry::Truncated),
+            (good.slice(..good.len() - 1), CorruptEntry::Body),
+            (flip(0), CorruptEntry::Format),
+            (flip(PREAMBLE + 3), CorruptEntry::Metadata),
+            (flip(good.len() - 1), CorruptEntry::Body),
+            (Bytes::from([good.to_vec(), b"x".to_vec()].concat()), CorruptEntry::Body),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(CachedResponse::decode(bytes).err(), Some(want));
+        }
+    }
+}

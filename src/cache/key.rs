@@ -1,0 +1,148 @@
+//! `CacheKey`: the normalised URL plus the content-coding variant the client can take. Pure.
+//!
+//! The key always carries the client's coding class (`br,gzip` or `identity`...), so a body
+//! stored gzip for a browser is never served to a client that cannot decode it. The class is a
+//! sorted set of known codings, so the many spellings of Accept-Encoding collapse to a few keys.
+
+use std::fmt;
+
+use http::header::ACCEPT_ENCODING;
+use http::HeaderMap;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// Codings a cached body may be stored in, in the order the class lists them.
+const KNOWN_CODINGS: [&str; 4] = ["br", "deflate", "gzip", "zstd"];
+
+/// What identifies a stored response: URL and coding class.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CacheKey {
+    url: String,
+    codings: String,
+}
+
+impl CacheKey {
+    /// The key of a GET (or HEAD) for `url` with these request headers.
+    pub fn new(url: &Url, headers: &HeaderMap) -> CacheKey {
+        let mut url = url.clone();
+        url.set_fragment(None);
+        CacheKey {
+            url: url.into(),
+            codings: coding_class(headers),
+        }
+    }
+
+    /// The normalised URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A stable hex digest of the key, used for file names: no request text reaches a path.
+    pub fn digest(&self) -> String {
+        let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+        context.update(self.url.as_bytes());
+        context.update(b"\n");
+        context.update(self.codings.as_bytes());
+        hex(context.finish().as_ref())
+    }
+}
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} [{}]", self.url, self.codings)
+    }
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(DIGITS[usize::from(byte >> 4)] as char);
+        out.push(DIGITS[usize::from(byte & 0xf)] as char);
+    }
+    out
+}
+
+fn coding_class(headers: &HeaderMap) -> String {
+    let mut accepted = [false; KNOWN_CODINGS.len()];
+    for value in headers.get_all(ACCEPT_ENCODING) {
+        let Ok(value) = value.to_str() else { continue };
+        for item in value.split(',') {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let refused = parts.any(|p| {
+                let p = p.trim();
+                p.strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            let coding = if coding == "x-gzip" { "gzip" } else { &coding };
+            if let Some(i) = KNOWN_CODINGS.iter().position(|known| *known == coding) {
+                accepted[i] = !refused;
+            }
+        }
+    }
+    let class: Vec<&str> = KNOWN_CODINGS
+        .iter()
+        .zip(accepted)
+        .filter_map(|(coding, on)| on.then_some(*coding))
+        .collect();
+    if class.is_empty() {
+        "identity".to_owned()
+    } else {
+        class.join(",")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn class(accept_encoding: Option<&str>) -> String {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = accept_encoding {
+            headers.insert(ACCEPT_ENCODING, HeaderValue::from_str(value).expect("ascii"));
+        }
+        coding_class(&headers)
+    }
+
+    #[test]
+    fn accept_encoding_collapses_to_a_class() {
+        let cases = [
+            (None, "identity"),
+            (Some(""), "identity"),
+            (Some("gzip, deflate, br, zstd"), "br,deflate,gzip,zstd"),
+            (Some("zstd,br,gzip,deflate"), "br,deflate,gzip,zstd"),
+            (Some("gzip;q=1.0, identity; q=0.5, *;q=0"), "gzip"),
+            (Some("x-gzip"), "gzip"),
+            (Some("br;q=0, gzip"), "gzip"),
+            (Some("compress"), "identity"),
+        ];
+        for (header, want) in cases {
+            assert_eq!(class(header), want, "{header:?}");
+        }
+    }
+
+    #[test]
+    fn key_ignores_fragment_and_default_port() {
+        let headers = HeaderMap::new();
+        let a = CacheKey::new(&Url::parse("https://A.test:443/x.js#top").expect("url"), &headers);
+        let b = CacheKey::new(&Url::parse("https://a.test/x.js").expect("url"), &headers);
+        assert_eq!(a, b);
+        assert_eq!(a.digest(), b.digest());
+        assert_eq!(a.digest().len(), 64);
+    }
+
+    #[test]
+    fn coding_class_is_part_of_the_key() {
+        let url = Url::parse("https://a.test/x.js").expect("url");
+        let mut gzip = HeaderMap::new();
+        gzip.insert(ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+        assert_ne!(
+            CacheKey::new(&url, &gzip).digest(),
+            CacheKey::new(&url, &HeaderMap::new()).digest()
+        );
+    }
+}

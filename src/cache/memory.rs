@@ -1,0 +1,48 @@
+//! The memory tier: a moka cache of complete responses, weighed by body bytes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::sync::Cache;
+
+use super::entry::CachedResponse;
+use super::key::CacheKey;
+
+/// Bytes counted per entry beside its body: key, headers and bookkeeping.
+const ENTRY_OVERHEAD: u64 = 1024;
+
+/// Hot entries, shared between requests without copying bodies.
+#[derive(Clone)]
+pub struct MemoryTier {
+    entries: Cache<CacheKey, Arc<CachedResponse>>,
+}
+
+impl MemoryTier {
+    /// A tier holding at most `max_bytes` of bodies; entries unused for `idle` are dropped.
+    pub fn new(max_bytes: u64, idle: Duration) -> MemoryTier {
+        let entries = Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|_key, entry: &Arc<CachedResponse>| {
+                let weight = entry.body.len() as u64 + ENTRY_OVERHEAD;
+                u32::try_from(weight).unwrap_or(u32::MAX)
+            })
+            .time_to_idle(idle)
+            .build();
+        MemoryTier { entries }
+    }
+
+    /// The entry for `key`, if held.
+    pub fn get(&self, key: &CacheKey) -> Option<Arc<CachedResponse>> {
+        self.entries.get(key)
+    }
+
+    /// Holds `entry` under its key.
+    pub fn insert(&self, entry: Arc<CachedResponse>) {
+        self.entries.insert(entry.meta.key.clone(), entry);
+    }
+
+    /// Drops the entry for `key`.
+    pub fn remove(&self, key: &CacheKey) {
+        self.entries.invalidate(key);
+    }
+}

@@ -1,0 +1,146 @@
+//! `TeeBody`: streams an origin body to the client while collecting it for the cache. Only a
+//! clean end, with as many bytes as announced, is committed. If the client goes away first,
+//! the rest of the body is still read in the background so the fill (and the requests
+//! waiting on it) completes.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tracing::debug;
+
+use super::inflight::{FillOutcome, FillPermit};
+use super::{Cache, FillPlan};
+
+/// An origin body on its way to the client and into the cache.
+pub struct TeeBody<B: Body<Data = Bytes> + Unpin + Send + 'static> {
+    inner: Option<B>,
+    fill: Option<Collector>,
+}
+
+struct Collector {
+    cache: Cache,
+    permit: FillPermit,
+    plan: FillPlan,
+    buffer: BytesMut,
+    expected: Option<u64>,
+    max: u64,
+}
+
+impl Collector {
+    /// Adds a chunk; `false` when the body grew past the limit.
+    fn push(&mut self, chunk: &Bytes) -> bool {
+        if (self.buffer.len() + chunk.len()) as u64 > self.max {
+            return false;
+        }
+        self.buffer.extend_from_slice(chunk);
+        true
+    }
+
+    fn finish(self) {
+        let received = self.buffer.len() as u64;
+        if self.expected.is_some_and(|expected| expected != received) {
+            debug!(received, expected = ?self.expected, "origin body ended short; not stored");
+            return; // Dropping the permit abandons the fill.
+        }
+        self.cache.commit(self.permit, self.plan, self.buffer.freeze());
+    }
+}
+
+impl<B> TeeBody<B>
+where
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
+{
+    /// Wraps `inner`; the body is committed under `permit` when it ends cleanly.
+    pub fn new(inner: B, cache: Cache, permit: FillPermit, plan: FillPlan, expected: Option<u64>) -> Self {
+        let max = cache.config().max_object_bytes;
+        let capacity = expected.filter(|len| *len <= max).unwrap_or(0) as usize;
+        TeeBody {
+            inner: Some(inner),
+            fill: Some(Collector {
+                cache,
+                permit,
+                plan,
+                buffer: BytesMut::with_capacity(capacity),
+                expected,
+                max,
+            }),
+        }
+    }
+}
+
+impl<B> Body for TeeBody<B>
+where
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(chunk) = frame.data_ref() {
+                    if this.fill.as_mut().is_some_and(|fill| !fill.push(chunk)) {
+                        if let Some(fill) = this.fill.take() {
+                            fill.permit.complete(FillOutcome::NotStorable);
+                        }
+                    }
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                this.fill = None;
+                this.inner = None;
+            }
+            Poll::Ready(None) => {
+                if let Some(fill) = this.fill.take() {
+                    fill.finish();
+                }
+                this.inner = None;
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|inner| inner.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), |inner| inner.size_hint())
+    }
+}
+
+impl<B: Body<Data = Bytes> + Unpin + Send + 'static> Drop for TeeBody<B> {
+    fn drop(&mut self) {
+        let (Some(inner), Some(fill)) = (self.inner.take(), self.fill.take()) else {
+            return;
+        };
+        // The client left mid-body: finish the fill in the background, as long as followers
+        // would wait for it.
+        let limit = fill.cache.config().coalesce_wait;
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(tokio::time::timeout(limit, drain(inner, fill)));
+        }
+    }
+}
+
+async fn drain<B: Body<Data = Bytes> + Unpin>(mut inner: B, mut fill: Collector) {
+    while let Some(frame) = inner.frame().await {
+        let Ok(frame) = frame else { return };
+        if let Some(chunk) = frame.data_ref() {
+            if !fill.push(chunk) {
+                fill.permit.complete(FillOutcome::NotStorable);
+                return;
+            }
+        }
+    }
+    fill.finish();
+}

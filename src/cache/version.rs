@@ -1,0 +1,223 @@
+//! Versioned-asset detection: a URL -> (asset identity, version). Pure.
+//!
+//! A version is looked for only in URLs of static assets (their file extension is in
+//! `versioned.extensions`), so an API path with an ID-like segment is never pinned in the cache.
+//! Places, in order: a version query parameter (`main.dart.js?v=abc`), a content hash in the
+//! file name (`main.3f2a9c1b.js`, `index-BxK9a2Zq.js`), a version-like path segment
+//! (`/v123/`, `/1.2.3/`, `/flutter-canvaskit/<hash>/`).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::config::PolicyConfig;
+
+/// An asset's identity: its URL with the version part taken out.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AssetId(String);
+
+/// The version part of a versioned URL.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Version(String);
+
+/// A URL split into the asset it names and the version of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionedAsset {
+    /// The URL without its version.
+    pub asset: AssetId,
+    /// The version.
+    pub version: Version,
+}
+
+impl AssetId {
+    /// The identity as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Version {
+    /// The version as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AssetId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Splits a versioned asset URL into identity and version; `None` for anything else.
+pub fn detect(url: &Url, policy: &PolicyConfig) -> Option<VersionedAsset> {
+    let segments: Vec<&str> = url.path_segments()?.collect();
+    let (file_name, dirs) = segments.split_last()?;
+    let (stem, extension) = file_name.rsplit_once('.')?;
+    let extension = extension.to_ascii_lowercase();
+    if !policy.asset_extensions.contains(&extension) {
+        return None;
+    }
+    from_query(url, &policy.version_query_params)
+        .or_else(|| from_file_name(url, dirs, stem, &extension))
+        .or_else(|| from_directory(url, dirs, file_name))
+}
+
+fn from_query(url: &Url, params: &[String]) -> Option<VersionedAsset> {
+    let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+    let index = pairs.iter().position(|(name, value)| {
+        !value.is_empty() && params.iter().any(|p| p.eq_ignore_ascii_case(name))
+    })?;
+    let mut asset = url.clone();
+    asset.set_fragment(None);
+    if pairs.len() == 1 {
+        asset.set_query(None);
+    } else {
+        let mut query = asset.query_pairs_mut();
+        query.clear();
+        for (i, (name, value)) in pairs.iter().enumerate() {
+            if i != index {
+                query.append_pair(name, value);
+            }
+        }
+    }
+    Some(VersionedAsset {
+        asset: AssetId(asset.to_string()),
+        version: Version(pairs[index].1.clone()),
+    })
+}
+
+fn from_file_name(url: &Url, dirs: &[&str], stem: &str, extension: &str) -> Option<VersionedAsset> {
+    // Components of the stem after the first, each with the separator before it.
+    let mut start = stem.find(['.', '-'])?;
+    while start < stem.len() {
+        let end = stem[start + 1..]
+            .find(['.', '-'])
+            .map_or(stem.len(), |i| start + 1 + i);
+        let component = &stem[start + 1..end];
+        if is_hash(component, false) {
+            let file_name = format!("{}{}.{extension}", &stem[..start], &stem[end..]);
+            return Some(with_path(url, dirs, &file_name, component));
+        }
+        start = end;
+    }
+    None
+}
+
+fn from_directory(url: &Url, dirs: &[&str], file_name: &str) -> Option<VersionedAsset> {
+    let index = dirs.iter().rposition(|dir| is_version_segment(dir))?;
+    let mut kept: Vec<&str> = dirs.to_vec();
+    let version = kept.remove(index);
+    Some(with_path(url, &kept, file_name, version))
+}
+
+fn with_path(url: &Url, dirs: &[&str], file_name: &str, version: &str) -> VersionedAsset {
+    let mut asset = url.clone();
+    asset.set_fragment(None);
+    let mut path = String::new();
+    for dir in dirs {
+        path.push('/');
+        path.push_str(dir);
+    }
+    path.push('/');
+    path.push_str(file_name);
+    asset.set_path(&path);
+    VersionedAsset {
+        asset: AssetId(asset.to_string()),
+        version: Version(version.to_owned()),
+    }
+}
+
+/// `v12`, `v1.2.3`, `1.2.3`, or a hash.
+fn is_version_segment(segment: &str) -> bool {
+    let numbers = segment.strip_prefix(['v', 'V']).unwrap_or(segment);
+    let dotted = !numbers.is_empty()
+        && numbers
+            .split('.')
+            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()));
+    let prefixed_or_multi_part = numbers.len() < segment.len() || numbers.contains('.');
+    (dotted && prefixed_or_multi_part) || is_hash(segment, true)
+}
+
+/// A content hash: 8 or more characters, either hex with a digit in it, or base64url with
+/// digits and both cases (what random bytes look like, and what words do not).
+fn is_hash(text: &str, allow_dash: bool) -> bool {
+    if text.len() < 8 {
+        return false;
+    }
+    let valid = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || (allow_dash && b == b'-');
+    if !text.bytes().all(valid) {
+        return false;
+    }
+    let has_digit = text.bytes().any(|b| b.is_ascii_digit());
+    let hex = text.bytes().all(|b| b.is_ascii_hexdigit());
+    let upper = text.bytes().any(|b| b.is_ascii_uppercase());
+    let lower = text.bytes().any(|b| b.is_ascii_lowercase());
+    has_digit && (hex || (upper && lower))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn split(url: &str) -> Option<(String, String)> {
+        let policy = Config::default().policy;
+        let url = Url::parse(url).expect("test URL parses");
+        detect(&url, &policy).map(|v| (v.asset.0, v.version.0))
+    }
+
+    #[test]
+    fn versioned_urls_split_into_identity_and_version() {
+        let cases = [
+            ("https://a.test/main.dart.js?v=abc", "https://a.test/main.dart.js", "abc"),
+            ("https://a.test/main.dart.js?x=1&ver=9&y=2", "https://a.test/main.dart.js?x=1&y=2", "9"),
+            ("https://a.test/app.js?BUILD=77", "https://a.test/app.js", "77"),
+            ("https://a.test/v123/main.dart.js", "https://a.test/main.dart.js", "v123"),
+            ("https://a.test/lib/1.2.3/lib.min.js", "https://a.test/lib/lib.min.js", "1.2.3"),
+            ("https://a.test/app.3f2a9c1b.js", "https://a.test/app.js", "3f2a9c1b"),
+            ("https://a.test/app-3f2a9c1b.css", "https://a.test/app.css", "3f2a9c1b"),
+            ("https://a.test/assets/index-BxK9a2Zq.js", "https://a.test/assets/index.js", "BxK9a2Zq"),
+            ("https://a.test/app.3f2a9c1b.min.js", "https://a.test/app.min.js", "3f2a9c1b"),
+            (
+                "https://gstatic.test/flutter-canvaskit/0123456789abcdef0123456789abcdef01234567/canvaskit.wasm",
+                "https://gstatic.test/flutter-canvaskit/canvaskit.wasm",
+                "0123456789abcdef0123456789abcdef01234567",
+            ),
+            ("http://a.test:8080/static/v2/logo.PNG", "http://a.test:8080/static/logo.PNG", "v2"),
+        ];
+        for (url, asset, version) in cases {
+            assert_eq!(
+                split(url),
+                Some((asset.to_owned(), version.to_owned())),
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_urls_are_not_versioned() {
+        let cases = [
+            "https://a.test/main.dart.js",
+            "https://a.test/api/data?v=2",
+            "https://a.test/index.html?v=2",
+            "https://a.test/users/a1b2c3d4e5/profile",
+            "https://a.test/deadbeefcafe/app.js",
+            "https://a.test/javascript/bundle12.js",
+            "https://a.test/2024/app.js",
+            "https://a.test/app.js?v=",
+            "https://a.test/",
+            "https://a.test/abc1234/app.js",
+        ];
+        for url in cases {
+            assert_eq!(split(url), None, "{url}");
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The version index: for each asset identity, the versions held (in order of first
+//! appearance, with the keys stored for each) and the versions retired. One JSON file per
+//! asset under `<cache-dir>/v1/assets/`, read and rewritten atomically under an exclusive file
+//! lock, so processes sharing the directory agree on which version is current.
+
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use fs4::FileExt;
+use serde::{Deserialize, Serialize};
+
+use super::disk::DiskError;
+use super::key::{hex, CacheKey};
+use super::version::{AssetId, Version};
+use crate::atomic_file;
+
+/// Retired versions remembered per asset, to recognise a request for an old one.
+const RETIRED_KEPT: usize = 64;
+
+/// What storing a version of an asset means for the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// Store the entry; evict the entries of versions that fell out.
+    Store {
+        /// `(previous newest, new)` when this is a version the asset has not had before.
+        change: Option<(Version, Version)>,
+        /// Keys of evicted versions' entries.
+        evicted: Vec<CacheKey>,
+    },
+    /// A newer version is held: serve this one, but do not store it.
+    Older,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct AssetRecord {
+    versions: Vec<HeldVersion>,
+    retired: Vec<Version>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct HeldVersion {
+    version: Version,
+    first_seen_ms: u64,
+    keys: Vec<CacheKey>,
+}
+
+impl AssetRecord {
+    fn admit(&mut self, version: &Version, key: &CacheKey, now_ms: u64, keep: usize) -> Admission {
+        if let Some(held) = self.versions.iter_mut().find(|h| h.version == *version) {
+            if !held.keys.contains(key) {
+                held.keys.push(key.clone());
+            }
+            return Admission::Store {
+                change: None,
+                evicted: Vec::new(),
+            };
+        }
+        if self.retired.contains(version) {
+            return Admission::Older;
+        }
+        let previous = self.versions.last().map(|h| h.version.clone());
+        self.versions.push(HeldVersion {
+            version: version.clone(),
+            first_seen_ms: now_ms,
+            keys: vec![key.clone()],
+        });
+        let excess = self.versions.len().saturating_sub(keep.max(1));
+        let mut evicted = Vec::new();
+        for old in self.versions.drain(..excess) {
+            evicted.extend(old.keys);
+            self.retired.push(old.version);
+        }
+        let forget = self.retired.len().saturating_sub(RETIRED_KEPT);
+        self.retired.drain(..forget);
+        Admission::Store {
+            change: previous.map(|old| (old, version.clone())),
+            evicted,
+        }
+    }
+}
+
+/// The persistent per-asset version lists.
+pub struct VersionIndex {
+    dir: PathBuf,
+    keep: usize,
+}
+
+impl VersionIndex {
+    /// The index under a disk tier's root, keeping `keep` versions per asset.
+    pub fn new(root: &Path, keep: usize) -> VersionIndex {
+        VersionIndex {
+            dir: root.join("assets"),
+            keep,
+        }
+    }
+
+    /// Records that `key` holds `version` of `asset`, and says what to store and evict.
+    pub fn admit(
+        &self,
+        asset: &AssetId,
+        version: &Version,
+        key: &CacheKey,
+        now: SystemTime,
+    ) -> Result<Admission, DiskError> {
+        let digest = {
+            let d = ring::digest::digest(&ring::digest::SHA256, asset.as_str().as_bytes());
+            hex(d.as_ref())
+        };
+        let dir = self.dir.join(&digest[..2]);
+        fs::create_dir_all(&dir).map_err(|source| io("create", &dir, source))?;
+        let lock_path = dir.join(format!("{digest}.lock"));
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| io("open", &lock_path, source))?;
+        FileExt::lock(&lock).map_err(|source| io("lock", &lock_path, source))?;
+        let path = dir.join(format!("{digest}.json"));
+        let mut record = read_record(&path)?;
+        let before = record.clone();
+        let now_ms = now
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let admission = record.admit(version, key, now_ms, self.keep);
+        if record != before {
+            let json = serde_json::to_vec_pretty(&record).unwrap_or_default();
+            atomic_file::write(&path, &json, 0o600).map_err(|source| io("write", &path, source))?;
+        }
+        // The lock is released when `lock` closes.
+        Ok(admission)
+    }
+}
+
+fn read_record(path: &Path) -> Result<AssetRecord, DiskError> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            tracing::warn!(path = %path.display(), error = %e, "version index unreadable; starting it afresh");
+            AssetRecord::default()
+        })),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(AssetRecord::default()),
+        Err(source) => Err(io("read", path, source)),
+    }
+}
+
+fn io(op: &'static str, path: &Path, source: io::Error) -> DiskError {
+    DiskError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderMap;
+    use url::Url;
+
+    fn key(url: &str) -> CacheKey {
+        CacheKey::new(&Url::parse(url).expect("url"), &HeaderMap::new())
+    }
+
+    fn v(text: &str) -> Version {
+        serde_json::from_value(serde_json::json!(text)).expect("version")
+    }
+
+    #[test]
+    fn versions_replace_each_other_in_order_of_appearance() {
+        let mut record = AssetRecord::default();
+        let (k1, k2, k3) = (key("https://a.test/a.js?v=1"), key("https://a.test/a.js?v=2"), key("https://a.test/a.js?v=3"));
+        let steps = [
+            (v("1"), k1.clone(), Admission::Store { change: None, evicted: vec![] }),
+            (v("1"), k1.clone(), Admission::Store { change: None, evicted: vec![] }),
+            (v("2"), k2.clone(), Admission::Store { change: Some((v("1"), v("2"))), evicted: vec![k1.clone()] }),
+            (v("1"), k1.clone(), Admission::Older),
+            (v("2"), k2.clone(), Admission::Store { change: None, evicted: vec![] }),
+            (v("3"), k3.clone(), Admission::Store { change: Some((v("2"), v("3"))), evicted: vec![k2.clone()] }),
+        ];
+        for (step, (version, key, want)) in steps.into_iter().enumerate() {
+            assert_eq!(record.admit(&version, &key, step as u64, 1), want, "step {step}");
+        }
+    }
+
+    #[test]
+    fn keep_versions_holds_several() {
+        let mut record = AssetRecord::default();
+        for n in 1..=3 {
+            let admission = record.admit(&v(&n.to_string()), &key(&format!("https://a.test/a.js?v={n}")), 0, 2);
+            let evicted = match admission {
+                Admission::Store { evicted, .. } => evicted.len(),
+                Admission::Older => usize::MAX,
+            };
+            assert_eq!(evicted, usize::from(n == 3), "version {n}");
+        }
+        assert_eq!(record.versions.len(), 2);
+    }
+}

@@ -1,0 +1,434 @@
+//! Configuration: the JSON file format (`RawConfig`), its validation, and the immutable
+//! `Config` each component receives a part of. Every key has a default, so no file is needed.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use globset::{Glob, GlobBuilder, GlobMatcher};
+use regex::Regex;
+use serde::Deserialize;
+
+const MIB: u64 = 1024 * 1024;
+
+/// A configuration file that could not be read or is not valid; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid JSON of the expected shape.
+    #[error("config file {path}: {field}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The key, as a dotted path (`memory.max_mb`, `rules[2].glob`).
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// The validated configuration. Immutable once the proxy starts.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Memory and disk tiers.
+    pub cache: CacheConfig,
+    /// Which requests may be cached.
+    pub policy: PolicyConfig,
+    /// Connections to origins.
+    pub upstream: UpstreamConfig,
+    /// CONNECT handling and the certificate authority.
+    pub mitm: MitmConfig,
+}
+
+/// Settings of the cache tiers.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Directory of the disk tier.
+    pub dir: PathBuf,
+    /// Capacity of the memory tier in body bytes.
+    pub memory_max_bytes: u64,
+    /// An entry unused this long leaves the memory tier.
+    pub memory_idle: Duration,
+    /// Entries older than this are fetched again.
+    pub max_age: Duration,
+    /// Versions of one asset kept; storing a newer one evicts the rest.
+    pub keep_versions: usize,
+    /// Bodies larger than this are streamed but not stored.
+    pub max_object_bytes: u64,
+    /// How long a request waits for another's fetch of the same URL before fetching itself.
+    pub coalesce_wait: Duration,
+}
+
+/// What the proxy may cache.
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    /// Query parameters that carry a version (`main.dart.js?v=abc`).
+    pub version_query_params: Vec<String>,
+    /// File extensions of static assets whose URLs are checked for versions.
+    pub asset_extensions: Vec<String>,
+    /// Rules, first match wins.
+    pub rules: Vec<Rule>,
+}
+
+/// One rule of the config: URLs it matches, and what to do with them.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Which URLs.
+    pub pattern: Pattern,
+    /// What to do with them.
+    pub action: RuleAction,
+    /// For `cache`: how long an entry is served before it is fetched again.
+    pub ttl: Option<Duration>,
+    /// Cache responses to requests that carry `Authorization` (off unless said).
+    pub allow_authorization: bool,
+}
+
+/// A rule's URL pattern, matched against `host[:port]/path`.
+#[derive(Debug, Clone)]
+pub enum Pattern {
+    /// A glob: `*` stays within a path segment, `**` crosses them.
+    Glob(GlobMatcher),
+    /// A regular expression, unanchored unless it anchors itself.
+    Regex(Regex),
+}
+
+impl Pattern {
+    /// Whether the pattern matches a `host[:port]/path` text.
+    pub fn is_match(&self, text: &str) -> bool {
+        match self {
+            Pattern::Glob(glob) => glob.is_match(text),
+            Pattern::Regex(regex) => regex.is_match(text),
+        }
+    }
+}
+
+/// What a rule does with the URLs it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleAction {
+    /// Cache responses to these URLs even when they carry no version.
+    Cache,
+    /// Never cache these URLs, even versioned ones.
+    Bypass,
+}
+
+/// Connections to origins.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Extra PEM roots trusted for origin TLS, on top of the standard web roots.
+    pub extra_roots: Option<PathBuf>,
+    /// Limit for opening a TCP connection.
+    pub connect_timeout: Duration,
+    /// Limit for an origin's response headers to arrive.
+    pub response_timeout: Duration,
+    /// Pooled connections unused this long are closed.
+    pub idle_timeout: Duration,
+}
+
+/// CONNECT handling.
+#[derive(Debug, Clone)]
+pub struct MitmConfig {
+    /// Directory holding `ca.pem` and `ca-key.pem`.
+    pub ca_dir: PathBuf,
+    /// Hosts tunnelled without interception.
+    pub passthrough: Vec<GlobMatcher>,
+}
+
+impl MitmConfig {
+    /// Whether CONNECTs to this host are tunnelled as they are.
+    pub fn is_passthrough(&self, host: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        self.passthrough.iter().any(|glob| glob.is_match(&host))
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawConfig {
+    memory: RawMemory,
+    disk: RawDisk,
+    max_object_mb: Option<u64>,
+    keep_versions: Option<usize>,
+    coalesce_wait_secs: Option<u64>,
+    versioned: RawVersioned,
+    passthrough: Vec<String>,
+    upstream: RawUpstream,
+    rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawMemory {
+    max_mb: Option<u64>,
+    idle_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDisk {
+    max_age_hours: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawVersioned {
+    query_params: Option<Vec<String>>,
+    extensions: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawUpstream {
+    connect_timeout_secs: Option<u64>,
+    response_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    glob: Option<String>,
+    regex: Option<String>,
+    action: RuleAction,
+    ttl_secs: Option<u64>,
+    #[serde(default)]
+    allow_authorization: bool,
+}
+
+/// Query parameters that carry a version when the config names none.
+pub const DEFAULT_VERSION_PARAMS: &[&str] = &["v", "ver", "version", "hash", "build"];
+
+/// Extensions of static assets when the config names none.
+pub const DEFAULT_ASSET_EXTENSIONS: &[&str] = &[
+    "js", "mjs", "cjs", "css", "wasm", "map", "woff", "woff2", "ttf", "otf", "eot", "png", "jpg",
+    "jpeg", "gif", "webp", "avif", "svg", "ico", "bmp", "mp3", "mp4", "webm", "ogg", "wav",
+];
+
+impl Default for Config {
+    fn default() -> Self {
+        // The empty document is valid by construction, so this cannot fail.
+        match Config::from_raw(RawConfig::default()) {
+            Ok(config) => config,
+            Err((field, message)) => unreachable!("built-in defaults invalid: {field}: {message}"),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|(field, message)| ConfigError::Invalid {
+            path: path.to_owned(),
+            field,
+            message,
+        })
+    }
+
+    /// Parses and validates config text; an error is `(field, message)`.
+    pub fn parse(text: &str) -> Result<Config, (String, String)> {
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let raw: RawConfig = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+            let field = match e.path().to_string() {
+                path if path == "." => "(top level)".to_owned(),
+                path => path,
+            };
+            (field, e.into_inner().to_string())
+        })?;
+        Config::from_raw(raw)
+    }
+
+    fn from_raw(raw: RawConfig) -> Result<Config, (String, String)> {
+        let cache = CacheConfig {
+            dir: PathBuf::from("cache"),
+            memory_max_bytes: positive("memory.max_mb", raw.memory.max_mb.unwrap_or(256))? * MIB,
+            memory_idle: secs("memory.idle_secs", raw.memory.idle_secs.unwrap_or(300))?,
+            max_age: secs(
+                "disk.max_age_hours",
+                raw.disk.max_age_hours.unwrap_or(24).saturating_mul(3600),
+            )?,
+            keep_versions: positive("keep_versions", raw.keep_versions.unwrap_or(1) as u64)?
+                as usize,
+            max_object_bytes: positive("max_object_mb", raw.max_object_mb.unwrap_or(64))? * MIB,
+            coalesce_wait: secs("coalesce_wait_secs", raw.coalesce_wait_secs.unwrap_or(30))?,
+        };
+        let policy = PolicyConfig {
+            version_query_params: word_list(
+                "versioned.query_params",
+                raw.versioned.query_params,
+                DEFAULT_VERSION_PARAMS,
+            )?,
+            asset_extensions: word_list(
+                "versioned.extensions",
+                raw.versioned.extensions,
+                DEFAULT_ASSET_EXTENSIONS,
+            )?
+            .into_iter()
+            .map(|ext| ext.trim_start_matches('.').to_ascii_lowercase())
+            .collect(),
+            rules: raw
+                .rules
+                .into_iter()
+                .enumerate()
+                .map(|(index, rule)| rule.validate(index))
+                .collect::<Result<_, _>>()?,
+        };
+        let upstream = UpstreamConfig {
+            extra_roots: None,
+            connect_timeout: secs(
+                "upstream.connect_timeout_secs",
+                raw.upstream.connect_timeout_secs.unwrap_or(10),
+            )?,
+            response_timeout: secs(
+                "upstream.response_timeout_secs",
+                raw.upstream.response_timeout_secs.unwrap_or(60),
+            )?,
+            idle_timeout: secs(
+                "upstream.idle_timeout_secs",
+                raw.upstream.idle_timeout_secs.unwrap_or(90),
+            )?,
+        };
+        let passthrough = raw
+            .passthrough
+            .iter()
+            .enumerate()
+            .map(|(index, host)| {
+                Glob::new(&host.to_ascii_lowercase())
+                    .map(|glob| glob.compile_matcher())
+                    .map_err(|e| (format!("passthrough[{index}]"), e.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        let mitm = MitmConfig {
+            ca_dir: PathBuf::from("certs"),
+            passthrough,
+        };
+        Ok(Config {
+            cache,
+            policy,
+            upstream,
+            mitm,
+        })
+    }
+}
+
+impl RawRule {
+    fn validate(self, index: usize) -> Result<Rule, (String, String)> {
+        let field = |name: &str| format!("rules[{index}].{name}");
+        let pattern = match (self.glob, self.regex) {
+            (Some(glob), None) => GlobBuilder::new(&glob)
+                .literal_separator(true)
+                .build()
+                .map(|glob| Pattern::Glob(glob.compile_matcher()))
+                .map_err(|e| (field("glob"), e.to_string()))?,
+            (None, Some(regex)) => Regex::new(&regex)
+                .map(Pattern::Regex)
+                .map_err(|e| (field("regex"), e.to_string()))?,
+            _ => {
+                return Err((
+                    format!("rules[{index}]"),
+                    "a rule needs exactly one of `glob` and `regex`".to_owned(),
+                ))
+            }
+        };
+        let ttl = self
+            .ttl_secs
+            .map(|ttl| secs(&field("ttl_secs"), ttl))
+            .transpose()?;
+        if ttl.is_some() && self.action == RuleAction::Bypass {
+            return Err((field("ttl_secs"), "a bypass rule takes no ttl".to_owned()));
+        }
+        Ok(Rule {
+            pattern,
+            action: self.action,
+            ttl,
+            allow_authorization: self.allow_authorization,
+        })
+    }
+}
+
+fn positive(field: &str, value: u64) -> Result<u64, (String, String)> {
+    if value == 0 {
+        return Err((field.to_owned(), "must be greater than 0".to_owned()));
+    }
+    Ok(value)
+}
+
+fn secs(field: &str, value: u64) -> Result<Duration, (String, String)> {
+    positive(field, value).map(Duration::from_secs)
+}
+
+fn word_list(
+    field: &str,
+    given: Option<Vec<String>>,
+    default: &[&str],
+) -> Result<Vec<String>, (String, String)> {
+    let words = given.unwrap_or_else(|| default.iter().map(|w| (*w).to_owned()).collect());
+    if let Some(index) = words.iter().position(|w| w.trim().is_empty()) {
+        return Err((format!("{field}[{index}]"), "must not be empty".to_owned()));
+    }
+    Ok(words)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_document_gives_defaults() {
+        let config = Config::parse("{}").expect("valid");
+        assert_eq!(config.cache.memory_max_bytes, 256 * MIB);
+        assert_eq!(config.cache.keep_versions, 1);
+        assert_eq!(config.cache.max_age, Duration::from_secs(24 * 3600));
+        assert_eq!(config.policy.version_query_params.len(), 5);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (r#"{"memory": {"max_mb": "big"}}"#, "memory.max_mb"),
+            (r#"{"memory": {"max_mb": 0}}"#, "memory.max_mb"),
+            (r#"{"memory": {"maxmb": 1}}"#, "memory"),
+            (r#"{"colour": 1}"#, "(top level)"),
+            (r#"{"rules": [{"action": "cache"}]}"#, "rules[0]"),
+            (
+                r#"{"rules": [{"glob": "a/**", "action": "cache"}, {"regex": "(", "action": "bypass"}]}"#,
+                "rules[1].regex",
+            ),
+            (r#"{"rules": [{"glob": "a", "action": "keep"}]}"#, "rules[0].action"),
+            (r#"{"versioned": {"query_params": ["v", ""]}}"#, "versioned.query_params[1]"),
+            (r#"{"passthrough": ["[bad"]}"#, "passthrough[0]"),
+        ];
+        for (text, want) in cases {
+            let (field, message) = Config::parse(text).expect_err(text);
+            assert_eq!(field, want, "{text}: {message}");
+        }
+    }
+
+    #[test]
+    fn rule_globs_keep_star_within_a_segment() {
+        let config = Config::parse(
+            r#"{"rules": [{"glob": "cdn.example.com/*.js", "action": "cache", "ttl_secs": 60}]}"#,
+        )
+        .expect("valid");
+        let rule = &config.policy.rules[0];
+        assert!(rule.pattern.is_match("cdn.example.com/app.js"));
+        assert!(!rule.pattern.is_match("cdn.example.com/deep/app.js"));
+        assert_eq!(rule.ttl, Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn passthrough_matches_hosts_case_insensitively() {
+        let config = Config::parse(r#"{"passthrough": ["*.Bank.example"]}"#).expect("valid");
+        assert!(config.mitm.is_passthrough("www.bank.EXAMPLE"));
+        assert!(!config.mitm.is_passthrough("bank.example.org"));
+    }
+}

@@ -1,0 +1,88 @@
+//! Errors a request can meet, and the one place they become responses (400, 502, 504) with a
+//! short plain-text body saying what failed.
+
+use std::time::Duration;
+
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Response, StatusCode};
+
+use crate::proxy::body::{full, ProxyBody};
+use crate::proxy::headers::{CacheStatus, CACHE_STATUS};
+
+/// Why the proxy could not answer a request with an origin's response.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The client's request cannot be proxied.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// No TCP connection to the origin could be made.
+    #[error("cannot connect to {origin}: {detail}")]
+    Connect {
+        /// `host:port`.
+        origin: String,
+        /// Why (refused, no route, DNS...).
+        detail: String,
+    },
+    /// The TLS handshake with the origin failed (certificate, protocol).
+    #[error("TLS handshake with {origin} failed: {detail}")]
+    Tls {
+        /// `host:port`.
+        origin: String,
+        /// The TLS error.
+        detail: String,
+    },
+    /// The origin did not answer in time.
+    #[error("{origin} did not answer within {}s", .after.as_secs())]
+    Timeout {
+        /// `host:port`.
+        origin: String,
+        /// The limit.
+        after: Duration,
+    },
+    /// The origin connection failed otherwise.
+    #[error("request to {origin} failed: {detail}")]
+    Upstream {
+        /// `host:port`.
+        origin: String,
+        /// What happened.
+        detail: String,
+    },
+}
+
+impl ProxyError {
+    /// The status the client gets.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Connect { .. } | ProxyError::Tls { .. } | ProxyError::Upstream { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+        }
+    }
+
+    /// A short name for headers, logs and stats.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProxyError::BadRequest(_) => "bad-request",
+            ProxyError::Connect { .. } => "upstream-connect",
+            ProxyError::Tls { .. } => "upstream-tls",
+            ProxyError::Timeout { .. } => "upstream-timeout",
+            ProxyError::Upstream { .. } => "upstream-error",
+        }
+    }
+
+    /// The response for this error.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let status = self.status();
+        let cache_status = CacheStatus::Error(self.kind()).header_value();
+        let mut response = Response::new(full(format!("asset-proxy: {self}\n")));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        if let Ok(value) = HeaderValue::from_str(&cache_status) {
+            headers.insert(CACHE_STATUS, value);
+        }
+        response
+    }
+}

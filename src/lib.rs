@@ -1,0 +1,36 @@
+//! asset-proxy: an intercepting HTTP caching proxy for versioned web assets.
+//!
+//! One request, and the component that owns each step:
+//!
+//! ```text
+//! client ──TCP──▶ listener ──HTTP/1.1|2──▶ ProxyService
+//!                                            │ CONNECT ─▶ mitm: TLS? ── yes ─▶ ca leaf cert ─▶ ProxyService (https://host:port)
+//!                                            │                      └─ no ──▶ opaque tunnel
+//!                                            ▼
+//!                                   cache::policy::classify_request
+//!                          bypass ◀──────────┤ cacheable (versioned URL or rule)
+//!                            │               ▼
+//!                            │        cache.lookup: memory ─▶ disk (promote) ─▶ Hit
+//!                            │               ▼ miss
+//!                            │        cache.begin_fill: Follower waits ─▶ lookup again
+//!                            │               ▼ Leader
+//!                            └────────▶ upstream (pooled, rustls) ─▶ TeeBody: to client + collect
+//!                                            ▼ clean end
+//!                                   cache.commit: version index ─▶ memory ─▶ disk (atomic)
+//! ```
+//!
+//! Every response carries `Cache-Status` (RFC 9211), and every request is logged once.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod atomic_file;
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod listener;
+pub mod mitm;
+pub mod proxy;
+pub mod stats;
+
+pub use app::App;
+pub use config::Config;

@@ -1,0 +1,157 @@
+//! Pure header helpers: hop-by-hop removal (RFC 9110 §7.6.1), `Via`, and the `Cache-Status`
+//! vocabulary (RFC 9211) that headers, logs and tests share.
+
+use http::header::{HeaderName, CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+use http::{HeaderMap, HeaderValue, Version};
+
+use crate::cache::policy::NoCacheReason;
+use crate::cache::Tier;
+
+/// The name the proxy gives itself in `Cache-Status` and `Via`.
+pub const PROXY_NAME: &str = "asset-proxy";
+
+/// The `Cache-Status` header.
+pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
+/// Headers that describe one connection, never forwarded or stored.
+const HOP_BY_HOP: [&str; 5] = [
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "http2-settings",
+];
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE] {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Appends this proxy to `Via` for a message of `version`.
+pub fn add_via(headers: &mut HeaderMap, version: Version) {
+    let protocol = match version {
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "1.1",
+    };
+    if let Ok(value) = HeaderValue::from_str(&format!("{protocol} {PROXY_NAME}")) {
+        headers.append(http::header::VIA, value);
+    }
+}
+
+/// What the cache did for one response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Served from a tier; `collapsed` when the request waited for another's fetch.
+    Hit {
+        /// The tier.
+        tier: Tier,
+        /// Whether the request waited for another's fetch first.
+        collapsed: bool,
+    },
+    /// Fetched from the origin for the cache; `stored` when the body is being stored.
+    Miss {
+        /// Whether the response is being stored.
+        stored: bool,
+        /// Why not, when not.
+        reason: Option<NoCacheReason>,
+    },
+    /// Forwarded without the cache.
+    Bypass(NoCacheReason),
+    /// The proxy answered with an error of this kind.
+    Error(&'static str),
+}
+
+impl CacheStatus {
+    /// The `Cache-Status` field value.
+    pub fn header_value(self) -> String {
+        match self {
+            CacheStatus::Hit { tier, collapsed: false } => {
+                format!("{PROXY_NAME}; hit; detail={}", tier.as_str())
+            }
+            CacheStatus::Hit { tier, collapsed: true } => {
+                format!("{PROXY_NAME}; hit; collapsed; detail={}", tier.as_str())
+            }
+            CacheStatus::Miss { stored: true, .. } => format!("{PROXY_NAME}; fwd=miss; stored"),
+            CacheStatus::Miss { stored: false, reason: Some(reason) } => {
+                format!("{PROXY_NAME}; fwd=miss; detail={}", reason.as_str())
+            }
+            CacheStatus::Miss { stored: false, reason: None } => format!("{PROXY_NAME}; fwd=miss"),
+            CacheStatus::Bypass(NoCacheReason::Method) => format!("{PROXY_NAME}; fwd=method"),
+            CacheStatus::Bypass(reason) => {
+                format!("{PROXY_NAME}; fwd=bypass; detail={}", reason.as_str())
+            }
+            CacheStatus::Error(kind) => format!("{PROXY_NAME}; fwd=miss; detail={kind}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "close, x-trace"),
+            ("x-trace", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-authorization", "Basic eDp5"),
+            ("te", "trailers"),
+            ("upgrade", "h2c"),
+            ("content-type", "text/plain"),
+            ("cache-control", "max-age=1"),
+        ] {
+            headers.append(name, HeaderValue::from_static(value));
+        }
+        remove_hop_by_hop(&mut headers);
+        let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["content-type", "cache-control"]);
+    }
+
+    #[test]
+    fn cache_status_values() {
+        let cases = [
+            (CacheStatus::Hit { tier: Tier::Memory, collapsed: false }, "asset-proxy; hit; detail=memory"),
+            (CacheStatus::Hit { tier: Tier::Disk, collapsed: true }, "asset-proxy; hit; collapsed; detail=disk"),
+            (CacheStatus::Miss { stored: true, reason: None }, "asset-proxy; fwd=miss; stored"),
+            (
+                CacheStatus::Miss { stored: false, reason: Some(NoCacheReason::SetCookie) },
+                "asset-proxy; fwd=miss; detail=set-cookie",
+            ),
+            (CacheStatus::Bypass(NoCacheReason::NotVersioned), "asset-proxy; fwd=bypass; detail=not-versioned"),
+            (CacheStatus::Bypass(NoCacheReason::Method), "asset-proxy; fwd=method"),
+            (CacheStatus::Error("upstream-refused"), "asset-proxy; fwd=miss; detail=upstream-refused"),
+        ];
+        for (status, want) in cases {
+            assert_eq!(status.header_value(), want);
+        }
+    }
+
+    #[test]
+    fn via_names_the_protocol() {
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::VIA, HeaderValue::from_static("1.1 cdn"));
+        add_via(&mut headers, Version::HTTP_2);
+        let via: Vec<&str> = headers.get_all(http::header::VIA).iter().filter_map(|v| v.to_str().ok()).collect();
+        assert_eq!(via, ["1.1 cdn", "2 asset-proxy"]);
+    }
+}

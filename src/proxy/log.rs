@@ -1,0 +1,89 @@
+//! The one log line per request: `LoggedBody` counts the bytes sent and logs when the response
+//! body is finished or abandoned, so the line carries the real size and duration.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use tracing::info;
+
+use super::body::{BoxError, ProxyBody};
+
+/// What the log line says besides bytes and time.
+pub struct RequestSummary {
+    /// Request method.
+    pub method: Method,
+    /// The absolute URL.
+    pub url: String,
+    /// Response status.
+    pub status: StatusCode,
+    /// The `Cache-Status` value.
+    pub cache: String,
+    /// When the request arrived.
+    pub started: Instant,
+}
+
+/// A response body that logs its request when it is dropped.
+pub struct LoggedBody {
+    inner: ProxyBody,
+    summary: RequestSummary,
+    bytes: u64,
+    complete: bool,
+}
+
+impl LoggedBody {
+    /// Wraps `inner`.
+    pub fn new(inner: ProxyBody, summary: RequestSummary) -> LoggedBody {
+        LoggedBody {
+            complete: inner.is_end_stream(),
+            inner,
+            summary,
+            bytes: 0,
+        }
+    }
+}
+
+impl Body for LoggedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                let len = frame.data_ref().map_or(0, |data| data.len() as u64);
+                self.bytes += len;
+            }
+            Poll::Ready(None) => self.complete = true,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        let s = &self.summary;
+        info!(
+            method = %s.method,
+            url = %s.url,
+            status = s.status.as_u16(),
+            cache = %s.cache,
+            bytes = self.bytes,
+            ms = s.started.elapsed().as_millis() as u64,
+            complete = self.complete,
+            "request"
+        );
+    }
+}

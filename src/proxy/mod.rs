@@ -1,0 +1,324 @@
+//! `ProxyService`: one request through policy -> cache -> upstream. Orchestration only: the
+//! decisions live in `cache::policy`, storage in `cache`, the network in `upstream`.
+
+pub mod body;
+pub mod headers;
+pub mod log;
+pub mod upstream;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, HOST};
+use http::{HeaderValue, Method, Request, Response, Uri};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use tracing::debug;
+use url::Url;
+
+use crate::cache::inflight::{Fill, FillOutcome, FillPermit};
+use crate::cache::policy::{self, CachePlan, NoCacheReason};
+use crate::cache::tee::TeeBody;
+use crate::cache::{Cache, CachedResponse, FillPlan, Lookup, Tier};
+use crate::config::Config;
+use crate::error::ProxyError;
+use crate::listener::Connections;
+use crate::mitm::ca::CertAuthority;
+use crate::stats::Stats;
+use body::{empty, full, ProxyBody};
+use headers::{add_via, remove_hop_by_hop, CacheStatus, CACHE_STATUS};
+use log::{LoggedBody, RequestSummary};
+use upstream::{Upstream, UpstreamBody};
+
+/// Request headers that would make an origin answer with less than the whole body.
+const CONDITIONAL_HEADERS: [&str; 5] = [
+    "if-none-match",
+    "if-modified-since",
+    "if-match",
+    "if-unmodified-since",
+    "if-range",
+];
+
+/// How many times a request follows other fetches before it fetches for itself.
+const MAX_FOLLOWS: usize = 3;
+
+/// Everything a request may need, built once by `App`.
+pub struct Context {
+    /// The configuration.
+    pub config: Config,
+    /// The cache.
+    pub cache: Cache,
+    /// The origin client.
+    pub upstream: Upstream,
+    /// The certificate authority.
+    pub ca: Arc<CertAuthority>,
+    /// Counters.
+    pub stats: Arc<Stats>,
+    /// Client connections, for serving intercepted tunnels.
+    pub connections: Connections,
+}
+
+/// Serves proxy requests: absolute-form from a client, or origin-form inside an intercepted
+/// tunnel to `origin`.
+#[derive(Clone)]
+pub struct ProxyService {
+    ctx: Arc<Context>,
+    /// `https://host:port` of an intercepted tunnel.
+    origin: Option<Arc<str>>,
+}
+
+impl ProxyService {
+    /// A service for a client connection.
+    pub fn new(ctx: Arc<Context>) -> ProxyService {
+        ProxyService { ctx, origin: None }
+    }
+
+    /// A service for requests inside an intercepted tunnel to `https://authority`.
+    pub fn intercepting(ctx: Arc<Context>, authority: &str) -> ProxyService {
+        ProxyService {
+            ctx,
+            origin: Some(Arc::from(format!("https://{authority}"))),
+        }
+    }
+
+    /// Answers one request; never fails (errors become responses).
+    pub async fn handle(self, request: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+        if request.method() == Method::CONNECT {
+            if self.origin.is_some() {
+                let error = ProxyError::BadRequest("CONNECT inside an intercepted tunnel".to_owned());
+                return Ok(error.into_response());
+            }
+            return Ok(crate::mitm::connect(self.ctx.clone(), request).await);
+        }
+        let started = Instant::now();
+        self.ctx.stats.requests.inc();
+        let method = request.method().clone();
+        let url = match self.target_url(request.uri()) {
+            Ok(url) => url,
+            Err(error) => return Ok(error.into_response()),
+        };
+        let plan = policy::classify_request(
+            &method,
+            &url,
+            request.headers(),
+            &self.ctx.config.policy,
+            self.ctx.config.cache.max_age,
+        );
+        let (response, cache_status) = match plan {
+            Ok(plan) => self.cached(request, &url, plan).await,
+            Err(reason) => {
+                self.ctx.stats.bypasses.inc();
+                self.forward(request, &url, CacheStatus::Bypass(reason)).await
+            }
+        };
+        let summary = RequestSummary {
+            method,
+            url: url.into(),
+            status: response.status(),
+            cache: cache_status.header_value(),
+            started,
+        };
+        Ok(finish(response, summary))
+    }
+
+    fn target_url(&self, uri: &Uri) -> Result<Url, ProxyError> {
+        let text = match (&self.origin, uri.scheme_str()) {
+            (Some(origin), _) => {
+                let path = uri.path_and_query().map_or("/", |p| p.as_str());
+                format!("{origin}{path}")
+            }
+            (None, Some("http" | "https")) => uri.to_string(),
+            (None, Some(other)) => {
+                return Err(ProxyError::BadRequest(format!("unsupported scheme {other:?}")))
+            }
+            (None, None) => {
+                return Err(ProxyError::BadRequest(
+                    "this is a proxy: send an absolute URL (GET http://host/path) or CONNECT host:port".to_owned(),
+                ))
+            }
+        };
+        let url = Url::parse(&text).map_err(|e| ProxyError::BadRequest(format!("invalid URL: {e}")))?;
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(ProxyError::BadRequest("URL has no host".to_owned()));
+        }
+        Ok(url)
+    }
+
+    /// The cache path: hit, or follow another's fetch, or lead a fetch.
+    async fn cached(&self, request: Request<Incoming>, url: &Url, plan: CachePlan) -> (Response<ProxyBody>, CacheStatus) {
+        let cache = &self.ctx.cache;
+        let key = crate::cache::key::CacheKey::new(url, request.headers());
+        let head_only = request.method() == Method::HEAD;
+        let mut collapsed = false;
+        for _ in 0..MAX_FOLLOWS {
+            if let Lookup::Hit(entry, tier) = cache.lookup(&key, SystemTime::now()).await {
+                return self.serve_hit(&entry, tier, head_only, collapsed);
+            }
+            if head_only {
+                break;
+            }
+            let waiter = match cache.begin_fill(&key) {
+                Fill::Leader(permit) => return self.fill(request, url, plan, permit).await,
+                Fill::Follower(waiter) => waiter,
+            };
+            collapsed = true;
+            self.ctx.stats.coalesced_waits.inc();
+            match waiter.wait(cache.config().coalesce_wait).await {
+                Some(FillOutcome::Stored | FillOutcome::Abandoned) => continue,
+                Some(FillOutcome::NotStorable) => break,
+                None => {
+                    let status = CacheStatus::Miss { stored: false, reason: Some(NoCacheReason::CoalesceTimeout) };
+                    self.ctx.stats.misses.inc();
+                    return self.forward(request, url, status).await;
+                }
+            }
+        }
+        self.ctx.stats.misses.inc();
+        self.forward(request, url, CacheStatus::Miss { stored: false, reason: None }).await
+    }
+
+    fn serve_hit(&self, entry: &CachedResponse, tier: Tier, head_only: bool, collapsed: bool) -> (Response<ProxyBody>, CacheStatus) {
+        let stats = &self.ctx.stats;
+        match tier {
+            Tier::Memory => stats.hits_memory.inc(),
+            Tier::Disk => stats.hits_disk.inc(),
+        }
+        let body = if head_only {
+            empty()
+        } else {
+            stats.bytes_from_cache.add(entry.body.len() as u64);
+            full(entry.body.clone())
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = entry.meta.status();
+        *response.headers_mut() = entry.meta.header_map();
+        response
+            .headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from(entry.body.len()));
+        (response, CacheStatus::Hit { tier, collapsed })
+    }
+
+    /// Leads the fetch of a key: streams the origin's answer and stores it if allowed.
+    async fn fill(&self, request: Request<Incoming>, url: &Url, plan: CachePlan, permit: FillPermit) -> (Response<ProxyBody>, CacheStatus) {
+        self.ctx.stats.misses.inc();
+        let (mut parts, _body) = request.into_parts();
+        for name in CONDITIONAL_HEADERS {
+            parts.headers.remove(name);
+        }
+        let outgoing = Request::from_parts(parts, Empty::<Bytes>::new().map_err(|never| match never {}).boxed());
+        let response = match self.send(outgoing, url).await {
+            Ok(response) => response,
+            Err(error) => return self.failed(error), // Dropping the permit abandons the fill.
+        };
+        let (mut parts, body) = response.into_parts();
+        remove_hop_by_hop(&mut parts.headers);
+        let max = self.ctx.cache.config().max_object_bytes;
+        let counted = CountedBody::new(body, self.ctx.stats.clone());
+        match policy::check_response(parts.status, &parts.headers, max) {
+            Ok(()) => {
+                let expected = parts
+                    .headers
+                    .get(CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok());
+                let fill = FillPlan { plan, status: parts.status, headers: parts.headers.clone() };
+                let tee = TeeBody::new(counted, self.ctx.cache.clone(), permit, fill, expected);
+                let body = tee.map_err(Into::into).boxed();
+                (Response::from_parts(parts, body), CacheStatus::Miss { stored: true, reason: None })
+            }
+            Err(reason) => {
+                debug!(url = %url, reason = reason.as_str(), "response not stored");
+                permit.complete(FillOutcome::NotStorable);
+                let body = counted.map_err(Into::into).boxed();
+                (Response::from_parts(parts, body), CacheStatus::Miss { stored: false, reason: Some(reason) })
+            }
+        }
+    }
+
+    /// Forwards a request as it is, streaming both bodies.
+    async fn forward(&self, request: Request<Incoming>, url: &Url, status: CacheStatus) -> (Response<ProxyBody>, CacheStatus) {
+        let outgoing = request.map(|body| body.boxed());
+        match self.send(outgoing, url).await {
+            Ok(response) => {
+                let (mut parts, body) = response.into_parts();
+                remove_hop_by_hop(&mut parts.headers);
+                let body = CountedBody::new(body, self.ctx.stats.clone()).map_err(Into::into).boxed();
+                (Response::from_parts(parts, body), status)
+            }
+            Err(error) => self.failed(error),
+        }
+    }
+
+    /// Sends a request to the origin named by `url`, with end-to-end headers only.
+    async fn send(&self, request: Request<UpstreamBody>, url: &Url) -> Result<Response<Incoming>, ProxyError> {
+        let (mut parts, body) = request.into_parts();
+        parts.uri = url
+            .as_str()
+            .parse()
+            .map_err(|e| ProxyError::BadRequest(format!("invalid URL: {e}")))?;
+        remove_hop_by_hop(&mut parts.headers);
+        // The client sets Host from the URI (HTTP/1.1) or sends :authority (HTTP/2).
+        parts.headers.remove(HOST);
+        add_via(&mut parts.headers, parts.version);
+        parts.version = http::Version::HTTP_11;
+        self.ctx.upstream.send(Request::from_parts(parts, body)).await
+    }
+
+    fn failed(&self, error: ProxyError) -> (Response<ProxyBody>, CacheStatus) {
+        self.ctx.stats.upstream_errors.inc();
+        tracing::warn!(error = %error, "upstream request failed");
+        let status = CacheStatus::Error(error.kind());
+        (error.into_response(), status)
+    }
+}
+
+/// Adds `Cache-Status` and `Via`, and the log line when the body is done.
+fn finish(response: Response<ProxyBody>, summary: RequestSummary) -> Response<ProxyBody> {
+    let (mut parts, body) = response.into_parts();
+    if let Ok(value) = HeaderValue::from_str(&summary.cache) {
+        parts.headers.insert(CACHE_STATUS, value);
+    }
+    add_via(&mut parts.headers, parts.version);
+    let body = LoggedBody::new(body, summary).boxed();
+    Response::from_parts(parts, body)
+}
+
+/// An origin body whose bytes are counted as they arrive.
+struct CountedBody {
+    inner: Incoming,
+    stats: Arc<Stats>,
+}
+
+impl CountedBody {
+    fn new(inner: Incoming, stats: Arc<Stats>) -> CountedBody {
+        CountedBody { inner, stats }
+    }
+}
+
+impl http_body::Body for CountedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.stats.bytes_from_upstream.add(data.len() as u64);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

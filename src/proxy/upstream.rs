@@ -1,0 +1,157 @@
+//! `Upstream`: the client that talks to origins — hyper-util's pooled client over
+//! hyper-rustls (HTTP/1.1 and HTTP/2 by ALPN), trusting the standard web roots plus any extra
+//! PEM roots given with `--upstream-ca`.
+
+use std::error::Error as StdError;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use rustls::{ClientConfig, RootCertStore};
+
+use crate::config::UpstreamConfig;
+use crate::error::ProxyError;
+
+/// A request body on its way to an origin.
+pub type UpstreamBody = BoxBody<Bytes, hyper::Error>;
+
+/// Why the upstream client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamSetupError {
+    /// The extra roots file could not be used.
+    #[error("upstream CA file {path}: {detail}")]
+    Roots {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// rustls refused the configuration.
+    #[error("upstream TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// The connection pool to origins.
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+}
+
+impl Upstream {
+    /// A client with the given timeouts and trust.
+    pub fn new(config: &UpstreamConfig, provider: Arc<CryptoProvider>) -> Result<Upstream, UpstreamSetupError> {
+        let mut roots = RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if let Some(path) = &config.extra_roots {
+            add_pem_roots(&mut roots, path)?;
+        }
+        let mut tls = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(config.connect_timeout));
+        http.set_nodelay(true);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(config.idle_timeout)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        Ok(Upstream {
+            client,
+            connect_timeout: config.connect_timeout,
+            response_timeout: config.response_timeout,
+        })
+    }
+
+    /// Sends `request` (absolute URI) and waits for the response headers, within the limit.
+    pub async fn send(&self, request: Request<UpstreamBody>) -> Result<Response<Incoming>, ProxyError> {
+        let origin = request
+            .uri()
+            .authority()
+            .map_or_else(String::new, |a| a.to_string());
+        match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(error)) => Err(classify(origin, &error, self.connect_timeout)),
+            Err(_) => Err(ProxyError::Timeout {
+                origin,
+                after: self.response_timeout,
+            }),
+        }
+    }
+}
+
+fn add_pem_roots(roots: &mut RootCertStore, path: &Path) -> Result<(), UpstreamSetupError> {
+    let roots_error = |detail: String| UpstreamSetupError::Roots {
+        path: path.to_owned(),
+        detail,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| roots_error(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| roots_error(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(roots_error("no PEM certificate in the file".to_owned()));
+    }
+    for cert in certs {
+        roots.add(cert).map_err(|e| roots_error(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Turns a client error into what the client is told: the deepest cause names it best.
+fn classify(origin: String, error: &hyper_util::client::legacy::Error, connect_timeout: Duration) -> ProxyError {
+    let mut source: Option<&(dyn StdError + 'static)> = error.source();
+    let mut detail = error.to_string();
+    while let Some(cause) = source {
+        if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
+            return ProxyError::Tls {
+                origin,
+                detail: tls.to_string(),
+            };
+        }
+        if let Some(io) = cause.downcast_ref::<io::Error>() {
+            if io.kind() == io::ErrorKind::TimedOut {
+                return ProxyError::Timeout {
+                    origin,
+                    after: connect_timeout,
+                };
+            }
+            if let Some(tls) = io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+                return ProxyError::Tls {
+                    origin,
+                    detail: tls.to_string(),
+                };
+            }
+        }
+        detail = cause.to_string();
+        source = cause.source();
+    }
+    if error.is_connect() {
+        ProxyError::Connect { origin, detail }
+    } else {
+        ProxyError::Upstream { origin, detail }
+    }
+}
