@@ -396,8 +396,8 @@ mod tests {
         let cases = [
             (r#"{"memory": {"max_mb": "big"}}"#, "memory.max_mb"),
             (r#"{"memory": {"max_mb": 0}}"#, "memory.max_mb"),
-            (r#"{"memory": {"maxmb": 1}}"#, "memory"),
-            (r#"{"colour": 1}"#, "(top level)"),
+            (r#"{"memory": {"maxmb": 1}}"#, "memory.maxmb"),
+            (r#"{"colour": 1}"#, "colour"),
             (r#"{"rules": [{"action": "cache"}]}"#, "rules[0]"),
             (
                 r#"{"rules": [{"glob": "a/**", "action": "cache"}, {"regex": "(", "action": "bypass"}]}"#,

@@ -1,6 +1,7 @@
 //! The `proxy` command: parse the command line, load the config, start logging, run the
 //! proxy until SIGINT or SIGTERM.
 
+use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
@@ -58,6 +59,7 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 
     let mut config = match &cli.config {

@@ -159,6 +159,23 @@ impl Cache {
         self.inner.inflight.begin(key)
     }
 
+    /// Whether the request is for a version of an asset that a newer one has replaced; such
+    /// a request is served but not stored.
+    pub async fn is_older_version(&self, plan: &CachePlan) -> bool {
+        let Some(versioned) = plan.versioned.clone() else { return false };
+        let index = self.inner.index.clone();
+        let checked = tokio::task::spawn_blocking(move || index.is_retired(&versioned.asset, &versioned.version)).await;
+        match checked {
+            Ok(Ok(retired)) => retired,
+            Ok(Err(e)) => {
+                self.inner.stats.disk_errors.inc();
+                warn!(error = %e, "version index read failed");
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Stores a complete body in the background: version index, then memory (followers are
     /// woken), then disk. The caller never waits for it.
     pub fn commit(&self, permit: FillPermit, fill: FillPlan, body: Bytes) {

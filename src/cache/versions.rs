@@ -96,6 +96,21 @@ impl VersionIndex {
         }
     }
 
+    /// Whether a newer version of `asset` has replaced `version`. Lock-free: the file is only
+    /// ever replaced whole.
+    pub fn is_retired(&self, asset: &AssetId, version: &Version) -> Result<bool, DiskError> {
+        let (_, path) = self.paths(asset);
+        Ok(read_record(&path)?.retired.contains(version))
+    }
+
+    /// The fan-out directory and the record file of `asset`.
+    fn paths(&self, asset: &AssetId) -> (PathBuf, PathBuf) {
+        let digest = hex(ring::digest::digest(&ring::digest::SHA256, asset.as_str().as_bytes()).as_ref());
+        let dir = self.dir.join(&digest[..2]);
+        let record = dir.join(format!("{digest}.json"));
+        (dir, record)
+    }
+
     /// Records that `key` holds `version` of `asset`, and says what to store and evict.
     pub fn admit(
         &self,
@@ -104,13 +119,9 @@ impl VersionIndex {
         key: &CacheKey,
         now: SystemTime,
     ) -> Result<Admission, DiskError> {
-        let digest = {
-            let d = ring::digest::digest(&ring::digest::SHA256, asset.as_str().as_bytes());
-            hex(d.as_ref())
-        };
-        let dir = self.dir.join(&digest[..2]);
+        let (dir, path) = self.paths(asset);
         fs::create_dir_all(&dir).map_err(|source| io("create", &dir, source))?;
-        let lock_path = dir.join(format!("{digest}.lock"));
+        let lock_path = path.with_extension("lock");
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -118,7 +129,6 @@ impl VersionIndex {
             .open(&lock_path)
             .map_err(|source| io("open", &lock_path, source))?;
         FileExt::lock(&lock).map_err(|source| io("lock", &lock_path, source))?;
-        let path = dir.join(format!("{digest}.json"));
         let mut record = read_record(&path)?;
         let before = record.clone();
         let now_ms = now

@@ -56,6 +56,8 @@ impl Body for LoggedBody {
             Poll::Ready(Some(Ok(frame))) => {
                 let len = frame.data_ref().map_or(0, |data| data.len() as u64);
                 self.bytes += len;
+                // hyper stops polling once the body says it has ended.
+                self.complete = self.inner.is_end_stream();
             }
             Poll::Ready(None) => self.complete = true,
             _ => {}

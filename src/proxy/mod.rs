@@ -203,6 +203,11 @@ impl ProxyService {
     /// Leads the fetch of a key: streams the origin's answer and stores it if allowed.
     async fn fill(&self, request: Request<Incoming>, url: &Url, plan: CachePlan, permit: FillPermit) -> (Response<ProxyBody>, CacheStatus) {
         self.ctx.stats.misses.inc();
+        if self.ctx.cache.is_older_version(&plan).await {
+            permit.complete(FillOutcome::NotStorable);
+            let status = CacheStatus::Miss { stored: false, reason: Some(NoCacheReason::OlderVersion) };
+            return self.forward(request, url, status).await;
+        }
         let (mut parts, _body) = request.into_parts();
         for name in CONDITIONAL_HEADERS {
             parts.headers.remove(name);
@@ -281,6 +286,8 @@ fn finish(response: Response<ProxyBody>, summary: RequestSummary) -> Response<Pr
         parts.headers.insert(CACHE_STATUS, value);
     }
     add_via(&mut parts.headers, parts.version);
+    // The origin's protocol version says nothing about the client's connection.
+    parts.version = http::Version::HTTP_11;
     let body = LoggedBody::new(body, summary).boxed();
     Response::from_parts(parts, body)
 }

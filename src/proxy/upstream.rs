@@ -59,11 +59,10 @@ impl Upstream {
         if let Some(path) = &config.extra_roots {
             add_pem_roots(&mut roots, path)?;
         }
-        let mut tls = ClientConfig::builder_with_provider(provider)
+        let tls = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
 
         let mut http = HttpConnector::new();
         http.enforce_http(false);
@@ -123,35 +122,42 @@ fn add_pem_roots(roots: &mut RootCertStore, path: &Path) -> Result<(), UpstreamS
 
 /// Turns a client error into what the client is told: the deepest cause names it best.
 fn classify(origin: String, error: &hyper_util::client::legacy::Error, connect_timeout: Duration) -> ProxyError {
-    let mut source: Option<&(dyn StdError + 'static)> = error.source();
-    let mut detail = error.to_string();
-    while let Some(cause) = source {
-        if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
-            return ProxyError::Tls {
-                origin,
-                detail: tls.to_string(),
-            };
-        }
-        if let Some(io) = cause.downcast_ref::<io::Error>() {
-            if io.kind() == io::ErrorKind::TimedOut {
-                return ProxyError::Timeout {
-                    origin,
-                    after: connect_timeout,
-                };
-            }
-            if let Some(tls) = io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
-                return ProxyError::Tls {
-                    origin,
-                    detail: tls.to_string(),
-                };
-            }
-        }
-        detail = cause.to_string();
-        source = cause.source();
+    let causes = causes(error);
+    if let Some(tls) = causes.iter().find_map(|cause| cause.downcast_ref::<rustls::Error>()) {
+        return ProxyError::Tls {
+            origin,
+            detail: tls.to_string(),
+        };
     }
+    let timed_out = causes
+        .iter()
+        .filter_map(|cause| cause.downcast_ref::<io::Error>())
+        .any(|io| io.kind() == io::ErrorKind::TimedOut);
+    if timed_out {
+        return ProxyError::Timeout {
+            origin,
+            after: connect_timeout,
+        };
+    }
+    let detail = causes.last().map_or_else(|| error.to_string(), |cause| cause.to_string());
     if error.is_connect() {
         ProxyError::Connect { origin, detail }
     } else {
         ProxyError::Upstream { origin, detail }
     }
+}
+
+/// Every error in the chain below `error`, looking inside the boxes and `io::Error`s that
+/// connectors wrap their causes in (`io::Error::source` skips the error it wraps).
+fn causes<'a>(error: &'a (dyn StdError + 'static)) -> Vec<&'a (dyn StdError + 'static)> {
+    let mut found = Vec::new();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        found.push(cause);
+        next = match cause.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as &(dyn StdError + 'static)),
+            None => cause.source(),
+        };
+    }
+    found
 }

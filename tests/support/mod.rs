@@ -1,0 +1,437 @@
+//! Test support: real loopback origins (HTTP and HTTPS with their own test CA) that count the
+//! requests they get, a proxy running in-process on a temp dir, the proxy binary as a real
+//! process, and clients that trust only the proxy's CA.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, Notify};
+use tokio::task::JoinHandle;
+
+use asset_proxy::{App, Config};
+
+type OriginBody = BoxBody<Bytes, std::io::Error>;
+
+/// Installs ring as the process crypto provider once (reqwest and test servers use it).
+pub fn crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A CA for test origins, written to `<dir>/origin-ca.pem`.
+pub struct TestCa {
+    issuer: Issuer<'static, KeyPair>,
+    pub pem: String,
+    pub path: PathBuf,
+}
+
+impl TestCa {
+    pub fn new(dir: &Path) -> TestCa {
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, "origin test CA");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        let key = KeyPair::generate().expect("key");
+        let cert = params.self_signed(&key).expect("self-signed CA");
+        let path = dir.join("origin-ca.pem");
+        std::fs::write(&path, cert.pem()).expect("write origin CA");
+        TestCa {
+            issuer: Issuer::new(params, key),
+            pem: cert.pem(),
+            path,
+        }
+    }
+
+    /// A server config for `localhost` and 127.0.0.1, offering h2 and HTTP/1.1 (or 1.1 only).
+    fn server_config(&self, http2: bool) -> Arc<rustls::ServerConfig> {
+        let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("params");
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &self.issuer).expect("leaf");
+        let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        let mut config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key_der)
+            .expect("server config");
+        config.alpn_protocols = if http2 {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        } else {
+            vec![b"http/1.1".to_vec()]
+        };
+        Arc::new(config)
+    }
+}
+
+/// What an origin answers on one path.
+#[derive(Clone)]
+pub struct Route {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+    /// Send only this many body bytes after announcing them all, then break the connection.
+    pub truncate_at: Option<usize>,
+    /// Hold the response until this is notified.
+    pub gate: Option<Arc<Notify>>,
+}
+
+impl Route {
+    pub fn ok(body: impl Into<Bytes>) -> Route {
+        Route {
+            status: 200,
+            headers: Vec::new(),
+            body: body.into(),
+            truncate_at: None,
+            gate: None,
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Route {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn status(mut self, status: u16) -> Route {
+        self.status = status;
+        self
+    }
+}
+
+#[derive(Default)]
+struct OriginState {
+    routes: HashMap<String, Route>,
+    hits: HashMap<String, usize>,
+    /// The request headers of the last request per path.
+    seen: HashMap<String, http::HeaderMap>,
+    /// The request body length of the last request per path.
+    body_lens: HashMap<String, usize>,
+}
+
+/// A loopback origin server counting requests per path and query.
+pub struct Origin {
+    pub addr: SocketAddr,
+    scheme: &'static str,
+    state: Arc<Mutex<OriginState>>,
+    /// Notified on every request that reaches the origin.
+    pub arrived: Arc<Notify>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Origin {
+    pub async fn http() -> Origin {
+        Origin::start(None).await
+    }
+
+    pub async fn https(ca: &TestCa) -> Origin {
+        Origin::start(Some(ca.server_config(true))).await
+    }
+
+    pub async fn https_http1_only(ca: &TestCa) -> Origin {
+        Origin::start(Some(ca.server_config(false))).await
+    }
+
+    async fn start(tls: Option<Arc<rustls::ServerConfig>>) -> Origin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+        let addr = listener.local_addr().expect("origin addr");
+        let state = Arc::new(Mutex::new(OriginState::default()));
+        let arrived = Arc::new(Notify::new());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let (task_state, task_arrived) = (state.clone(), arrived.clone());
+        let task = tokio::spawn(async move {
+            let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let (state, arrived, acceptor) = (task_state.clone(), task_arrived.clone(), acceptor.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |request| {
+                        let (state, arrived) = (state.clone(), arrived.clone());
+                        async move { Ok::<_, Infallible>(answer(&state, &arrived, request).await) }
+                    });
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    match acceptor {
+                        Some(acceptor) => {
+                            if let Ok(tls) = acceptor.accept(stream).await {
+                                let _ = builder.serve_connection(TokioIo::new(tls), service).await;
+                            }
+                        }
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                    }
+                });
+            }
+        });
+        Origin { addr, scheme, state, arrived, task }
+    }
+
+    /// The URL of `path_and_query` on this origin (`localhost` for HTTPS, the IP for HTTP).
+    pub fn url(&self, path_and_query: &str) -> String {
+        let host = if self.scheme == "https" { "localhost" } else { "127.0.0.1" };
+        format!("{}://{host}:{}{path_and_query}", self.scheme, self.addr.port())
+    }
+
+    pub fn route(&self, path_and_query: &str, route: Route) {
+        self.state.lock().expect("origin state").routes.insert(path_and_query.to_owned(), route);
+    }
+
+    pub fn hits(&self, path_and_query: &str) -> usize {
+        *self.state.lock().expect("origin state").hits.get(path_and_query).unwrap_or(&0)
+    }
+
+    pub fn last_body_len(&self, path_and_query: &str) -> Option<usize> {
+        self.state.lock().expect("origin state").body_lens.get(path_and_query).copied()
+    }
+
+    pub fn last_request_headers(&self, path_and_query: &str) -> Option<http::HeaderMap> {
+        self.state.lock().expect("origin state").seen.get(path_and_query).cloned()
+    }
+}
+
+async fn answer(state: &Mutex<OriginState>, arrived: &Notify, request: Request<Incoming>) -> Response<OriginBody> {
+    let key = request.uri().path_and_query().map_or("/".to_owned(), |p| p.as_str().to_owned());
+    // Read the whole request body first, as real servers do.
+    let (parts, body) = request.into_parts();
+    let body_len = body.collect().await.map_or(0, |b| b.to_bytes().len());
+    let request = Request::from_parts(parts, ());
+    let route = {
+        let mut state = state.lock().expect("origin state");
+        *state.hits.entry(key.clone()).or_default() += 1;
+        state.seen.insert(key.clone(), request.headers().clone());
+        state.body_lens.insert(key.clone(), body_len);
+        state.routes.get(&key).cloned()
+    };
+    arrived.notify_waiters();
+    let Some(route) = route else {
+        let mut response = Response::new(Full::new(Bytes::from_static(b"no route")).map_err(|e| match e {}).boxed());
+        *response.status_mut() = StatusCode::NOT_FOUND;
+        return response;
+    };
+    if let Some(gate) = &route.gate {
+        gate.notified().await;
+    }
+    let body: OriginBody = match route.truncate_at {
+        None => Full::new(route.body.clone()).map_err(|e| match e {}).boxed(),
+        Some(at) => {
+            let part = route.body.slice(..at);
+            let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
+                Ok(Frame::data(part)),
+                Err(std::io::Error::other("origin breaks the connection")),
+            ];
+            StreamBody::new(futures_util::stream::iter(frames)).boxed()
+        }
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = StatusCode::from_u16(route.status).expect("status");
+    for (name, value) in &route.headers {
+        response.headers_mut().append(
+            http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+            http::HeaderValue::from_str(value).expect("value"),
+        );
+    }
+    if route.truncate_at.is_some() {
+        response.headers_mut().insert(http::header::CONTENT_LENGTH, route.body.len().into());
+    }
+    response
+}
+
+/// A proxy running in this process, on a directory that outlives it.
+pub struct TestProxy {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestProxy {
+    /// Starts a proxy with `config` (JSON) using `dir`/cache and `dir`/certs.
+    pub async fn start(dir: &Path, config: &str, upstream_ca: Option<&Path>) -> TestProxy {
+        crypto();
+        let mut config = Config::parse(config).expect("test config is valid");
+        config.cache.dir = dir.join("cache");
+        config.mitm.ca_dir = dir.join("certs");
+        config.upstream.extra_roots = upstream_ca.map(Path::to_owned);
+        let app = Arc::new(App::new(config).expect("proxy starts"));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let runner = app.clone();
+        let task = tokio::spawn(async move {
+            runner
+                .run(listener, async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        TestProxy { addr, app, stop: Some(stop), task: Some(task) }
+    }
+
+    /// Shuts the proxy down gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("proxy task");
+        }
+    }
+
+    pub fn ca_pem(&self) -> String {
+        self.app.ca().cert_pem().to_owned()
+    }
+
+    /// An HTTP/1.1 and HTTP/2 client going through the proxy, trusting only the proxy's CA.
+    pub fn client(&self) -> reqwest::Client {
+        client_via(self.addr, &self.ca_pem())
+    }
+
+    /// Waits until every cache write has finished.
+    pub async fn settled(&self) {
+        self.app.cache().settled().await;
+    }
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// A reqwest client through the proxy at `addr` that trusts only `ca_pem`.
+pub fn client_via(addr: SocketAddr, ca_pem: &str) -> reqwest::Client {
+    crypto();
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .proxy(reqwest::Proxy::all(format!("http://{addr}")).expect("proxy URL"))
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("CA PEM"))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// The `Cache-Status` of a response.
+pub fn cache_status(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("cache-status")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// GETs `url` and returns status, Cache-Status and body.
+pub async fn get(client: &reqwest::Client, url: &str) -> (u16, String, Bytes) {
+    let response = client.get(url).send().await.expect("request through proxy");
+    let status = response.status().as_u16();
+    let cache = cache_status(&response);
+    let body = response.bytes().await.expect("body");
+    (status, cache, body)
+}
+
+/// Deterministic pseudo-random bytes (a body no compression or coincidence can fake).
+pub fn random_bytes(len: usize, seed: u64) -> Bytes {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    Bytes::from(out)
+}
+
+/// Waits, bounded, until `condition` holds; panics with `what` otherwise.
+pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// The proxy binary as a real process.
+pub struct ProxyProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+    stderr_lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl ProxyProcess {
+    /// Starts `proxy --port 0` on `dir` with extra `args`; waits for its "listening" line.
+    pub fn start(dir: &Path, args: &[&str]) -> ProxyProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_proxy"))
+            .current_dir(dir)
+            .args(["--port", "0", "--log", "info"])
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn proxy");
+        let stderr = child.stderr.take().expect("stderr");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("addr=").nth(1).and_then(|rest| rest.split_whitespace().next()) {
+                    if line.contains("listening") {
+                        let _ = addr_tx.send(addr.parse::<SocketAddr>().ok());
+                    }
+                }
+                sink.lock().expect("lines").push(line);
+            }
+            let _ = addr_tx.send(None);
+        });
+        let addr = addr_rx
+            .recv_timeout(Duration::from_secs(30))
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("proxy did not start: {:?}", lines.lock().expect("lines")));
+        ProxyProcess { child, addr, stderr_lines: lines }
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.stderr_lines.lock().expect("lines").clone()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        let status = self.child.wait().expect("wait");
+        status
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
