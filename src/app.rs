@@ -93,7 +93,10 @@ impl App {
         if !self.connections.shutdown(SHUTDOWN_GRACE).await {
             warn!("some connections did not finish in time");
         }
-        if tokio::time::timeout(SHUTDOWN_GRACE, self.ctx.cache.settled()).await.is_err() {
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.ctx.cache.settled())
+            .await
+            .is_err()
+        {
             warn!("some cache writes did not finish in time");
         }
         info!("stopped");

@@ -403,8 +403,14 @@ mod tests {
                 r#"{"rules": [{"glob": "a/**", "action": "cache"}, {"regex": "(", "action": "bypass"}]}"#,
                 "rules[1].regex",
             ),
-            (r#"{"rules": [{"glob": "a", "action": "keep"}]}"#, "rules[0].action"),
-            (r#"{"versioned": {"query_params": ["v", ""]}}"#, "versioned.query_params[1]"),
+            (
+                r#"{"rules": [{"glob": "a", "action": "keep"}]}"#,
+                "rules[0].action",
+            ),
+            (
+                r#"{"versioned": {"query_params": ["v", ""]}}"#,
+                "versioned.query_params[1]",
+            ),
             (r#"{"passthrough": ["[bad"]}"#, "passthrough[0]"),
         ];
         for (text, want) in cases {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use http::header::{CONTENT_TYPE, HeaderValue};
+use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Response, StatusCode};
 
 use crate::proxy::body::{full, ProxyBody};
@@ -79,7 +79,10 @@ impl ProxyError {
         let mut response = Response::new(full(format!("asset-proxy: {self}\n")));
         *response.status_mut() = status;
         let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
         if let Ok(value) = HeaderValue::from_str(&cache_status) {
             headers.insert(CACHE_STATUS, value);
         }

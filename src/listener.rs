@@ -45,7 +45,9 @@ impl Connections {
                     let service = ProxyService::new(ctx.clone());
                     let connections = self.clone();
                     let span = info_span!("client", %peer);
-                    self.spawn(async move { connections.serve(stream, service).await }.instrument(span));
+                    self.spawn(
+                        async move { connections.serve(stream, service).await }.instrument(span),
+                    );
                 }
                 Err(error) => {
                     warn!(error = %error, "accept failed");
@@ -92,6 +94,8 @@ impl Connections {
     pub async fn shutdown(&self, grace: Duration) -> bool {
         self.stopping.cancel();
         self.tracker.close();
-        tokio::time::timeout(grace, self.tracker.wait()).await.is_ok()
+        tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_ok()
     }
 }

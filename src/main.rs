@@ -64,7 +64,9 @@ fn main() -> anyhow::Result<()> {
 
     let mut config = match &cli.config {
         Some(path) => Config::load(path)?,
-        None if std::path::Path::new(DEFAULT_CONFIG).exists() => Config::load(DEFAULT_CONFIG.as_ref())?,
+        None if std::path::Path::new(DEFAULT_CONFIG).exists() => {
+            Config::load(DEFAULT_CONFIG.as_ref())?
+        }
         None => Config::default(),
     };
     config.cache.dir = cli.cache_dir;

@@ -29,14 +29,23 @@ async fn setup(config: &str) -> Setup {
     let ca = TestCa::new(&path);
     let origin = Origin::https(&ca).await;
     let proxy = TestProxy::start(&path, config, Some(&ca.path)).await;
-    Setup { _dir: dir, dir: path, ca, origin, proxy }
+    Setup {
+        _dir: dir,
+        dir: path,
+        ca,
+        origin,
+        proxy,
+    }
 }
 
 #[tokio::test]
 async fn mitm_round_trip_is_byte_identical() {
     let s = setup("{}").await;
     let body = random_bytes(3 * 1024 * 1024 + 17, 1);
-    s.origin.route("/main.dart.js?v=1", Route::ok(body.clone()).header("content-type", "text/javascript"));
+    s.origin.route(
+        "/main.dart.js?v=1",
+        Route::ok(body.clone()).header("content-type", "text/javascript"),
+    );
     s.origin.route("/api/user", Route::ok("{\"name\":\"a\"}"));
     let client = s.proxy.client();
 
@@ -52,7 +61,10 @@ async fn mitm_round_trip_is_byte_identical() {
 async fn second_get_is_served_from_memory() {
     let s = setup("{}").await;
     let body = random_bytes(100_000, 2);
-    s.origin.route("/app.3f2a9c1b.js", Route::ok(body.clone()).header("cache-control", "no-cache"));
+    s.origin.route(
+        "/app.3f2a9c1b.js",
+        Route::ok(body.clone()).header("cache-control", "no-cache"),
+    );
     let client = s.proxy.client();
     let url = s.origin.url("/app.3f2a9c1b.js");
 
@@ -67,7 +79,10 @@ async fn second_get_is_served_from_memory() {
 #[tokio::test]
 async fn client_reload_headers_do_not_defeat_a_versioned_entry() {
     let s = setup("{}").await;
-    s.origin.route("/v7/app.js", Route::ok("x").header("cache-control", "max-age=0"));
+    s.origin.route(
+        "/v7/app.js",
+        Route::ok("x").header("cache-control", "max-age=0"),
+    );
     let client = s.proxy.client();
     let url = s.origin.url("/v7/app.js");
     get(&client, &url).await;
@@ -87,7 +102,10 @@ async fn client_reload_headers_do_not_defeat_a_versioned_entry() {
 async fn entries_survive_a_restart_and_are_served_from_disk() {
     let s = setup("{}").await;
     let body = random_bytes(200_000, 3);
-    s.origin.route("/canvaskit/v1.2.3/canvaskit.wasm", Route::ok(body.clone()).header("content-type", "application/wasm"));
+    s.origin.route(
+        "/canvaskit/v1.2.3/canvaskit.wasm",
+        Route::ok(body.clone()).header("content-type", "application/wasm"),
+    );
     let url = s.origin.url("/canvaskit/v1.2.3/canvaskit.wasm");
     assert_eq!(get(&s.proxy.client(), &url).await.1, STORED);
     s.proxy.stop().await;
@@ -97,17 +115,26 @@ async fn entries_survive_a_restart_and_are_served_from_disk() {
     let (status, cache, got) = get(&client, &url).await;
     assert_eq!((status, cache.as_str()), (200, DISK_HIT));
     assert_eq!(got, body);
-    assert_eq!(get(&client, &url).await.1, MEMORY_HIT, "a disk hit is promoted to memory");
+    assert_eq!(
+        get(&client, &url).await.1,
+        MEMORY_HIT,
+        "a disk hit is promoted to memory"
+    );
     assert_eq!(s.origin.hits("/canvaskit/v1.2.3/canvaskit.wasm"), 1);
 }
 
 #[tokio::test]
 async fn a_new_version_evicts_the_old_from_both_tiers() {
     let s = setup("{}").await;
-    s.origin.route("/main.dart.js?v=1", Route::ok("version one"));
-    s.origin.route("/main.dart.js?v=2", Route::ok("version two"));
+    s.origin
+        .route("/main.dart.js?v=1", Route::ok("version one"));
+    s.origin
+        .route("/main.dart.js?v=2", Route::ok("version two"));
     let client = s.proxy.client();
-    let (v1, v2) = (s.origin.url("/main.dart.js?v=1"), s.origin.url("/main.dart.js?v=2"));
+    let (v1, v2) = (
+        s.origin.url("/main.dart.js?v=1"),
+        s.origin.url("/main.dart.js?v=2"),
+    );
 
     get(&client, &v1).await;
     s.proxy.settled().await;
@@ -122,17 +149,26 @@ async fn a_new_version_evicts_the_old_from_both_tiers() {
     // v1 asked again: fetched and served, but it does not evict v2.
     let (status, cache, body) = get(&client, &v1).await;
     assert_eq!((status, &body[..]), (200, &b"version one"[..]));
-    assert_eq!(cache, "asset-proxy; fwd=miss; detail=older-version", "v1 was evicted from memory too");
+    assert_eq!(
+        cache, "asset-proxy; fwd=miss; detail=older-version",
+        "v1 was evicted from memory too"
+    );
     s.proxy.settled().await;
     assert_eq!(s.origin.hits("/main.dart.js?v=1"), 2);
     let (_, cache, body) = get(&client, &v2).await;
-    assert_eq!((cache.as_str(), &body[..]), (MEMORY_HIT, &b"version two"[..]));
+    assert_eq!(
+        (cache.as_str(), &body[..]),
+        (MEMORY_HIT, &b"version two"[..])
+    );
     assert!(!v1_file.exists(), "the older version is not stored again");
     assert_eq!(s.origin.hits("/main.dart.js?v=2"), 1);
 }
 
 fn key(url: &str) -> asset_proxy::cache::key::CacheKey {
-    asset_proxy::cache::key::CacheKey::new(&url::Url::parse(url).expect("url"), &http::HeaderMap::new())
+    asset_proxy::cache::key::CacheKey::new(
+        &url::Url::parse(url).expect("url"),
+        &http::HeaderMap::new(),
+    )
 }
 
 #[tokio::test]
@@ -153,7 +189,10 @@ async fn concurrent_cold_requests_reach_the_origin_once() {
         })
         .collect();
     let stats = s.proxy.app.stats().clone();
-    wait_until("49 requests waiting on the first", || stats.coalesced_waits.get() >= 49).await;
+    wait_until("49 requests waiting on the first", || {
+        stats.coalesced_waits.get() >= 49
+    })
+    .await;
     gate.notify_one();
 
     let mut statuses = Vec::new();
@@ -165,7 +204,10 @@ async fn concurrent_cold_requests_reach_the_origin_once() {
     }
     assert_eq!(s.origin.hits("/main.dart.js?v=cold"), 1);
     assert_eq!(statuses.iter().filter(|c| *c == STORED).count(), 1);
-    let collapsed = statuses.iter().filter(|c| c.contains("hit; collapsed")).count();
+    let collapsed = statuses
+        .iter()
+        .filter(|c| c.contains("hit; collapsed"))
+        .count();
     assert_eq!(collapsed, 49, "{statuses:?}");
 }
 
@@ -173,12 +215,38 @@ async fn concurrent_cold_requests_reach_the_origin_once() {
 async fn private_answers_are_never_stored() {
     let s = setup("{}").await;
     let client = s.proxy.client();
-    let cases: [(&str, Route, Option<(&str, &str)>, &str); 5] = [
-        ("/a.js?v=no-store", Route::ok("a").header("cache-control", "no-store"), None, "fwd=miss; detail=no-store"),
-        ("/a.js?v=private", Route::ok("a").header("cache-control", "private, max-age=60"), None, "fwd=miss; detail=private"),
-        ("/a.js?v=cookie", Route::ok("a").header("set-cookie", "session=1"), None, "fwd=miss; detail=set-cookie"),
-        ("/a.js?v=auth", Route::ok("a"), Some(("authorization", "Bearer secret")), "fwd=bypass; detail=authorization"),
-        ("/a.js?v=vary", Route::ok("a").header("vary", "Cookie"), None, "fwd=miss; detail=vary"),
+    type RequestHeader = Option<(&'static str, &'static str)>;
+    let cases: [(&str, Route, RequestHeader, &str); 5] = [
+        (
+            "/a.js?v=no-store",
+            Route::ok("a").header("cache-control", "no-store"),
+            None,
+            "fwd=miss; detail=no-store",
+        ),
+        (
+            "/a.js?v=private",
+            Route::ok("a").header("cache-control", "private, max-age=60"),
+            None,
+            "fwd=miss; detail=private",
+        ),
+        (
+            "/a.js?v=cookie",
+            Route::ok("a").header("set-cookie", "session=1"),
+            None,
+            "fwd=miss; detail=set-cookie",
+        ),
+        (
+            "/a.js?v=auth",
+            Route::ok("a"),
+            Some(("authorization", "Bearer secret")),
+            "fwd=bypass; detail=authorization",
+        ),
+        (
+            "/a.js?v=vary",
+            Route::ok("a").header("vary", "Cookie"),
+            None,
+            "fwd=miss; detail=vary",
+        ),
     ];
     for (path, route, request_header, want) in cases {
         s.origin.route(path, route);
@@ -188,10 +256,18 @@ async fn private_answers_are_never_stored() {
                 request = request.header(name, value);
             }
             let response = request.send().await.expect("request");
-            assert_eq!(cache_status(&response), format!("asset-proxy; {want}"), "{path}");
+            assert_eq!(
+                cache_status(&response),
+                format!("asset-proxy; {want}"),
+                "{path}"
+            );
             s.proxy.settled().await;
         }
-        assert_eq!(s.origin.hits(path), 2, "{path} reached the origin each time");
+        assert_eq!(
+            s.origin.hits(path),
+            2,
+            "{path} reached the origin each time"
+        );
     }
 }
 
@@ -199,12 +275,18 @@ async fn private_answers_are_never_stored() {
 async fn dynamic_urls_are_forwarded_every_time() {
     let s = setup("{}").await;
     let client = s.proxy.client();
-    s.origin.route("/api/data?page=1", Route::ok("[1]").header("cache-control", "public, max-age=600"));
+    s.origin.route(
+        "/api/data?page=1",
+        Route::ok("[1]").header("cache-control", "public, max-age=600"),
+    );
     s.origin.route("/main.dart.js", Route::ok("unversioned"));
     for path in ["/api/data?page=1", "/main.dart.js"] {
         for _ in 0..3 {
             let (status, cache, _) = get(&client, &s.origin.url(path)).await;
-            assert_eq!((status, cache.as_str()), (200, "asset-proxy; fwd=bypass; detail=not-versioned"));
+            assert_eq!(
+                (status, cache.as_str()),
+                (200, "asset-proxy; fwd=bypass; detail=not-versioned")
+            );
         }
         assert_eq!(s.origin.hits(path), 3);
     }
@@ -229,9 +311,15 @@ async fn rules_cache_or_exclude_urls() {
     s.origin.route("/live/app.js?v=1", Route::ok("live"));
     get(&client, &s.origin.url("/fonts/Roboto.ttf")).await;
     s.proxy.settled().await;
-    assert_eq!(get(&client, &s.origin.url("/fonts/Roboto.ttf")).await.1, MEMORY_HIT);
+    assert_eq!(
+        get(&client, &s.origin.url("/fonts/Roboto.ttf")).await.1,
+        MEMORY_HIT
+    );
     for _ in 0..2 {
-        assert_eq!(get(&client, &s.origin.url("/live/app.js?v=1")).await.1, "asset-proxy; fwd=bypass; detail=rule");
+        assert_eq!(
+            get(&client, &s.origin.url("/live/app.js?v=1")).await.1,
+            "asset-proxy; fwd=bypass; detail=rule"
+        );
     }
     assert_eq!(s.origin.hits("/fonts/Roboto.ttf"), 1);
     assert_eq!(s.origin.hits("/live/app.js?v=1"), 2);
@@ -241,7 +329,8 @@ async fn rules_cache_or_exclude_urls() {
 async fn head_is_answered_from_a_cached_get() {
     let s = setup("{}").await;
     let client = s.proxy.client();
-    s.origin.route("/logo.v2.png?v=2", Route::ok(random_bytes(5000, 5)));
+    s.origin
+        .route("/logo.v2.png?v=2", Route::ok(random_bytes(5000, 5)));
     let url = s.origin.url("/logo.v2.png?v=2");
     get(&client, &url).await;
     s.proxy.settled().await;
@@ -259,10 +348,16 @@ async fn content_codings_are_kept_apart() {
     let gzip_body = Bytes::from_static(b"\x1f\x8b pretend gzip");
     s.origin.route(
         "/main.dart.js?v=enc",
-        Route::ok(gzip_body.clone()).header("content-encoding", "gzip").header("vary", "Accept-Encoding"),
+        Route::ok(gzip_body.clone())
+            .header("content-encoding", "gzip")
+            .header("vary", "Accept-Encoding"),
     );
     let url = s.origin.url("/main.dart.js?v=enc");
-    let browser = |client: &reqwest::Client| client.get(&url).header("accept-encoding", "gzip, deflate, br, zstd");
+    let browser = |client: &reqwest::Client| {
+        client
+            .get(&url)
+            .header("accept-encoding", "gzip, deflate, br, zstd")
+    };
     let response = browser(&client).send().await.expect("browser request");
     assert_eq!(cache_status(&response), STORED);
     s.proxy.settled().await;
@@ -291,9 +386,15 @@ async fn an_unreachable_origin_gives_a_502_that_says_why() {
         .await
         .expect("the proxy answers");
     assert_eq!(response.status(), 502);
-    assert_eq!(cache_status(&response), "asset-proxy; fwd=miss; detail=upstream-connect");
+    assert_eq!(
+        cache_status(&response),
+        "asset-proxy; fwd=miss; detail=upstream-connect"
+    );
     let text = response.text().await.expect("body");
-    assert!(text.contains(&format!("cannot connect to 127.0.0.1:{port}")), "{text}");
+    assert!(
+        text.contains(&format!("cannot connect to 127.0.0.1:{port}")),
+        "{text}"
+    );
 
     // The proxy keeps serving.
     s.origin.route("/ok.js?v=1", Route::ok("fine"));
@@ -308,7 +409,12 @@ async fn an_untrusted_origin_certificate_gives_a_502() {
     origin.route("/a.js?v=1", Route::ok("a"));
     // This proxy does not trust the origin's CA.
     let proxy = TestProxy::start(dir.path(), "{}", None).await;
-    let response = proxy.client().get(origin.url("/a.js?v=1")).send().await.expect("answer");
+    let response = proxy
+        .client()
+        .get(origin.url("/a.js?v=1"))
+        .send()
+        .await
+        .expect("answer");
     assert_eq!(response.status(), 502);
     let text = response.text().await.expect("body");
     assert!(text.contains("TLS handshake with localhost"), "{text}");
@@ -325,13 +431,24 @@ async fn a_truncated_origin_body_is_not_committed() {
     let url = s.origin.url("/main.dart.js?v=cut");
 
     let result = async { client.get(&url).send().await?.bytes().await }.await;
-    assert!(result.is_err() || result.as_ref().is_ok_and(|b| b.len() < body.len()), "the client sees a broken body");
+    assert!(
+        result.is_err() || result.as_ref().is_ok_and(|b| b.len() < body.len()),
+        "the client sees a broken body"
+    );
     s.proxy.settled().await;
-    assert!(!s.proxy.app.cache().disk_path(&key(&url)).exists(), "nothing written");
+    assert!(
+        !s.proxy.app.cache().disk_path(&key(&url)).exists(),
+        "nothing written"
+    );
 
-    s.origin.route("/main.dart.js?v=cut", Route::ok(body.clone()));
+    s.origin
+        .route("/main.dart.js?v=cut", Route::ok(body.clone()));
     let (status, cache, got) = get(&client, &url).await;
-    assert_eq!((status, cache.as_str()), (200, STORED), "the next request fetches again");
+    assert_eq!(
+        (status, cache.as_str()),
+        (200, STORED),
+        "the next request fetches again"
+    );
     assert_eq!(got, body);
 }
 
@@ -370,7 +487,12 @@ async fn http2_is_spoken_to_the_client_and_http1_origins_work() {
     let origin = Origin::https_http1_only(&ca).await;
     origin.route("/app.js?v=h2", Route::ok("over h2"));
     let proxy = TestProxy::start(dir.path(), "{}", Some(&ca.path)).await;
-    let response = proxy.client().get(origin.url("/app.js?v=h2")).send().await.expect("request");
+    let response = proxy
+        .client()
+        .get(origin.url("/app.js?v=h2"))
+        .send()
+        .await
+        .expect("request");
     assert_eq!(response.version(), reqwest::Version::HTTP_2);
     assert_eq!(response.text().await.expect("body"), "over h2");
 }
@@ -392,14 +514,22 @@ async fn plain_http_is_proxied_with_request_bodies_streamed() {
         .await
         .expect("post");
     assert_eq!(response.text().await.expect("body"), "thanks");
-    let seen = origin.last_request_headers("/submit").expect("origin saw it");
+    let seen = origin
+        .last_request_headers("/submit")
+        .expect("origin saw it");
     assert_eq!(origin.last_body_len("/submit"), Some(2 * 1024 * 1024));
-    assert!(seen.get("x-secret").is_none(), "headers named by Connection are hop-by-hop");
+    assert!(
+        seen.get("x-secret").is_none(),
+        "headers named by Connection are hop-by-hop"
+    );
     assert!(seen["via"].to_str().expect("via").ends_with("asset-proxy"));
 
     get(&client, &origin.url("/img/photo.12345678.jpg")).await;
     proxy.settled().await;
-    assert_eq!(get(&client, &origin.url("/img/photo.12345678.jpg")).await.1, MEMORY_HIT);
+    assert_eq!(
+        get(&client, &origin.url("/img/photo.12345678.jpg")).await.1,
+        MEMORY_HIT
+    );
 }
 
 #[tokio::test]
@@ -408,11 +538,20 @@ async fn passthrough_hosts_are_tunnelled_untouched() {
     let ca = TestCa::new(dir.path());
     let origin = Origin::https(&ca).await;
     origin.route("/a.js?v=1", Route::ok("direct"));
-    let proxy = TestProxy::start(dir.path(), r#"{"passthrough": ["localhost"]}"#, Some(&ca.path)).await;
+    let proxy = TestProxy::start(
+        dir.path(),
+        r#"{"passthrough": ["localhost"]}"#,
+        Some(&ca.path),
+    )
+    .await;
     // Trusting only the origin's CA works: the certificate is the origin's own.
     let client = support::client_via(proxy.addr, &ca.pem);
     for _ in 0..2 {
-        let response = client.get(origin.url("/a.js?v=1")).send().await.expect("request");
+        let response = client
+            .get(origin.url("/a.js?v=1"))
+            .send()
+            .await
+            .expect("request");
         assert!(response.headers().get("cache-status").is_none());
         assert_eq!(response.text().await.expect("body"), "direct");
     }

@@ -145,7 +145,9 @@ fn remove_temps(root: &Path) -> io::Result<usize> {
     let mut removed = 0;
     for area in ["entries", "assets"] {
         let area = root.join(area);
-        let Ok(fan_out) = fs::read_dir(&area) else { continue };
+        let Ok(fan_out) = fs::read_dir(&area) else {
+            continue;
+        };
         for dir in fan_out {
             let dir = dir?.path();
             if !dir.is_dir() {
@@ -153,7 +155,11 @@ fn remove_temps(root: &Path) -> io::Result<usize> {
             }
             for file in fs::read_dir(&dir)? {
                 let file = file?;
-                if file.file_name().to_string_lossy().starts_with(atomic_file::TEMP_PREFIX) {
+                if file
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(atomic_file::TEMP_PREFIX)
+                {
                     fs::remove_file(file.path())?;
                     removed += 1;
                 }

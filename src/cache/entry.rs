@@ -193,7 +193,10 @@ mod tests {
         let key = CacheKey::new(&url, &HeaderMap::new());
         let mut headers = HeaderMap::new();
         headers.insert("content-type", HeaderValue::from_static("text/javascript"));
-        headers.insert("x-raw", HeaderValue::from_bytes(b"caf\xe9").expect("obs-text is valid"));
+        headers.insert(
+            "x-raw",
+            HeaderValue::from_bytes(b"caf\xe9").expect("obs-text is valid"),
+        );
         let body = Bytes::from_static(b"console.log('hello')");
         let meta = EntryMeta::new(
             key,
@@ -228,12 +231,18 @@ mod tests {
         let cases = [
             (Bytes::new(), CorruptEntry::Truncated),
             (good.slice(..10), CorruptEntry::Truncated),
-            (good.slice(..PREAMBLE + meta_len - 1), CorruptEntry::Truncated),
+            (
+                good.slice(..PREAMBLE + meta_len - 1),
+                CorruptEntry::Truncated,
+            ),
             (good.slice(..good.len() - 1), CorruptEntry::Body),
             (flip(0), CorruptEntry::Format),
             (flip(PREAMBLE + 3), CorruptEntry::Metadata),
             (flip(good.len() - 1), CorruptEntry::Body),
-            (Bytes::from([good.to_vec(), b"x".to_vec()].concat()), CorruptEntry::Body),
+            (
+                Bytes::from([good.to_vec(), b"x".to_vec()].concat()),
+                CorruptEntry::Body,
+            ),
         ];
         for (bytes, want) in cases {
             assert_eq!(CachedResponse::decode(bytes).err(), Some(want));

@@ -112,33 +112,57 @@ mod tests {
     use url::Url;
 
     fn key() -> CacheKey {
-        CacheKey::new(&Url::parse("https://a.test/a.js?v=1").expect("url"), &HeaderMap::new())
+        CacheKey::new(
+            &Url::parse("https://a.test/a.js?v=1").expect("url"),
+            &HeaderMap::new(),
+        )
     }
 
     #[tokio::test]
     async fn followers_see_the_leaders_outcome() {
         let inflight = InFlight::default();
-        let Fill::Leader(permit) = inflight.begin(&key()) else { panic!("first is leader") };
-        let Fill::Follower(waiter) = inflight.begin(&key()) else { panic!("second follows") };
+        let Fill::Leader(permit) = inflight.begin(&key()) else {
+            panic!("first is leader")
+        };
+        let Fill::Follower(waiter) = inflight.begin(&key()) else {
+            panic!("second follows")
+        };
         permit.complete(FillOutcome::Stored);
-        assert_eq!(waiter.wait(Duration::from_secs(5)).await, Some(FillOutcome::Stored));
-        assert!(matches!(inflight.begin(&key()), Fill::Leader(_)), "table entry removed");
+        assert_eq!(
+            waiter.wait(Duration::from_secs(5)).await,
+            Some(FillOutcome::Stored)
+        );
+        assert!(
+            matches!(inflight.begin(&key()), Fill::Leader(_)),
+            "table entry removed"
+        );
     }
 
     #[tokio::test]
     async fn a_dropped_permit_abandons_the_fill() {
         let inflight = InFlight::default();
-        let Fill::Leader(permit) = inflight.begin(&key()) else { panic!("first is leader") };
-        let Fill::Follower(waiter) = inflight.begin(&key()) else { panic!("second follows") };
+        let Fill::Leader(permit) = inflight.begin(&key()) else {
+            panic!("first is leader")
+        };
+        let Fill::Follower(waiter) = inflight.begin(&key()) else {
+            panic!("second follows")
+        };
         drop(permit);
-        assert_eq!(waiter.wait(Duration::from_secs(5)).await, Some(FillOutcome::Abandoned));
+        assert_eq!(
+            waiter.wait(Duration::from_secs(5)).await,
+            Some(FillOutcome::Abandoned)
+        );
     }
 
     #[tokio::test]
     async fn a_wait_is_bounded() {
         let inflight = InFlight::default();
-        let Fill::Leader(_permit) = inflight.begin(&key()) else { panic!("first is leader") };
-        let Fill::Follower(waiter) = inflight.begin(&key()) else { panic!("second follows") };
+        let Fill::Leader(_permit) = inflight.begin(&key()) else {
+            panic!("first is leader")
+        };
+        let Fill::Follower(waiter) = inflight.begin(&key()) else {
+            panic!("second follows")
+        };
         assert_eq!(waiter.wait(Duration::from_millis(10)).await, None);
     }
 }

@@ -103,7 +103,10 @@ mod tests {
     fn class(accept_encoding: Option<&str>) -> String {
         let mut headers = HeaderMap::new();
         if let Some(value) = accept_encoding {
-            headers.insert(ACCEPT_ENCODING, HeaderValue::from_str(value).expect("ascii"));
+            headers.insert(
+                ACCEPT_ENCODING,
+                HeaderValue::from_str(value).expect("ascii"),
+            );
         }
         coding_class(&headers)
     }
@@ -128,7 +131,10 @@ mod tests {
     #[test]
     fn key_ignores_fragment_and_default_port() {
         let headers = HeaderMap::new();
-        let a = CacheKey::new(&Url::parse("https://A.test:443/x.js#top").expect("url"), &headers);
+        let a = CacheKey::new(
+            &Url::parse("https://A.test:443/x.js#top").expect("url"),
+            &headers,
+        );
         let b = CacheKey::new(&Url::parse("https://a.test/x.js").expect("url"), &headers);
         assert_eq!(a, b);
         assert_eq!(a.digest(), b.digest());

@@ -91,7 +91,10 @@ impl Cache {
     pub fn open(config: &CacheConfig, stats: Arc<Stats>) -> Result<Cache, DiskError> {
         let (disk, report) = DiskTier::open(&config.dir)?;
         if report.temps_removed > 0 {
-            info!(count = report.temps_removed, "removed temp files left by an interrupted write");
+            info!(
+                count = report.temps_removed,
+                "removed temp files left by an interrupted write"
+            );
         }
         if report.shared_with_another_process {
             info!(dir = %config.dir.display(), "cache directory shared with another running proxy");
@@ -162,9 +165,14 @@ impl Cache {
     /// Whether the request is for a version of an asset that a newer one has replaced; such
     /// a request is served but not stored.
     pub async fn is_older_version(&self, plan: &CachePlan) -> bool {
-        let Some(versioned) = plan.versioned.clone() else { return false };
+        let Some(versioned) = plan.versioned.clone() else {
+            return false;
+        };
         let index = self.inner.index.clone();
-        let checked = tokio::task::spawn_blocking(move || index.is_retired(&versioned.asset, &versioned.version)).await;
+        let checked = tokio::task::spawn_blocking(move || {
+            index.is_retired(&versioned.asset, &versioned.version)
+        })
+        .await;
         match checked {
             Ok(Ok(retired)) => retired,
             Ok(Err(e)) => {
@@ -199,12 +207,26 @@ impl Cache {
         let now = SystemTime::now();
         let versioned = fill.plan.versioned.clone().map(|v| (v.asset, v.version));
         let admission = match &versioned {
-            None => Ok(Admission::Store { change: None, evicted: Vec::new() }),
+            None => Ok(Admission::Store {
+                change: None,
+                evicted: Vec::new(),
+            }),
             Some((asset, version)) => {
-                let (index, asset, version, key) = (inner.index.clone(), asset.clone(), version.clone(), key.clone());
+                let (index, asset, version, key) = (
+                    inner.index.clone(),
+                    asset.clone(),
+                    version.clone(),
+                    key.clone(),
+                );
                 tokio::task::spawn_blocking(move || index.admit(&asset, &version, &key, now))
                     .await
-                    .unwrap_or_else(|e| Err(DiskError::Io { op: "index", path: Default::default(), source: std::io::Error::other(e) }))
+                    .unwrap_or_else(|e| {
+                        Err(DiskError::Io {
+                            op: "index",
+                            path: Default::default(),
+                            source: std::io::Error::other(e),
+                        })
+                    })
             }
         };
         let evicted = match admission {
@@ -226,7 +248,15 @@ impl Cache {
                 Vec::new()
             }
         };
-        let meta = EntryMeta::new(key, fill.status, &fill.headers, versioned, now, fill.plan.ttl, &body);
+        let meta = EntryMeta::new(
+            key,
+            fill.status,
+            &fill.headers,
+            versioned,
+            now,
+            fill.plan.ttl,
+            &body,
+        );
         let entry = Arc::new(CachedResponse { meta, body });
         inner.memory.insert(entry.clone());
         inner.stats.stored.inc();

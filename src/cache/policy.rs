@@ -3,7 +3,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, RANGE, SET_COOKIE, VARY};
+use http::header::{
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, RANGE, SET_COOKIE, VARY,
+};
 use http::{HeaderMap, Method, StatusCode};
 use url::Url;
 
@@ -151,8 +153,7 @@ pub fn check_response(
 /// Whether an entry stored at `stored_at` with this lifetime may still be served at `now`.
 /// An entry from the future (a clock set back) counts as stale.
 pub fn is_fresh(stored_at: SystemTime, ttl: Duration, now: SystemTime) -> bool {
-    now.duration_since(stored_at)
-        .is_ok_and(|age| age < ttl)
+    now.duration_since(stored_at).is_ok_and(|age| age < ttl)
 }
 
 /// The comma-separated items of every field line of one header, trimmed.
@@ -174,7 +175,9 @@ mod tests {
 
     const DAY: Duration = Duration::from_secs(86_400);
 
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+    type Headers = &'static [(&'static str, &'static str)];
+
+    fn headers(pairs: Headers) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (name, value) in pairs {
             map.append(*name, HeaderValue::from_static(value));
@@ -182,7 +185,12 @@ mod tests {
         map
     }
 
-    fn classify(config: &str, method: Method, url: &str, req: &[(&'static str, &'static str)]) -> Result<Duration, NoCacheReason> {
+    fn classify(
+        config: &str,
+        method: Method,
+        url: &str,
+        req: Headers,
+    ) -> Result<Duration, NoCacheReason> {
         let config = Config::parse(config).expect("test config is valid");
         let url = Url::parse(url).expect("test URL parses");
         classify_request(&method, &url, &headers(req), &config.policy, DAY).map(|plan| plan.ttl)
@@ -195,43 +203,117 @@ mod tests {
             {"glob": "cdn.test/private/**", "action": "cache", "allow_authorization": true},
             {"regex": "^a\\.test/never/", "action": "bypass"}
         ]}"#;
-        let cases: &[(Method, &str, &[(&'static str, &'static str)], Result<Duration, NoCacheReason>)] = &[
+        let cases: &[(Method, &str, Headers, Result<Duration, NoCacheReason>)] = &[
             (Method::GET, "https://a.test/main.dart.js?v=1", &[], Ok(DAY)),
-            (Method::HEAD, "https://a.test/main.dart.js?v=1", &[], Ok(DAY)),
-            (Method::POST, "https://a.test/main.dart.js?v=1", &[], Err(NoCacheReason::Method)),
-            (Method::GET, "https://a.test/main.dart.js", &[], Err(NoCacheReason::NotVersioned)),
-            (Method::GET, "https://a.test/api?v=1", &[], Err(NoCacheReason::NotVersioned)),
-            (Method::GET, "https://cdn.test/fonts/a/b.bin", &[], Ok(Duration::from_secs(60))),
-            (Method::GET, "https://a.test/never/app.js?v=1", &[], Err(NoCacheReason::Rule)),
-            (Method::GET, "https://a.test/app.js?v=1", &[("authorization", "Bearer x")], Err(NoCacheReason::Authorization)),
-            (Method::GET, "https://cdn.test/private/app.js", &[("authorization", "Bearer x")], Ok(DAY)),
-            (Method::GET, "https://a.test/app.js?v=1", &[("range", "bytes=0-1")], Err(NoCacheReason::Range)),
-            (Method::GET, "https://a.test/app.js?v=1", &[("cache-control", "no-cache"), ("pragma", "no-cache")], Ok(DAY)),
+            (
+                Method::HEAD,
+                "https://a.test/main.dart.js?v=1",
+                &[],
+                Ok(DAY),
+            ),
+            (
+                Method::POST,
+                "https://a.test/main.dart.js?v=1",
+                &[],
+                Err(NoCacheReason::Method),
+            ),
+            (
+                Method::GET,
+                "https://a.test/main.dart.js",
+                &[],
+                Err(NoCacheReason::NotVersioned),
+            ),
+            (
+                Method::GET,
+                "https://a.test/api?v=1",
+                &[],
+                Err(NoCacheReason::NotVersioned),
+            ),
+            (
+                Method::GET,
+                "https://cdn.test/fonts/a/b.bin",
+                &[],
+                Ok(Duration::from_secs(60)),
+            ),
+            (
+                Method::GET,
+                "https://a.test/never/app.js?v=1",
+                &[],
+                Err(NoCacheReason::Rule),
+            ),
+            (
+                Method::GET,
+                "https://a.test/app.js?v=1",
+                &[("authorization", "Bearer x")],
+                Err(NoCacheReason::Authorization),
+            ),
+            (
+                Method::GET,
+                "https://cdn.test/private/app.js",
+                &[("authorization", "Bearer x")],
+                Ok(DAY),
+            ),
+            (
+                Method::GET,
+                "https://a.test/app.js?v=1",
+                &[("range", "bytes=0-1")],
+                Err(NoCacheReason::Range),
+            ),
+            (
+                Method::GET,
+                "https://a.test/app.js?v=1",
+                &[("cache-control", "no-cache"), ("pragma", "no-cache")],
+                Ok(DAY),
+            ),
         ];
         for (method, url, req, want) in cases {
-            assert_eq!(&classify(rules, method.clone(), url, req), want, "{method} {url} {req:?}");
+            assert_eq!(
+                &classify(rules, method.clone(), url, req),
+                want,
+                "{method} {url} {req:?}"
+            );
         }
     }
 
     #[test]
     fn responses_are_checked() {
-        let cases: &[(u16, &[(&'static str, &'static str)], Result<(), NoCacheReason>)] = &[
+        let cases: &[(u16, Headers, Result<(), NoCacheReason>)] = &[
             (200, &[], Ok(())),
             (200, &[("cache-control", "no-cache, max-age=0")], Ok(())),
             (200, &[("vary", "Accept-Encoding")], Ok(())),
             (200, &[("content-length", "100")], Ok(())),
             (206, &[], Err(NoCacheReason::Status)),
             (404, &[], Err(NoCacheReason::Status)),
-            (200, &[("cache-control", "public, no-store")], Err(NoCacheReason::NoStore)),
-            (200, &[("cache-control", "private=\"x\"")], Err(NoCacheReason::Private)),
+            (
+                200,
+                &[("cache-control", "public, no-store")],
+                Err(NoCacheReason::NoStore),
+            ),
+            (
+                200,
+                &[("cache-control", "private=\"x\"")],
+                Err(NoCacheReason::Private),
+            ),
             (200, &[("set-cookie", "a=b")], Err(NoCacheReason::SetCookie)),
-            (200, &[("vary", "accept-encoding, cookie")], Err(NoCacheReason::Vary)),
+            (
+                200,
+                &[("vary", "accept-encoding, cookie")],
+                Err(NoCacheReason::Vary),
+            ),
             (200, &[("vary", "*")], Err(NoCacheReason::Vary)),
-            (200, &[("content-length", "101")], Err(NoCacheReason::TooLarge)),
+            (
+                200,
+                &[("content-length", "101")],
+                Err(NoCacheReason::TooLarge),
+            ),
         ];
         for (status, response, want) in cases {
             let status = StatusCode::from_u16(*status).expect("valid status");
-            assert_eq!(&check_response(status, &headers(response), 100), want, "{status} {response:?}");
+            assert_eq!(
+                &check_response(status, &headers(response), 100),
+                want,
+                "{status} {response:?}"
+            );
         }
     }
 

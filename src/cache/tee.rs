@@ -45,7 +45,8 @@ impl Collector {
             debug!(received, expected = ?self.expected, "origin body ended short; not stored");
             return; // Dropping the permit abandons the fill.
         }
-        self.cache.commit(self.permit, self.plan, self.buffer.freeze());
+        self.cache
+            .commit(self.permit, self.plan, self.buffer.freeze());
     }
 }
 
@@ -54,7 +55,13 @@ where
     B: Body<Data = Bytes> + Unpin + Send + 'static,
 {
     /// Wraps `inner`; the body is committed under `permit` when it ends cleanly.
-    pub fn new(inner: B, cache: Cache, permit: FillPermit, plan: FillPlan, expected: Option<u64>) -> Self {
+    pub fn new(
+        inner: B,
+        cache: Cache,
+        permit: FillPermit,
+        plan: FillPlan,
+        expected: Option<u64>,
+    ) -> Self {
         let max = cache.config().max_object_bytes;
         let capacity = expected.filter(|len| *len <= max).unwrap_or(0) as usize;
         TeeBody {
@@ -78,7 +85,10 @@ where
     type Data = Bytes;
     type Error = B::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = &mut *self;
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
@@ -110,11 +120,15 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(|inner| inner.is_end_stream())
+        self.inner
+            .as_ref()
+            .is_none_or(|inner| inner.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), |inner| inner.size_hint())
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |inner| inner.size_hint())
     }
 }
 

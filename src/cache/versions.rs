@@ -105,7 +105,8 @@ impl VersionIndex {
 
     /// The fan-out directory and the record file of `asset`.
     fn paths(&self, asset: &AssetId) -> (PathBuf, PathBuf) {
-        let digest = hex(ring::digest::digest(&ring::digest::SHA256, asset.as_str().as_bytes()).as_ref());
+        let digest =
+            hex(ring::digest::digest(&ring::digest::SHA256, asset.as_str().as_bytes()).as_ref());
         let dir = self.dir.join(&digest[..2]);
         let record = dir.join(format!("{digest}.json"));
         (dir, record)
@@ -180,17 +181,60 @@ mod tests {
     #[test]
     fn versions_replace_each_other_in_order_of_appearance() {
         let mut record = AssetRecord::default();
-        let (k1, k2, k3) = (key("https://a.test/a.js?v=1"), key("https://a.test/a.js?v=2"), key("https://a.test/a.js?v=3"));
+        let (k1, k2, k3) = (
+            key("https://a.test/a.js?v=1"),
+            key("https://a.test/a.js?v=2"),
+            key("https://a.test/a.js?v=3"),
+        );
         let steps = [
-            (v("1"), k1.clone(), Admission::Store { change: None, evicted: vec![] }),
-            (v("1"), k1.clone(), Admission::Store { change: None, evicted: vec![] }),
-            (v("2"), k2.clone(), Admission::Store { change: Some((v("1"), v("2"))), evicted: vec![k1.clone()] }),
+            (
+                v("1"),
+                k1.clone(),
+                Admission::Store {
+                    change: None,
+                    evicted: vec![],
+                },
+            ),
+            (
+                v("1"),
+                k1.clone(),
+                Admission::Store {
+                    change: None,
+                    evicted: vec![],
+                },
+            ),
+            (
+                v("2"),
+                k2.clone(),
+                Admission::Store {
+                    change: Some((v("1"), v("2"))),
+                    evicted: vec![k1.clone()],
+                },
+            ),
             (v("1"), k1.clone(), Admission::Older),
-            (v("2"), k2.clone(), Admission::Store { change: None, evicted: vec![] }),
-            (v("3"), k3.clone(), Admission::Store { change: Some((v("2"), v("3"))), evicted: vec![k2.clone()] }),
+            (
+                v("2"),
+                k2.clone(),
+                Admission::Store {
+                    change: None,
+                    evicted: vec![],
+                },
+            ),
+            (
+                v("3"),
+                k3.clone(),
+                Admission::Store {
+                    change: Some((v("2"), v("3"))),
+                    evicted: vec![k2.clone()],
+                },
+            ),
         ];
         for (step, (version, key, want)) in steps.into_iter().enumerate() {
-            assert_eq!(record.admit(&version, &key, step as u64, 1), want, "step {step}");
+            assert_eq!(
+                record.admit(&version, &key, step as u64, 1),
+                want,
+                "step {step}"
+            );
         }
     }
 
@@ -198,7 +242,12 @@ mod tests {
     fn keep_versions_holds_several() {
         let mut record = AssetRecord::default();
         for n in 1..=3 {
-            let admission = record.admit(&v(&n.to_string()), &key(&format!("https://a.test/a.js?v={n}")), 0, 2);
+            let admission = record.admit(
+                &v(&n.to_string()),
+                &key(&format!("https://a.test/a.js?v={n}")),
+                0,
+                2,
+            );
             let evicted = match admission {
                 Admission::Store { evicted, .. } => evicted.len(),
                 Admission::Older => usize::MAX,

@@ -75,7 +75,10 @@ pub struct CertAuthority {
 
 impl CertAuthority {
     /// Loads the CA from `dir`, creating it there when neither file exists.
-    pub fn load_or_create(dir: &Path, provider: Arc<CryptoProvider>) -> Result<CertAuthority, CaError> {
+    pub fn load_or_create(
+        dir: &Path,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<CertAuthority, CaError> {
         let io = |op: &'static str, path: &Path| {
             let path = path.to_owned();
             move |source| CaError::Io { op, path, source }
@@ -105,7 +108,10 @@ impl CertAuthority {
             }
         };
         let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| {
-            CaError::Unusable(format!("{} is not a usable CA certificate: {e}", cert_path.display()))
+            CaError::Unusable(format!(
+                "{} is not a usable CA certificate: {e}",
+                cert_path.display()
+            ))
         })?;
         Ok(CertAuthority {
             issuer,
@@ -128,7 +134,10 @@ impl CertAuthority {
 
     /// A TLS server configuration presenting a leaf certificate for `host`. Minted once per
     /// host, on a blocking thread so other connections are never held up.
-    pub async fn server_config(self: &Arc<Self>, host: &str) -> Result<Arc<ServerConfig>, Arc<CaError>> {
+    pub async fn server_config(
+        self: &Arc<Self>,
+        host: &str,
+    ) -> Result<Arc<ServerConfig>, Arc<CaError>> {
         let host = host.to_ascii_lowercase();
         let this = self.clone();
         self.leaves
@@ -141,7 +150,10 @@ impl CertAuthority {
     }
 
     fn mint(&self, host: &str) -> Result<Arc<ServerConfig>, CaError> {
-        let mint_error = |source| CaError::Mint { host: host.to_owned(), source };
+        let mint_error = |source| CaError::Mint {
+            host: host.to_owned(),
+            source,
+        };
         let mut params = CertificateParams::default();
         params.subject_alt_names = vec![match host.parse::<IpAddr>() {
             Ok(ip) => SanType::IpAddress(ip),
@@ -160,7 +172,10 @@ impl CertAuthority {
         let key = KeyPair::generate().map_err(mint_error)?;
         let cert = params.signed_by(&key, &self.issuer).map_err(mint_error)?;
 
-        let tls_error = |source| CaError::Tls { host: host.to_owned(), source };
+        let tls_error = |source| CaError::Tls {
+            host: host.to_owned(),
+            source,
+        };
         let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         let mut config = ServerConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
@@ -175,7 +190,11 @@ impl CertAuthority {
 
 fn load(cert_path: &Path, key_path: &Path) -> Result<(String, KeyPair), CaError> {
     let mode = fs::metadata(key_path)
-        .map_err(|source| CaError::Io { op: "stat", path: key_path.to_owned(), source })?
+        .map_err(|source| CaError::Io {
+            op: "stat",
+            path: key_path.to_owned(),
+            source,
+        })?
         .permissions()
         .mode();
     if mode & 0o077 != 0 {
@@ -187,22 +206,39 @@ fn load(cert_path: &Path, key_path: &Path) -> Result<(String, KeyPair), CaError>
         )));
     }
     let read = |path: &Path| {
-        fs::read_to_string(path).map_err(|source| CaError::Io { op: "read", path: path.to_owned(), source })
+        fs::read_to_string(path).map_err(|source| CaError::Io {
+            op: "read",
+            path: path.to_owned(),
+            source,
+        })
     };
     let cert_pem = read(cert_path)?;
-    let key = KeyPair::from_pem(&read(key_path)?)
-        .map_err(|e| CaError::Unusable(format!("{} is not a usable private key: {e}", key_path.display())))?;
+    let key = KeyPair::from_pem(&read(key_path)?).map_err(|e| {
+        CaError::Unusable(format!(
+            "{} is not a usable private key: {e}",
+            key_path.display()
+        ))
+    })?;
     Ok((cert_pem, key))
 }
 
 fn create(cert_path: &Path, key_path: &Path) -> Result<(String, KeyPair), CaError> {
-    let mint_error = |source| CaError::Mint { host: CA_NAME.to_owned(), source };
+    let mint_error = |source| CaError::Mint {
+        host: CA_NAME.to_owned(),
+        source,
+    };
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
     params.distinguished_name.push(DnType::CommonName, CA_NAME);
-    params.distinguished_name.push(DnType::OrganizationName, "asset-proxy");
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "asset-proxy");
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let now = OffsetDateTime::now_utc();
     params.not_before = now - Duration::days(1);
     params.not_after = now + Duration::days(CA_LIFETIME_DAYS);
@@ -210,8 +246,11 @@ fn create(cert_path: &Path, key_path: &Path) -> Result<(String, KeyPair), CaErro
     let key = KeyPair::generate().map_err(mint_error)?;
     let cert = params.self_signed(&key).map_err(mint_error)?;
     let write = |path: &Path, text: &str, mode: u32| {
-        atomic_file::write(path, text.as_bytes(), mode)
-            .map_err(|source| CaError::Io { op: "write", path: path.to_owned(), source })
+        atomic_file::write(path, text.as_bytes(), mode).map_err(|source| CaError::Io {
+            op: "write",
+            path: path.to_owned(),
+            source,
+        })
     };
     // The key first: a certificate without its key would be useless.
     write(key_path, &key.serialize_pem(), 0o600)?;

@@ -63,7 +63,8 @@ pub async fn connect(ctx: Arc<Context>, request: Request<Incoming>) -> Response<
 
 fn established(detail: &str) -> Response<ProxyBody> {
     let mut response = Response::new(empty());
-    if let Ok(value) = HeaderValue::from_str(&format!("{PROXY_NAME}; fwd=bypass; detail={detail}")) {
+    if let Ok(value) = HeaderValue::from_str(&format!("{PROXY_NAME}; fwd=bypass; detail={detail}"))
+    {
         response.headers_mut().insert(CACHE_STATUS, value);
     }
     response
@@ -94,10 +95,15 @@ impl Target {
             .uri()
             .authority()
             .ok_or_else(|| ProxyError::BadRequest("CONNECT needs host:port".to_owned()))?;
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         let port = authority.port_u16().unwrap_or(443);
         if host.is_empty() || port == 0 {
-            return Err(ProxyError::BadRequest(format!("bad CONNECT target {authority}")));
+            return Err(ProxyError::BadRequest(format!(
+                "bad CONNECT target {authority}"
+            )));
         }
         Ok(Target {
             host: host.to_owned(),
@@ -122,7 +128,11 @@ impl Target {
     }
 
     /// Intercepts TLS, tunnels anything else.
-    async fn serve<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(self, ctx: Arc<Context>, mut client: T) {
+    async fn serve<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+        self,
+        ctx: Arc<Context>,
+        mut client: T,
+    ) {
         let mut first = vec![0u8; 4096];
         let read = match timeout(FIRST_BYTES_WAIT, client.read(&mut first)).await {
             Ok(Ok(0)) | Ok(Err(_)) => return,
@@ -142,11 +152,17 @@ impl Target {
         }
     }
 
-    async fn intercept<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(self, ctx: Arc<Context>, client: T) {
+    async fn intercept<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+        self,
+        ctx: Arc<Context>,
+        client: T,
+    ) {
         let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), client);
         let start = match timeout(HANDSHAKE_LIMIT, acceptor).await {
             Ok(Ok(start)) => start,
-            Ok(Err(error)) => return debug!(error = %error, host = %self.host, "client hello unreadable"),
+            Ok(Err(error)) => {
+                return debug!(error = %error, host = %self.host, "client hello unreadable")
+            }
             Err(_) => return debug!(host = %self.host, "client sent no TLS hello in time"),
         };
         let name = start
@@ -159,7 +175,9 @@ impl Target {
         };
         let tls = match timeout(HANDSHAKE_LIMIT, start.into_stream(config)).await {
             Ok(Ok(tls)) => tls,
-            Ok(Err(error)) => return debug!(error = %error, host = %name, "client TLS handshake failed"),
+            Ok(Err(error)) => {
+                return debug!(error = %error, host = %name, "client TLS handshake failed")
+            }
             Err(_) => return debug!(host = %name, "client TLS handshake timed out"),
         };
         let service = ProxyService::intercepting(ctx.clone(), &self.authority);

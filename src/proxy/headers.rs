@@ -82,17 +82,29 @@ impl CacheStatus {
     /// The `Cache-Status` field value.
     pub fn header_value(self) -> String {
         match self {
-            CacheStatus::Hit { tier, collapsed: false } => {
+            CacheStatus::Hit {
+                tier,
+                collapsed: false,
+            } => {
                 format!("{PROXY_NAME}; hit; detail={}", tier.as_str())
             }
-            CacheStatus::Hit { tier, collapsed: true } => {
+            CacheStatus::Hit {
+                tier,
+                collapsed: true,
+            } => {
                 format!("{PROXY_NAME}; hit; collapsed; detail={}", tier.as_str())
             }
             CacheStatus::Miss { stored: true, .. } => format!("{PROXY_NAME}; fwd=miss; stored"),
-            CacheStatus::Miss { stored: false, reason: Some(reason) } => {
+            CacheStatus::Miss {
+                stored: false,
+                reason: Some(reason),
+            } => {
                 format!("{PROXY_NAME}; fwd=miss; detail={}", reason.as_str())
             }
-            CacheStatus::Miss { stored: false, reason: None } => format!("{PROXY_NAME}; fwd=miss"),
+            CacheStatus::Miss {
+                stored: false,
+                reason: None,
+            } => format!("{PROXY_NAME}; fwd=miss"),
             CacheStatus::Bypass(NoCacheReason::Method) => format!("{PROXY_NAME}; fwd=method"),
             CacheStatus::Bypass(reason) => {
                 format!("{PROXY_NAME}; fwd=bypass; detail={}", reason.as_str())
@@ -130,16 +142,46 @@ mod tests {
     #[test]
     fn cache_status_values() {
         let cases = [
-            (CacheStatus::Hit { tier: Tier::Memory, collapsed: false }, "asset-proxy; hit; detail=memory"),
-            (CacheStatus::Hit { tier: Tier::Disk, collapsed: true }, "asset-proxy; hit; collapsed; detail=disk"),
-            (CacheStatus::Miss { stored: true, reason: None }, "asset-proxy; fwd=miss; stored"),
             (
-                CacheStatus::Miss { stored: false, reason: Some(NoCacheReason::SetCookie) },
+                CacheStatus::Hit {
+                    tier: Tier::Memory,
+                    collapsed: false,
+                },
+                "asset-proxy; hit; detail=memory",
+            ),
+            (
+                CacheStatus::Hit {
+                    tier: Tier::Disk,
+                    collapsed: true,
+                },
+                "asset-proxy; hit; collapsed; detail=disk",
+            ),
+            (
+                CacheStatus::Miss {
+                    stored: true,
+                    reason: None,
+                },
+                "asset-proxy; fwd=miss; stored",
+            ),
+            (
+                CacheStatus::Miss {
+                    stored: false,
+                    reason: Some(NoCacheReason::SetCookie),
+                },
                 "asset-proxy; fwd=miss; detail=set-cookie",
             ),
-            (CacheStatus::Bypass(NoCacheReason::NotVersioned), "asset-proxy; fwd=bypass; detail=not-versioned"),
-            (CacheStatus::Bypass(NoCacheReason::Method), "asset-proxy; fwd=method"),
-            (CacheStatus::Error("upstream-refused"), "asset-proxy; fwd=miss; detail=upstream-refused"),
+            (
+                CacheStatus::Bypass(NoCacheReason::NotVersioned),
+                "asset-proxy; fwd=bypass; detail=not-versioned",
+            ),
+            (
+                CacheStatus::Bypass(NoCacheReason::Method),
+                "asset-proxy; fwd=method",
+            ),
+            (
+                CacheStatus::Error("upstream-refused"),
+                "asset-proxy; fwd=miss; detail=upstream-refused",
+            ),
         ];
         for (status, want) in cases {
             assert_eq!(status.header_value(), want);
@@ -151,7 +193,11 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(http::header::VIA, HeaderValue::from_static("1.1 cdn"));
         add_via(&mut headers, Version::HTTP_2);
-        let via: Vec<&str> = headers.get_all(http::header::VIA).iter().filter_map(|v| v.to_str().ok()).collect();
+        let via: Vec<&str> = headers
+            .get_all(http::header::VIA)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
         assert_eq!(via, ["1.1 cdn", "2 asset-proxy"]);
     }
 }

@@ -84,10 +84,14 @@ impl ProxyService {
     }
 
     /// Answers one request; never fails (errors become responses).
-    pub async fn handle(self, request: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+    pub async fn handle(
+        self,
+        request: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, Infallible> {
         if request.method() == Method::CONNECT {
             if self.origin.is_some() {
-                let error = ProxyError::BadRequest("CONNECT inside an intercepted tunnel".to_owned());
+                let error =
+                    ProxyError::BadRequest("CONNECT inside an intercepted tunnel".to_owned());
                 return Ok(error.into_response());
             }
             return Ok(crate::mitm::connect(self.ctx.clone(), request).await);
@@ -110,7 +114,8 @@ impl ProxyService {
             Ok(plan) => self.cached(request, &url, plan).await,
             Err(reason) => {
                 self.ctx.stats.bypasses.inc();
-                self.forward(request, &url, CacheStatus::Bypass(reason)).await
+                self.forward(request, &url, CacheStatus::Bypass(reason))
+                    .await
             }
         };
         let summary = RequestSummary {
@@ -131,15 +136,17 @@ impl ProxyService {
             }
             (None, Some("http" | "https")) => uri.to_string(),
             (None, Some(other)) => {
-                return Err(ProxyError::BadRequest(format!("unsupported scheme {other:?}")))
+                return Err(ProxyError::BadRequest(format!(
+                    "unsupported scheme {other:?}"
+                )))
             }
-            (None, None) => {
-                return Err(ProxyError::BadRequest(
-                    "this is a proxy: send an absolute URL (GET http://host/path) or CONNECT host:port".to_owned(),
-                ))
-            }
+            (None, None) => return Err(ProxyError::BadRequest(
+                "this is a proxy: send an absolute URL (GET http://host/path) or CONNECT host:port"
+                    .to_owned(),
+            )),
         };
-        let url = Url::parse(&text).map_err(|e| ProxyError::BadRequest(format!("invalid URL: {e}")))?;
+        let url =
+            Url::parse(&text).map_err(|e| ProxyError::BadRequest(format!("invalid URL: {e}")))?;
         if url.host_str().is_none_or(str::is_empty) {
             return Err(ProxyError::BadRequest("URL has no host".to_owned()));
         }
@@ -147,7 +154,12 @@ impl ProxyService {
     }
 
     /// The cache path: hit, or follow another's fetch, or lead a fetch.
-    async fn cached(&self, request: Request<Incoming>, url: &Url, plan: CachePlan) -> (Response<ProxyBody>, CacheStatus) {
+    async fn cached(
+        &self,
+        request: Request<Incoming>,
+        url: &Url,
+        plan: CachePlan,
+    ) -> (Response<ProxyBody>, CacheStatus) {
         let cache = &self.ctx.cache;
         let key = crate::cache::key::CacheKey::new(url, request.headers());
         let head_only = request.method() == Method::HEAD;
@@ -169,17 +181,34 @@ impl ProxyService {
                 Some(FillOutcome::Stored | FillOutcome::Abandoned) => continue,
                 Some(FillOutcome::NotStorable) => break,
                 None => {
-                    let status = CacheStatus::Miss { stored: false, reason: Some(NoCacheReason::CoalesceTimeout) };
+                    let status = CacheStatus::Miss {
+                        stored: false,
+                        reason: Some(NoCacheReason::CoalesceTimeout),
+                    };
                     self.ctx.stats.misses.inc();
                     return self.forward(request, url, status).await;
                 }
             }
         }
         self.ctx.stats.misses.inc();
-        self.forward(request, url, CacheStatus::Miss { stored: false, reason: None }).await
+        self.forward(
+            request,
+            url,
+            CacheStatus::Miss {
+                stored: false,
+                reason: None,
+            },
+        )
+        .await
     }
 
-    fn serve_hit(&self, entry: &CachedResponse, tier: Tier, head_only: bool, collapsed: bool) -> (Response<ProxyBody>, CacheStatus) {
+    fn serve_hit(
+        &self,
+        entry: &CachedResponse,
+        tier: Tier,
+        head_only: bool,
+        collapsed: bool,
+    ) -> (Response<ProxyBody>, CacheStatus) {
         let stats = &self.ctx.stats;
         match tier {
             Tier::Memory => stats.hits_memory.inc(),
@@ -201,18 +230,32 @@ impl ProxyService {
     }
 
     /// Leads the fetch of a key: streams the origin's answer and stores it if allowed.
-    async fn fill(&self, request: Request<Incoming>, url: &Url, plan: CachePlan, permit: FillPermit) -> (Response<ProxyBody>, CacheStatus) {
+    async fn fill(
+        &self,
+        request: Request<Incoming>,
+        url: &Url,
+        plan: CachePlan,
+        permit: FillPermit,
+    ) -> (Response<ProxyBody>, CacheStatus) {
         self.ctx.stats.misses.inc();
         if self.ctx.cache.is_older_version(&plan).await {
             permit.complete(FillOutcome::NotStorable);
-            let status = CacheStatus::Miss { stored: false, reason: Some(NoCacheReason::OlderVersion) };
+            let status = CacheStatus::Miss {
+                stored: false,
+                reason: Some(NoCacheReason::OlderVersion),
+            };
             return self.forward(request, url, status).await;
         }
         let (mut parts, _body) = request.into_parts();
         for name in CONDITIONAL_HEADERS {
             parts.headers.remove(name);
         }
-        let outgoing = Request::from_parts(parts, Empty::<Bytes>::new().map_err(|never| match never {}).boxed());
+        let outgoing = Request::from_parts(
+            parts,
+            Empty::<Bytes>::new()
+                .map_err(|never| match never {})
+                .boxed(),
+        );
         let response = match self.send(outgoing, url).await {
             Ok(response) => response,
             Err(error) => return self.failed(error), // Dropping the permit abandons the fill.
@@ -228,28 +271,51 @@ impl ProxyService {
                     .get(CONTENT_LENGTH)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse().ok());
-                let fill = FillPlan { plan, status: parts.status, headers: parts.headers.clone() };
+                let fill = FillPlan {
+                    plan,
+                    status: parts.status,
+                    headers: parts.headers.clone(),
+                };
                 let tee = TeeBody::new(counted, self.ctx.cache.clone(), permit, fill, expected);
                 let body = tee.map_err(Into::into).boxed();
-                (Response::from_parts(parts, body), CacheStatus::Miss { stored: true, reason: None })
+                (
+                    Response::from_parts(parts, body),
+                    CacheStatus::Miss {
+                        stored: true,
+                        reason: None,
+                    },
+                )
             }
             Err(reason) => {
                 debug!(url = %url, reason = reason.as_str(), "response not stored");
                 permit.complete(FillOutcome::NotStorable);
                 let body = counted.map_err(Into::into).boxed();
-                (Response::from_parts(parts, body), CacheStatus::Miss { stored: false, reason: Some(reason) })
+                (
+                    Response::from_parts(parts, body),
+                    CacheStatus::Miss {
+                        stored: false,
+                        reason: Some(reason),
+                    },
+                )
             }
         }
     }
 
     /// Forwards a request as it is, streaming both bodies.
-    async fn forward(&self, request: Request<Incoming>, url: &Url, status: CacheStatus) -> (Response<ProxyBody>, CacheStatus) {
+    async fn forward(
+        &self,
+        request: Request<Incoming>,
+        url: &Url,
+        status: CacheStatus,
+    ) -> (Response<ProxyBody>, CacheStatus) {
         let outgoing = request.map(|body| body.boxed());
         match self.send(outgoing, url).await {
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
                 remove_hop_by_hop(&mut parts.headers);
-                let body = CountedBody::new(body, self.ctx.stats.clone()).map_err(Into::into).boxed();
+                let body = CountedBody::new(body, self.ctx.stats.clone())
+                    .map_err(Into::into)
+                    .boxed();
                 (Response::from_parts(parts, body), status)
             }
             Err(error) => self.failed(error),
@@ -257,7 +323,11 @@ impl ProxyService {
     }
 
     /// Sends a request to the origin named by `url`, with end-to-end headers only.
-    async fn send(&self, request: Request<UpstreamBody>, url: &Url) -> Result<Response<Incoming>, ProxyError> {
+    async fn send(
+        &self,
+        request: Request<UpstreamBody>,
+        url: &Url,
+    ) -> Result<Response<Incoming>, ProxyError> {
         let (mut parts, body) = request.into_parts();
         parts.uri = url
             .as_str()
@@ -268,7 +338,10 @@ impl ProxyService {
         parts.headers.remove(HOST);
         add_via(&mut parts.headers, parts.version);
         parts.version = http::Version::HTTP_11;
-        self.ctx.upstream.send(Request::from_parts(parts, body)).await
+        self.ctx
+            .upstream
+            .send(Request::from_parts(parts, body))
+            .await
     }
 
     fn failed(&self, error: ProxyError) -> (Response<ProxyBody>, CacheStatus) {

@@ -53,7 +53,10 @@ pub struct Upstream {
 
 impl Upstream {
     /// A client with the given timeouts and trust.
-    pub fn new(config: &UpstreamConfig, provider: Arc<CryptoProvider>) -> Result<Upstream, UpstreamSetupError> {
+    pub fn new(
+        config: &UpstreamConfig,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<Upstream, UpstreamSetupError> {
         let mut roots = RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         if let Some(path) = &config.extra_roots {
@@ -86,7 +89,10 @@ impl Upstream {
     }
 
     /// Sends `request` (absolute URI) and waits for the response headers, within the limit.
-    pub async fn send(&self, request: Request<UpstreamBody>) -> Result<Response<Incoming>, ProxyError> {
+    pub async fn send(
+        &self,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, ProxyError> {
         let origin = request
             .uri()
             .authority()
@@ -121,9 +127,16 @@ fn add_pem_roots(roots: &mut RootCertStore, path: &Path) -> Result<(), UpstreamS
 }
 
 /// Turns a client error into what the client is told: the deepest cause names it best.
-fn classify(origin: String, error: &hyper_util::client::legacy::Error, connect_timeout: Duration) -> ProxyError {
+fn classify(
+    origin: String,
+    error: &hyper_util::client::legacy::Error,
+    connect_timeout: Duration,
+) -> ProxyError {
     let causes = causes(error);
-    if let Some(tls) = causes.iter().find_map(|cause| cause.downcast_ref::<rustls::Error>()) {
+    if let Some(tls) = causes
+        .iter()
+        .find_map(|cause| cause.downcast_ref::<rustls::Error>())
+    {
         return ProxyError::Tls {
             origin,
             detail: tls.to_string(),
@@ -139,7 +152,9 @@ fn classify(origin: String, error: &hyper_util::client::legacy::Error, connect_t
             after: connect_timeout,
         };
     }
-    let detail = causes.last().map_or_else(|| error.to_string(), |cause| cause.to_string());
+    let detail = causes
+        .last()
+        .map_or_else(|| error.to_string(), |cause| cause.to_string());
     if error.is_connect() {
         ProxyError::Connect { origin, detail }
     } else {
@@ -154,7 +169,10 @@ fn causes<'a>(error: &'a (dyn StdError + 'static)) -> Vec<&'a (dyn StdError + 's
     let mut next = error.source();
     while let Some(cause) = next {
         found.push(cause);
-        next = match cause.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
+        next = match cause
+            .downcast_ref::<io::Error>()
+            .and_then(|io| io.get_ref())
+        {
             Some(inner) => Some(inner as &(dyn StdError + 'static)),
             None => cause.source(),
         };

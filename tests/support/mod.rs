@@ -43,9 +43,14 @@ pub struct TestCa {
 impl TestCa {
     pub fn new(dir: &Path) -> TestCa {
         let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, "origin test CA");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "origin test CA");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let key = KeyPair::generate().expect("key");
         let cert = params.self_signed(&key).expect("self-signed CA");
         let path = dir.join("origin-ca.pem");
@@ -59,7 +64,8 @@ impl TestCa {
 
     /// A server config for `localhost` and 127.0.0.1, offering h2 and HTTP/1.1 (or 1.1 only).
     fn server_config(&self, http2: bool) -> Arc<rustls::ServerConfig> {
-        let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("params");
+        let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("params");
         let key = KeyPair::generate().expect("key");
         let cert = params.signed_by(&key, &self.issuer).expect("leaf");
         let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
@@ -159,8 +165,11 @@ impl Origin {
         let task = tokio::spawn(async move {
             let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
-                let (state, arrived, acceptor) = (task_state.clone(), task_arrived.clone(), acceptor.clone());
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (state, arrived, acceptor) =
+                    (task_state.clone(), task_arrived.clone(), acceptor.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |request| {
                         let (state, arrived) = (state.clone(), arrived.clone());
@@ -174,40 +183,83 @@ impl Origin {
                             }
                         }
                         None => {
-                            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
                         }
                     }
                 });
             }
         });
-        Origin { addr, scheme, state, arrived, task }
+        Origin {
+            addr,
+            scheme,
+            state,
+            arrived,
+            task,
+        }
     }
 
     /// The URL of `path_and_query` on this origin (`localhost` for HTTPS, the IP for HTTP).
     pub fn url(&self, path_and_query: &str) -> String {
-        let host = if self.scheme == "https" { "localhost" } else { "127.0.0.1" };
-        format!("{}://{host}:{}{path_and_query}", self.scheme, self.addr.port())
+        let host = if self.scheme == "https" {
+            "localhost"
+        } else {
+            "127.0.0.1"
+        };
+        format!(
+            "{}://{host}:{}{path_and_query}",
+            self.scheme,
+            self.addr.port()
+        )
     }
 
     pub fn route(&self, path_and_query: &str, route: Route) {
-        self.state.lock().expect("origin state").routes.insert(path_and_query.to_owned(), route);
+        self.state
+            .lock()
+            .expect("origin state")
+            .routes
+            .insert(path_and_query.to_owned(), route);
     }
 
     pub fn hits(&self, path_and_query: &str) -> usize {
-        *self.state.lock().expect("origin state").hits.get(path_and_query).unwrap_or(&0)
+        *self
+            .state
+            .lock()
+            .expect("origin state")
+            .hits
+            .get(path_and_query)
+            .unwrap_or(&0)
     }
 
     pub fn last_body_len(&self, path_and_query: &str) -> Option<usize> {
-        self.state.lock().expect("origin state").body_lens.get(path_and_query).copied()
+        self.state
+            .lock()
+            .expect("origin state")
+            .body_lens
+            .get(path_and_query)
+            .copied()
     }
 
     pub fn last_request_headers(&self, path_and_query: &str) -> Option<http::HeaderMap> {
-        self.state.lock().expect("origin state").seen.get(path_and_query).cloned()
+        self.state
+            .lock()
+            .expect("origin state")
+            .seen
+            .get(path_and_query)
+            .cloned()
     }
 }
 
-async fn answer(state: &Mutex<OriginState>, arrived: &Notify, request: Request<Incoming>) -> Response<OriginBody> {
-    let key = request.uri().path_and_query().map_or("/".to_owned(), |p| p.as_str().to_owned());
+async fn answer(
+    state: &Mutex<OriginState>,
+    arrived: &Notify,
+    request: Request<Incoming>,
+) -> Response<OriginBody> {
+    let key = request
+        .uri()
+        .path_and_query()
+        .map_or("/".to_owned(), |p| p.as_str().to_owned());
     // Read the whole request body first, as real servers do.
     let (parts, body) = request.into_parts();
     let body_len = body.collect().await.map_or(0, |b| b.to_bytes().len());
@@ -221,7 +273,11 @@ async fn answer(state: &Mutex<OriginState>, arrived: &Notify, request: Request<I
     };
     arrived.notify_waiters();
     let Some(route) = route else {
-        let mut response = Response::new(Full::new(Bytes::from_static(b"no route")).map_err(|e| match e {}).boxed());
+        let mut response = Response::new(
+            Full::new(Bytes::from_static(b"no route"))
+                .map_err(|e| match e {})
+                .boxed(),
+        );
         *response.status_mut() = StatusCode::NOT_FOUND;
         return response;
     };
@@ -229,7 +285,9 @@ async fn answer(state: &Mutex<OriginState>, arrived: &Notify, request: Request<I
         gate.notified().await;
     }
     let body: OriginBody = match route.truncate_at {
-        None => Full::new(route.body.clone()).map_err(|e| match e {}).boxed(),
+        None => Full::new(route.body.clone())
+            .map_err(|e| match e {})
+            .boxed(),
         Some(at) => {
             let part = route.body.slice(..at);
             let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
@@ -248,7 +306,9 @@ async fn answer(state: &Mutex<OriginState>, arrived: &Notify, request: Request<I
         );
     }
     if route.truncate_at.is_some() {
-        response.headers_mut().insert(http::header::CONTENT_LENGTH, route.body.len().into());
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_LENGTH, route.body.len().into());
     }
     response
 }
@@ -281,7 +341,12 @@ impl TestProxy {
                 })
                 .await;
         });
-        TestProxy { addr, app, stop: Some(stop), task: Some(task) }
+        TestProxy {
+            addr,
+            app,
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
 
     /// Shuts the proxy down gracefully and waits for it.
@@ -351,7 +416,9 @@ pub async fn get(client: &reqwest::Client, url: &str) -> (u16, String, Bytes) {
 
 /// Deterministic pseudo-random bytes (a body no compression or coincidence can fake).
 pub fn random_bytes(len: usize, seed: u64) -> Bytes {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let mut out = Vec::with_capacity(len);
     while out.len() < len {
         state ^= state << 13;
@@ -367,7 +434,10 @@ pub fn random_bytes(len: usize, seed: u64) -> Bytes {
 pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !condition() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -398,8 +468,15 @@ impl ProxyProcess {
         let sink = lines.clone();
         std::thread::spawn(move || {
             use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("addr=").nth(1).and_then(|rest| rest.split_whitespace().next()) {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(addr) = line
+                    .split("addr=")
+                    .nth(1)
+                    .and_then(|rest| rest.split_whitespace().next())
+                {
                     if line.contains("listening") {
                         let _ = addr_tx.send(addr.parse::<SocketAddr>().ok());
                     }
@@ -413,7 +490,11 @@ impl ProxyProcess {
             .ok()
             .flatten()
             .unwrap_or_else(|| panic!("proxy did not start: {:?}", lines.lock().expect("lines")));
-        ProxyProcess { child, addr, stderr_lines: lines }
+        ProxyProcess {
+            child,
+            addr,
+            stderr_lines: lines,
+        }
     }
 
     pub fn log(&self) -> Vec<String> {
@@ -423,9 +504,11 @@ impl ProxyProcess {
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
-        let status = self.child.wait().expect("wait");
-        status
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        self.child.wait().expect("wait")
     }
 }
 
