@@ -239,7 +239,7 @@ impl Config {
         let mut deserializer = serde_json::Deserializer::from_str(text);
         let raw: RawConfig = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
             let field = match e.path().to_string() {
-                path if path == "." => "(top level)".to_owned(),
+                path if path == "." || path == "?" => "(top level)".to_owned(),
                 path => path,
             };
             (field, e.into_inner().to_string())

@@ -557,3 +557,82 @@ async fn passthrough_hosts_are_tunnelled_untouched() {
     }
     assert_eq!(origin.hits("/a.js?v=1"), 2);
 }
+
+#[tokio::test]
+async fn entries_older_than_max_age_are_fetched_again() {
+    use asset_proxy::cache::entry::{CachedResponse, EntryMeta};
+    use std::time::{Duration, SystemTime};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = TestCa::new(dir.path());
+    let origin = Origin::https(&ca).await;
+    origin.route("/app.js?v=old", Route::ok("fresh from origin"));
+    let url = origin.url("/app.js?v=old");
+    {
+        // An entry stored 25 hours ago (the default max age is 24).
+        let (disk, _) = asset_proxy::cache::disk::DiskTier::open(&dir.path().join("cache"))
+            .expect("open disk tier");
+        let body = Bytes::from_static(b"stale body");
+        let stored_at = SystemTime::now() - Duration::from_secs(25 * 3600);
+        let meta = EntryMeta::new(
+            key(&url),
+            http::StatusCode::OK,
+            &http::HeaderMap::new(),
+            None,
+            stored_at,
+            Duration::from_secs(24 * 3600),
+            &body,
+        );
+        disk.write(&CachedResponse { meta, body })
+            .expect("write old entry");
+    }
+    let proxy = TestProxy::start(dir.path(), "{}", Some(&ca.path)).await;
+    let (status, cache, body) = get(&proxy.client(), &url).await;
+    assert_eq!(
+        (status, cache.as_str(), &body[..]),
+        (200, STORED, &b"fresh from origin"[..])
+    );
+    assert_eq!(origin.hits("/app.js?v=old"), 1);
+}
+
+#[tokio::test]
+async fn bodies_over_max_object_size_are_streamed_not_stored() {
+    let s = setup(r#"{"max_object_mb": 1}"#).await;
+    let client = s.proxy.client();
+    let body = random_bytes(1024 * 1024 + 1, 9);
+    s.origin.route("/big.js?v=1", Route::ok(body.clone()));
+    for _ in 0..2 {
+        let (status, cache, got) = get(&client, &s.origin.url("/big.js?v=1")).await;
+        assert_eq!(
+            (status, cache.as_str()),
+            (200, "asset-proxy; fwd=miss; detail=too-large")
+        );
+        assert_eq!(got, body);
+    }
+    assert_eq!(s.origin.hits("/big.js?v=1"), 2);
+}
+
+#[tokio::test]
+async fn shutdown_lets_requests_in_flight_finish() {
+    let s = setup("{}").await;
+    let client = s.proxy.client();
+    let gate = Arc::new(Notify::new());
+    let mut route = Route::ok(random_bytes(400_000, 10));
+    route.gate = Some(gate.clone());
+    s.origin.route("/slow.js?v=1", route);
+    let url = s.origin.url("/slow.js?v=1");
+    let arrived = s.origin.arrived.notified();
+    let request = tokio::spawn(async move { get(&client, &url).await });
+    arrived.await;
+
+    let addr = s.proxy.addr;
+    let stopping = tokio::spawn(s.proxy.stop());
+    // Once the listener is closed, shutdown is under way; then let the origin answer.
+    wait_until("the listener to close", || {
+        std::net::TcpStream::connect(addr).is_err()
+    })
+    .await;
+    gate.notify_one();
+    let (status, cache, body) = request.await.expect("request task");
+    assert_eq!((status, cache.as_str(), body.len()), (200, STORED, 400_000));
+    stopping.await.expect("proxy stopped");
+}
