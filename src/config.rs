@@ -392,6 +392,25 @@ mod tests {
     }
 
     #[test]
+    fn shipped_example_config_is_valid() {
+        let config = Config::parse(include_str!("../config/proxy.json")).expect("valid");
+        let defaults = Config::default();
+        assert_eq!(
+            config.cache.memory_max_bytes,
+            defaults.cache.memory_max_bytes
+        );
+        assert_eq!(
+            config.policy.version_query_params,
+            defaults.policy.version_query_params
+        );
+        assert_eq!(
+            config.policy.asset_extensions,
+            defaults.policy.asset_extensions
+        );
+        assert_eq!(config.policy.rules.len(), 1);
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let cases = [
             (r#"{"memory": {"max_mb": "big"}}"#, "memory.max_mb"),

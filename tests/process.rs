@@ -70,7 +70,7 @@ async fn curl_through_the_proxy_with_its_ca() {
             headers
                 .lines()
                 .filter_map(|line| line.strip_prefix("cache-status: "))
-                .last()
+                .next_back()
                 .unwrap_or("")
                 .trim()
                 .to_owned(),
