@@ -636,3 +636,94 @@ async fn shutdown_lets_requests_in_flight_finish() {
     assert_eq!((status, cache.as_str(), body.len()), (200, STORED, 400_000));
     stopping.await.expect("proxy stopped");
 }
+
+#[tokio::test]
+async fn a_silent_origin_gives_a_504() {
+    let s = setup(r#"{"upstream": {"response_timeout_secs": 1}}"#).await;
+    let mut route = Route::ok("never sent");
+    route.gate = Some(Arc::new(Notify::new()));
+    s.origin.route("/hang.js?v=1", route);
+    let response = s
+        .proxy
+        .client()
+        .get(s.origin.url("/hang.js?v=1"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status(), 504);
+    assert_eq!(
+        cache_status(&response),
+        "asset-proxy; fwd=miss; detail=upstream-timeout"
+    );
+    let text = response.text().await.expect("body");
+    assert!(text.contains("did not answer within 1s"), "{text}");
+}
+
+#[tokio::test]
+async fn non_tls_bytes_after_connect_are_tunnelled_as_they_are() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let origin = Origin::http().await;
+    origin.route("/plain.js?v=1", Route::ok("plain through a tunnel"));
+    let proxy = TestProxy::start(dir.path(), "{}", None).await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr)
+        .await
+        .expect("connect");
+    let target = origin.addr;
+    let request = format!(
+        "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\nGET /plain.js?v=1 HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut reply = String::new();
+    stream
+        .read_to_string(&mut reply)
+        .await
+        .expect("read until the origin closes");
+    let (connect, rest) = reply.split_once("\r\n\r\n").expect("CONNECT answer");
+    assert!(connect.starts_with("HTTP/1.1 200"), "{connect}");
+    assert!(rest.starts_with("HTTP/1.1 200"), "{rest}");
+    assert!(
+        !rest.to_ascii_lowercase().contains("cache-status"),
+        "the origin's own answer: {rest}"
+    );
+    assert!(rest.ends_with("plain through a tunnel"));
+}
+
+#[tokio::test]
+async fn two_proxies_share_one_cache_directory() {
+    let s = setup("{}").await;
+    let body = random_bytes(80_000, 13);
+    s.origin.route("/shared.js?v=1", Route::ok(body.clone()));
+    let url = s.origin.url("/shared.js?v=1");
+    let other = TestProxy::start(&s.dir, "{}", Some(&s.ca.path)).await;
+    assert_eq!(get(&s.proxy.client(), &url).await.1, STORED);
+    s.proxy.settled().await;
+    let (status, cache, got) = get(&other.client(), &url).await;
+    assert_eq!((status, cache.as_str()), (200, DISK_HIT));
+    assert_eq!(got, body);
+    assert_eq!(s.origin.hits("/shared.js?v=1"), 1);
+}
+
+#[test]
+fn temp_files_of_a_crashed_writer_are_removed_at_start_unless_another_proxy_runs() {
+    use asset_proxy::cache::disk::DiskTier;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cache = dir.path().join("cache");
+    let fan_out = cache.join("v1/entries/ab");
+    std::fs::create_dir_all(&fan_out).expect("mkdir");
+    let temp = fan_out.join(".tmp-crashed");
+
+    std::fs::write(&temp, b"half an entry").expect("write temp");
+    let (running, report) = DiskTier::open(&cache).expect("open");
+    assert_eq!(report.temps_removed, 1);
+    assert!(!temp.exists());
+
+    // While `running` holds the directory, a second opener leaves temp files alone: they may
+    // be the first one's writes in progress.
+    std::fs::write(&temp, b"a write in progress").expect("write temp");
+    let (_second, report) = DiskTier::open(&cache).expect("open again");
+    assert!(report.shared_with_another_process);
+    assert_eq!(report.temps_removed, 0);
+    assert!(temp.exists());
+    drop(running);
+}
