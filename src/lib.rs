@@ -27,6 +27,7 @@ pub mod atomic_file;
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod file_lock;
 pub mod listener;
 pub mod mitm;
 pub mod proxy;

@@ -6,16 +6,16 @@
 //! runs; a process that finds no other holder (it gets the lock exclusively) removes the temp
 //! files a crash left behind, which nobody else can be writing.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use fs4::FileExt;
 
 use super::entry::{CachedResponse, CorruptEntry};
 use super::key::CacheKey;
 use crate::atomic_file;
+use crate::file_lock::LockFile;
 
 /// A disk-tier failure, with the path it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +49,7 @@ fn io_error(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DiskErro
 pub struct DiskTier {
     root: PathBuf,
     /// Held (shared) for the life of the process; see the module doc.
-    _presence: File,
+    _presence: LockFile,
 }
 
 /// What opening the tier found.
@@ -68,22 +68,20 @@ impl DiskTier {
         let entries = root.join("entries");
         fs::create_dir_all(&entries).map_err(io_error("create", &entries))?;
         let lock_path = root.join(".lock");
-        let presence = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_error("open", &lock_path))?;
+        let presence = LockFile::open(&lock_path).map_err(io_error("open", &lock_path))?;
         let mut report = OpenReport::default();
-        match FileExt::try_lock(&presence) {
-            Ok(()) => {
-                report.temps_removed = remove_temps(&root).map_err(io_error("clean", &root))?;
-                FileExt::unlock(&presence).map_err(io_error("unlock", &lock_path))?;
-            }
-            Err(fs4::TryLockError::WouldBlock) => report.shared_with_another_process = true,
-            Err(fs4::TryLockError::Error(e)) => return Err(io_error("lock", &lock_path)(e)),
+        if presence
+            .try_lock_exclusive()
+            .map_err(io_error("lock", &lock_path))?
+        {
+            report.temps_removed = remove_temps(&root).map_err(io_error("clean", &root))?;
+            presence.unlock().map_err(io_error("unlock", &lock_path))?;
+        } else {
+            report.shared_with_another_process = true;
         }
-        FileExt::lock_shared(&presence).map_err(io_error("lock", &lock_path))?;
+        presence
+            .lock_shared()
+            .map_err(io_error("lock", &lock_path))?;
         let tier = DiskTier {
             root,
             _presence: presence,

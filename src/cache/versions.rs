@@ -3,18 +3,18 @@
 //! asset under `<cache-dir>/v1/assets/`, read and rewritten atomically under an exclusive file
 //! lock, so processes sharing the directory agree on which version is current.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use fs4::FileExt;
 use serde::{Deserialize, Serialize};
 
 use super::disk::DiskError;
 use super::key::{hex, CacheKey};
 use super::version::{AssetId, Version};
 use crate::atomic_file;
+use crate::file_lock::LockFile;
 
 /// Retired versions remembered per asset, to recognise a request for an old one.
 const RETIRED_KEPT: usize = 64;
@@ -123,13 +123,9 @@ impl VersionIndex {
         let (dir, path) = self.paths(asset);
         fs::create_dir_all(&dir).map_err(|source| io("create", &dir, source))?;
         let lock_path = path.with_extension("lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|source| io("open", &lock_path, source))?;
-        FileExt::lock(&lock).map_err(|source| io("lock", &lock_path, source))?;
+        let lock = LockFile::open(&lock_path).map_err(|source| io("open", &lock_path, source))?;
+        lock.lock_exclusive()
+            .map_err(|source| io("lock", &lock_path, source))?;
         let mut record = read_record(&path)?;
         let before = record.clone();
         let now_ms = now

@@ -1,13 +1,12 @@
 //! `CertAuthority`: the proxy's root certificate (loaded from `<ca-dir>`, or created there on
 //! first run) and the leaf certificates it mints per host, cached in memory.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use fs4::FileExt;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
@@ -18,6 +17,7 @@ use rustls::ServerConfig;
 use time::{Duration, OffsetDateTime};
 
 use crate::atomic_file;
+use crate::file_lock::LockFile;
 
 /// File name of the CA certificate inside the CA directory.
 pub const CERT_FILE: &str = "ca.pem";
@@ -86,13 +86,8 @@ impl CertAuthority {
         fs::create_dir_all(dir).map_err(io("create", dir))?;
         // Two proxies starting together on one directory must not both create a CA.
         let lock_path = dir.join(".lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io("open", &lock_path))?;
-        FileExt::lock(&lock).map_err(io("lock", &lock_path))?;
+        let lock = LockFile::open(&lock_path).map_err(io("open", &lock_path))?;
+        lock.lock_exclusive().map_err(io("lock", &lock_path))?;
 
         let cert_path = dir.join(CERT_FILE);
         let key_path = dir.join(KEY_FILE);
