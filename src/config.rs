@@ -129,6 +129,22 @@ pub struct UpstreamConfig {
     pub response_timeout: Duration,
     /// Pooled connections unused this long are closed.
     pub idle_timeout: Duration,
+    /// Hosts the proxy may contact; empty means any.
+    pub allow_hosts: Vec<GlobMatcher>,
+}
+
+impl UpstreamConfig {
+    /// Refuses a host outside `allow_hosts`, before any DNS lookup or connection.
+    pub fn check_allowed(&self, host: &str) -> Result<(), crate::error::ProxyError> {
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        if self.allow_hosts.is_empty() || self.allow_hosts.iter().any(|glob| glob.is_match(&host)) {
+            return Ok(());
+        }
+        Err(crate::error::ProxyError::HostNotAllowed { host })
+    }
 }
 
 /// CONNECT handling.
@@ -188,6 +204,7 @@ struct RawUpstream {
     connect_timeout_secs: Option<u64>,
     response_timeout_secs: Option<u64>,
     idle_timeout_secs: Option<u64>,
+    allow_hosts: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -296,17 +313,9 @@ impl Config {
                 "upstream.idle_timeout_secs",
                 raw.upstream.idle_timeout_secs.unwrap_or(90),
             )?,
+            allow_hosts: host_globs("upstream.allow_hosts", &raw.upstream.allow_hosts)?,
         };
-        let passthrough = raw
-            .passthrough
-            .iter()
-            .enumerate()
-            .map(|(index, host)| {
-                Glob::new(&host.to_ascii_lowercase())
-                    .map(|glob| glob.compile_matcher())
-                    .map_err(|e| (format!("passthrough[{index}]"), e.to_string()))
-            })
-            .collect::<Result<_, _>>()?;
+        let passthrough = host_globs("passthrough", &raw.passthrough)?;
         let mitm = MitmConfig {
             ca_dir: PathBuf::from("certs"),
             passthrough,
@@ -353,6 +362,18 @@ impl RawRule {
             allow_authorization: self.allow_authorization,
         })
     }
+}
+
+fn host_globs(field: &str, hosts: &[String]) -> Result<Vec<GlobMatcher>, (String, String)> {
+    hosts
+        .iter()
+        .enumerate()
+        .map(|(index, host)| {
+            Glob::new(&host.to_ascii_lowercase())
+                .map(|glob| glob.compile_matcher())
+                .map_err(|e| (format!("{field}[{index}]"), e.to_string()))
+        })
+        .collect()
 }
 
 fn positive(field: &str, value: u64) -> Result<u64, (String, String)> {
@@ -448,6 +469,21 @@ mod tests {
         assert!(rule.pattern.is_match("cdn.example.com/app.js"));
         assert!(!rule.pattern.is_match("cdn.example.com/deep/app.js"));
         assert_eq!(rule.ttl, Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn allow_hosts_limits_upstream_hosts() {
+        let open = Config::default();
+        assert!(open.upstream.check_allowed("example.com").is_ok());
+        let config =
+            Config::parse(r#"{"upstream": {"allow_hosts": ["localhost", "127.*", "::1"]}}"#)
+                .expect("valid");
+        for host in ["localhost", "LOCALHOST", "127.0.0.1", "[::1]"] {
+            assert!(config.upstream.check_allowed(host).is_ok(), "{host}");
+        }
+        for host in ["example.com", "localhost.evil.test", "clients2.google.com"] {
+            assert!(config.upstream.check_allowed(host).is_err(), "{host}");
+        }
     }
 
     #[test]

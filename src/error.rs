@@ -15,6 +15,12 @@ pub enum ProxyError {
     /// The client's request cannot be proxied.
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// The origin's host is not in `upstream.allow_hosts`.
+    #[error("{host} is not in upstream.allow_hosts; the proxy does not contact it")]
+    HostNotAllowed {
+        /// The refused host.
+        host: String,
+    },
     /// No TCP connection to the origin could be made.
     #[error("cannot connect to {origin}: {detail}")]
     Connect {
@@ -54,6 +60,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::HostNotAllowed { .. } => StatusCode::FORBIDDEN,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Connect { .. } | ProxyError::Tls { .. } | ProxyError::Upstream { .. } => {
                 StatusCode::BAD_GATEWAY
@@ -65,6 +72,7 @@ impl ProxyError {
     pub fn kind(&self) -> &'static str {
         match self {
             ProxyError::BadRequest(_) => "bad-request",
+            ProxyError::HostNotAllowed { .. } => "host-not-allowed",
             ProxyError::Connect { .. } => "upstream-connect",
             ProxyError::Tls { .. } => "upstream-tls",
             ProxyError::Timeout { .. } => "upstream-timeout",
@@ -72,10 +80,20 @@ impl ProxyError {
         }
     }
 
+    /// What the cache did: refused the request, or met a failing origin.
+    pub fn cache_status(&self) -> CacheStatus {
+        match self {
+            ProxyError::BadRequest(_) | ProxyError::HostNotAllowed { .. } => {
+                CacheStatus::Refused(self.kind())
+            }
+            _ => CacheStatus::Error(self.kind()),
+        }
+    }
+
     /// The response for this error.
     pub fn into_response(self) -> Response<ProxyBody> {
         let status = self.status();
-        let cache_status = CacheStatus::Error(self.kind()).header_value();
+        let cache_status = self.cache_status().header_value();
         let mut response = Response::new(full(format!("asset-proxy: {self}\n")));
         *response.status_mut() = status;
         let headers = response.headers_mut();

@@ -727,3 +727,47 @@ fn temp_files_of_a_crashed_writer_are_removed_at_start_unless_another_proxy_runs
     assert!(temp.exists());
     drop(running);
 }
+
+#[tokio::test]
+async fn hosts_outside_the_allow_list_are_refused_before_any_lookup() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let origin = Origin::http().await;
+    origin.route("/ok.js?v=1", Route::ok("allowed"));
+    let proxy = TestProxy::start(
+        dir.path(),
+        r#"{"upstream": {"allow_hosts": ["127.0.0.1"]}}"#,
+        None,
+    )
+    .await;
+    let client = proxy.client();
+    assert_eq!(get(&client, &origin.url("/ok.js?v=1")).await.0, 200);
+
+    // `.invalid` never resolves: a 403 rather than a 502 shows no lookup was tried.
+    let response = client
+        .get("http://update.example.invalid/check")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status(), 403);
+    assert_eq!(
+        cache_status(&response),
+        "asset-proxy; fwd=request; detail=host-not-allowed"
+    );
+    assert!(response
+        .text()
+        .await
+        .expect("body")
+        .contains("update.example.invalid is not in upstream.allow_hosts"));
+
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"CONNECT clients.example.invalid:443 HTTP/1.1\r\nHost: clients.example.invalid:443\r\n\r\n")
+        .await
+        .expect("write");
+    let mut reply = vec![0u8; 12];
+    stream.read_exact(&mut reply).await.expect("read");
+    assert_eq!(&reply, b"HTTP/1.1 403");
+}

@@ -39,6 +39,9 @@ pub async fn connect(ctx: Arc<Context>, request: Request<Incoming>) -> Response<
         Ok(target) => target,
         Err(error) => return error.into_response(),
     };
+    if let Err(error) = ctx.config.upstream.check_allowed(&target.host) {
+        return error.into_response();
+    }
     let connections = ctx.connections.clone();
     if ctx.config.mitm.is_passthrough(&target.host) {
         // Connect first, so that the client learns of a dead origin from the status.

@@ -74,8 +74,10 @@ pub enum CacheStatus {
     },
     /// Forwarded without the cache.
     Bypass(NoCacheReason),
-    /// The proxy answered with an error of this kind.
+    /// The origin failed; the proxy answered with an error of this kind.
     Error(&'static str),
+    /// The proxy refused the request itself (bad request, host not allowed).
+    Refused(&'static str),
 }
 
 impl CacheStatus {
@@ -110,6 +112,7 @@ impl CacheStatus {
                 format!("{PROXY_NAME}; fwd=bypass; detail={}", reason.as_str())
             }
             CacheStatus::Error(kind) => format!("{PROXY_NAME}; fwd=miss; detail={kind}"),
+            CacheStatus::Refused(kind) => format!("{PROXY_NAME}; fwd=request; detail={kind}"),
         }
     }
 }

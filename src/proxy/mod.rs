@@ -103,6 +103,14 @@ impl ProxyService {
             Ok(url) => url,
             Err(error) => return Ok(error.into_response()),
         };
+        if let Err(error) = self
+            .ctx
+            .config
+            .upstream
+            .check_allowed(url.host_str().unwrap_or(""))
+        {
+            return Ok(error.into_response());
+        }
         let plan = policy::classify_request(
             &method,
             &url,
@@ -347,7 +355,7 @@ impl ProxyService {
     fn failed(&self, error: ProxyError) -> (Response<ProxyBody>, CacheStatus) {
         self.ctx.stats.upstream_errors.inc();
         tracing::warn!(error = %error, "upstream request failed");
-        let status = CacheStatus::Error(error.kind());
+        let status = error.cache_status();
         (error.into_response(), status)
     }
 }
