@@ -1,0 +1,24 @@
+"""Playwright for Python through asset-proxy. Chromium trusts the proxy's CA through the NSS
+database in $HOME/.pki/nssdb (see the README).
+
+usage: python3 playwright_python.py PROXY_URL APP_URL
+Prints the app's verdict.
+"""
+import sys
+
+from playwright.sync_api import sync_playwright
+
+proxy, url = sys.argv[1:3]
+
+with sync_playwright() as p:
+    browser = p.chromium.launch(
+        executable_path="/usr/bin/chromium",
+        args=["--no-sandbox", "--disable-background-networking", "--disable-component-update",
+              "--disable-sync", "--no-first-run", "--disable-quic"],
+        proxy={"server": proxy, "bypass": "<-loopback>"},
+    )
+    page = browser.new_page()
+    page.goto(url)
+    page.wait_for_function("document.getElementById('result').textContent !== 'loading'", timeout=60_000)
+    print(page.text_content("#result"))
+    browser.close()
