@@ -11,7 +11,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use url::Url;
 
-use asset_proxy::cache::entry::{CachedResponse, EntryMeta};
+use asset_proxy::cache::entry::{CachedResponse, EntryMeta, Lifetime};
 use asset_proxy::cache::key::CacheKey;
 use asset_proxy::cache::memory::MemoryTier;
 use asset_proxy::cache::version;
@@ -68,9 +68,8 @@ fn tiers(c: &mut Criterion) {
         key.clone(),
         StatusCode::OK,
         &HeaderMap::new(),
-        None,
+        Lifetime::Pinned { ttl_secs: 60 },
         SystemTime::now(),
-        Duration::from_secs(60),
         &body,
     );
     let entry = CachedResponse { meta, body };

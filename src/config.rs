@@ -74,6 +74,17 @@ pub struct PolicyConfig {
     pub asset_extensions: Vec<String>,
     /// Rules, first match wins.
     pub rules: Vec<Rule>,
+    /// Store responses that HTTP caching rules make cacheable for a shared cache, whatever
+    /// their URL.
+    pub standard_caching: bool,
+    /// How long a 404 or 410 for a versioned URL is served from the cache.
+    pub negative_ttl: Duration,
+    /// Versioned entries past their lifetime are served this long while refreshed.
+    pub versioned_stale_while_revalidate: Duration,
+    /// Versioned entries past their lifetime are served this long when the origin fails.
+    pub versioned_stale_if_error: Duration,
+    /// Serve only from the cache; never contact an origin.
+    pub offline: bool,
 }
 
 /// One rule of the config: URLs it matches, and what to do with them.
@@ -81,8 +92,10 @@ pub struct PolicyConfig {
 pub struct Rule {
     /// Which URLs.
     pub pattern: Pattern,
-    /// What to do with them.
-    pub action: RuleAction,
+    /// What to do with them, if the rule says.
+    pub action: Option<RuleAction>,
+    /// Overrides `standard_caching` for these URLs.
+    pub standard_caching: Option<bool>,
     /// For `cache`: how long an entry is served before it is fetched again.
     pub ttl: Option<Duration>,
     /// Cache responses to requests that carry `Authorization` (off unless said).
@@ -171,6 +184,8 @@ struct RawConfig {
     disk: RawDisk,
     max_object_mb: Option<u64>,
     keep_versions: Option<usize>,
+    standard_caching: Option<bool>,
+    negative_ttl_secs: Option<u64>,
     coalesce_wait_secs: Option<u64>,
     versioned: RawVersioned,
     passthrough: Vec<String>,
@@ -196,6 +211,8 @@ struct RawDisk {
 struct RawVersioned {
     query_params: Option<Vec<String>>,
     extensions: Option<Vec<String>>,
+    stale_while_revalidate_secs: Option<u64>,
+    stale_if_error_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -212,10 +229,11 @@ struct RawUpstream {
 struct RawRule {
     glob: Option<String>,
     regex: Option<String>,
-    action: RuleAction,
+    action: Option<RuleAction>,
     ttl_secs: Option<u64>,
     #[serde(default)]
     allow_authorization: bool,
+    standard_caching: Option<bool>,
 }
 
 /// Query parameters that carry a version when the config names none.
@@ -298,6 +316,17 @@ impl Config {
                 .enumerate()
                 .map(|(index, rule)| rule.validate(index))
                 .collect::<Result<_, _>>()?,
+            standard_caching: raw.standard_caching.unwrap_or(true),
+            negative_ttl: secs("negative_ttl_secs", raw.negative_ttl_secs.unwrap_or(60))?,
+            versioned_stale_while_revalidate: Duration::from_secs(
+                raw.versioned
+                    .stale_while_revalidate_secs
+                    .unwrap_or(24 * 3600),
+            ),
+            versioned_stale_if_error: Duration::from_secs(
+                raw.versioned.stale_if_error_secs.unwrap_or(7 * 24 * 3600),
+            ),
+            offline: false,
         };
         let upstream = UpstreamConfig {
             extra_roots: None,
@@ -352,12 +381,27 @@ impl RawRule {
             .ttl_secs
             .map(|ttl| secs(&field("ttl_secs"), ttl))
             .transpose()?;
-        if ttl.is_some() && self.action == RuleAction::Bypass {
-            return Err((field("ttl_secs"), "a bypass rule takes no ttl".to_owned()));
+        if self.action.is_none() && self.standard_caching.is_none() {
+            return Err((
+                format!("rules[{index}]"),
+                "a rule needs `action` or `standard_caching`".to_owned(),
+            ));
+        }
+        if self.action != Some(RuleAction::Cache) && (ttl.is_some() || self.allow_authorization) {
+            let key = if ttl.is_some() {
+                "ttl_secs"
+            } else {
+                "allow_authorization"
+            };
+            return Err((
+                field(key),
+                "only a rule with \"action\": \"cache\" takes this".to_owned(),
+            ));
         }
         Ok(Rule {
             pattern,
             action: self.action,
+            standard_caching: self.standard_caching,
             ttl,
             allow_authorization: self.allow_authorization,
         })
@@ -439,6 +483,13 @@ mod tests {
             (r#"{"memory": {"maxmb": 1}}"#, "memory.maxmb"),
             (r#"{"colour": 1}"#, "colour"),
             (r#"{"rules": [{"action": "cache"}]}"#, "rules[0]"),
+            (r#"{"rules": [{"glob": "a/**"}]}"#, "rules[0]"),
+            (
+                r#"{"rules": [{"glob": "a/**", "action": "bypass", "ttl_secs": 5}]}"#,
+                "rules[0].ttl_secs",
+            ),
+            (r#"{"negative_ttl_secs": 0}"#, "negative_ttl_secs"),
+            (r#"{"standard_caching": "yes"}"#, "standard_caching"),
             (
                 r#"{"rules": [{"glob": "a/**", "action": "cache"}, {"regex": "(", "action": "bypass"}]}"#,
                 "rules[1].regex",

@@ -21,6 +21,12 @@ pub enum ProxyError {
         /// The refused host.
         host: String,
     },
+    /// The proxy runs offline and does not hold the URL.
+    #[error("offline: {url} is not in the cache")]
+    Offline {
+        /// The URL asked for.
+        url: String,
+    },
     /// No TCP connection to the origin could be made.
     #[error("cannot connect to {origin}: {detail}")]
     Connect {
@@ -61,7 +67,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::HostNotAllowed { .. } => StatusCode::FORBIDDEN,
-            ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Timeout { .. } | ProxyError::Offline { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Connect { .. } | ProxyError::Tls { .. } | ProxyError::Upstream { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -73,6 +79,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_) => "bad-request",
             ProxyError::HostNotAllowed { .. } => "host-not-allowed",
+            ProxyError::Offline { .. } => "offline",
             ProxyError::Connect { .. } => "upstream-connect",
             ProxyError::Tls { .. } => "upstream-tls",
             ProxyError::Timeout { .. } => "upstream-timeout",

@@ -48,6 +48,14 @@ pub struct Stats {
     pub coalesced_waits: Counter,
     /// Entries stored.
     pub stored: Counter,
+    /// Stale entries checked with the origin.
+    pub revalidations: Counter,
+    /// Revalidations answered 304: the stored body was still current.
+    pub not_modified: Counter,
+    /// Body bytes the origin did not send thanks to a 304.
+    pub bytes_saved_by_revalidation: Counter,
+    /// Stale entries served (stale-while-revalidate, stale-if-error, offline).
+    pub stale_served: Counter,
     /// Asset version changes seen.
     pub version_changes: Counter,
     /// Entries evicted because a newer version arrived.

@@ -243,7 +243,7 @@ async fn private_answers_are_never_stored() {
         ),
         (
             "/a.js?v=vary",
-            Route::ok("a").header("vary", "Cookie"),
+            Route::ok("a").header("vary", "*"),
             None,
             "fwd=miss; detail=vary",
         ),
@@ -273,20 +273,31 @@ async fn private_answers_are_never_stored() {
 
 #[tokio::test]
 async fn dynamic_urls_are_forwarded_every_time() {
-    let s = setup("{}").await;
+    let s = setup(r#"{"rules": [{"glob": "localhost:*/feed", "standard_caching": false}]}"#).await;
     let client = s.proxy.client();
+    s.origin.route("/api/data?page=1", Route::ok("[1]"));
+    s.origin
+        .route("/main.dart.js", Route::ok("no validators, no lifetime"));
     s.origin.route(
-        "/api/data?page=1",
-        Route::ok("[1]").header("cache-control", "public, max-age=600"),
+        "/feed",
+        Route::ok("{}").header("cache-control", "public, max-age=600"),
     );
-    s.origin.route("/main.dart.js", Route::ok("unversioned"));
-    for path in ["/api/data?page=1", "/main.dart.js"] {
+    let cases = [
+        (
+            "/api/data?page=1",
+            "asset-proxy; fwd=miss; detail=not-cacheable",
+        ),
+        (
+            "/main.dart.js",
+            "asset-proxy; fwd=miss; detail=not-cacheable",
+        ),
+        ("/feed", "asset-proxy; fwd=bypass; detail=not-versioned"),
+    ];
+    for (path, want) in cases {
         for _ in 0..3 {
             let (status, cache, _) = get(&client, &s.origin.url(path)).await;
-            assert_eq!(
-                (status, cache.as_str()),
-                (200, "asset-proxy; fwd=bypass; detail=not-versioned")
-            );
+            assert_eq!((status, cache.as_str()), (200, want), "{path}");
+            s.proxy.settled().await;
         }
         assert_eq!(s.origin.hits(path), 3);
     }
@@ -560,7 +571,7 @@ async fn passthrough_hosts_are_tunnelled_untouched() {
 
 #[tokio::test]
 async fn entries_older_than_max_age_are_fetched_again() {
-    use asset_proxy::cache::entry::{CachedResponse, EntryMeta};
+    use asset_proxy::cache::entry::{CachedResponse, EntryMeta, Lifetime};
     use std::time::{Duration, SystemTime};
     let dir = tempfile::tempdir().expect("temp dir");
     let ca = TestCa::new(dir.path());
@@ -577,9 +588,10 @@ async fn entries_older_than_max_age_are_fetched_again() {
             key(&url),
             http::StatusCode::OK,
             &http::HeaderMap::new(),
-            None,
+            Lifetime::Pinned {
+                ttl_secs: 24 * 3600,
+            },
             stored_at,
-            Duration::from_secs(24 * 3600),
             &body,
         );
         disk.write(&CachedResponse { meta, body })
@@ -589,7 +601,11 @@ async fn entries_older_than_max_age_are_fetched_again() {
     let (status, cache, body) = get(&proxy.client(), &url).await;
     assert_eq!(
         (status, cache.as_str(), &body[..]),
-        (200, STORED, &b"fresh from origin"[..])
+        (
+            200,
+            "asset-proxy; fwd=stale; stored",
+            &b"fresh from origin"[..]
+        )
     );
     assert_eq!(origin.hits("/app.js?v=old"), 1);
 }
@@ -770,4 +786,39 @@ async fn hosts_outside_the_allow_list_are_refused_before_any_lookup() {
     let mut reply = vec![0u8; 12];
     stream.read_exact(&mut reply).await.expect("read");
     assert_eq!(&reply, b"HTTP/1.1 403");
+}
+
+#[tokio::test]
+async fn vary_keys_entries_by_the_named_request_headers() {
+    let s = setup("{}").await;
+    let client = s.proxy.client();
+    s.origin.route(
+        "/styles.css?v=1",
+        Route::ok("per-language").header("vary", "Accept-Language"),
+    );
+    let url = s.origin.url("/styles.css?v=1");
+    let fetch = |language: &'static str| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let response = client
+                .get(&url)
+                .header("accept-language", language)
+                .send()
+                .await
+                .expect("request");
+            cache_status(&response)
+        }
+    };
+    assert_eq!(fetch("en").await, STORED);
+    s.proxy.settled().await;
+    assert_eq!(fetch("en").await, MEMORY_HIT);
+    assert_eq!(
+        fetch("fr").await,
+        STORED,
+        "another language is another variant"
+    );
+    s.proxy.settled().await;
+    assert_eq!(fetch("fr").await, MEMORY_HIT);
+    assert_eq!(fetch("en").await, MEMORY_HIT, "both variants are kept");
+    assert_eq!(s.origin.hits("/styles.css?v=1"), 2);
 }

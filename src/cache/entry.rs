@@ -16,11 +16,24 @@ use super::key::CacheKey;
 use super::version::{AssetId, Version};
 
 const MAGIC: &[u8; 4] = b"APXE";
-const FORMAT: u8 = 1;
+const FORMAT: u8 = 2;
 const PREAMBLE: usize = 4 + 1 + 4 + 8;
 
+/// How long an entry may be served, and how it is judged after that.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Lifetime {
+    /// Fresh for a fixed time from storing: versioned URLs (the version pins the content) and
+    /// URLs a cache rule names.
+    Pinned {
+        /// Seconds.
+        ttl_secs: u64,
+    },
+    /// HTTP caching (RFC 9111, shared cache) decides, from the stored request and response.
+    Standard(Box<http_cache_semantics::CachePolicy>),
+}
+
 /// What is stored beside a body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EntryMeta {
     /// The key the entry was stored under; checked on read.
     pub key: CacheKey,
@@ -33,10 +46,10 @@ pub struct EntryMeta {
     pub asset: Option<AssetId>,
     /// Version, for versioned URLs.
     pub version: Option<Version>,
-    /// When the entry was stored, in milliseconds since the Unix epoch.
+    /// When the entry was stored (or last revalidated), in milliseconds since the Unix epoch.
     pub stored_at_ms: u64,
-    /// How long the entry may be served, in seconds.
-    pub ttl_secs: u64,
+    /// How long the entry may be served.
+    pub lifetime: Lifetime,
     /// Body length in bytes.
     pub body_len: u64,
     /// xxh3-64 of the body.
@@ -70,43 +83,49 @@ pub enum CorruptEntry {
 }
 
 impl EntryMeta {
-    /// Metadata for a body about to be stored.
+    /// Metadata for a body about to be stored; not versioned until `asset`/`version` are set.
     pub fn new(
         key: CacheKey,
         status: StatusCode,
         headers: &HeaderMap,
-        versioned: Option<(AssetId, Version)>,
+        lifetime: Lifetime,
         stored_at: SystemTime,
-        ttl: Duration,
         body: &[u8],
     ) -> EntryMeta {
-        let (asset, version) = versioned.unzip();
-        EntryMeta {
+        let mut meta = EntryMeta {
             key,
             status: status.as_u16(),
-            headers: headers
-                .iter()
-                .map(|(name, value)| (name.as_str().to_owned(), latin1(value.as_bytes())))
-                .collect(),
-            asset,
-            version,
-            stored_at_ms: stored_at
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            ttl_secs: ttl.as_secs(),
+            headers: Vec::new(),
+            asset: None,
+            version: None,
+            stored_at_ms: 0,
+            lifetime,
             body_len: body.len() as u64,
             body_xxh3: xxh3_64(body),
-        }
+        };
+        meta.set_headers(headers);
+        meta.set_stored_at(stored_at);
+        meta
     }
 
-    /// When the entry was stored.
+    /// Replaces the stored headers.
+    pub fn set_headers(&mut self, headers: &HeaderMap) {
+        self.headers = headers
+            .iter()
+            .map(|(name, value)| (name.as_str().to_owned(), latin1(value.as_bytes())))
+            .collect();
+    }
+
+    /// Sets when the entry was stored (or revalidated).
+    pub fn set_stored_at(&mut self, at: SystemTime) {
+        self.stored_at_ms = at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    }
+
+    /// When the entry was stored (or last revalidated).
     pub fn stored_at(&self) -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(self.stored_at_ms)
-    }
-
-    /// How long it may be served.
-    pub fn ttl(&self) -> Duration {
-        Duration::from_secs(self.ttl_secs)
     }
 
     /// Status, falling back to 200 for a value that is not a status (never written so).
@@ -202,9 +221,8 @@ mod tests {
             key,
             StatusCode::OK,
             &headers,
-            None,
+            Lifetime::Pinned { ttl_secs: 60 },
             UNIX_EPOCH + Duration::from_secs(1_700_000_000),
-            Duration::from_secs(60),
             &body,
         );
         CachedResponse { meta, body }
@@ -214,7 +232,10 @@ mod tests {
     fn round_trip_keeps_every_byte() {
         let entry = sample();
         let decoded = CachedResponse::decode(entry.encode()).expect("valid");
-        assert_eq!(decoded.meta, entry.meta);
+        assert_eq!(
+            serde_json::to_value(&decoded.meta).expect("json"),
+            serde_json::to_value(&entry.meta).expect("json")
+        );
         assert_eq!(decoded.body, entry.body);
         assert_eq!(decoded.meta.header_map()["x-raw"].as_bytes(), b"caf\xe9");
     }

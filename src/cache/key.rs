@@ -3,6 +3,7 @@
 //! The key always carries the client's coding class (`br,gzip` or `identity`...), so a body
 //! stored gzip for a browser is never served to a client that cannot decode it. The class is a
 //! sorted set of known codings, so the many spellings of Accept-Encoding collapse to a few keys.
+//! Other headers a response varies on (its `Vary`) add their request values to the key.
 
 use std::fmt;
 
@@ -19,16 +20,39 @@ const KNOWN_CODINGS: [&str; 4] = ["br", "deflate", "gzip", "zstd"];
 pub struct CacheKey {
     url: String,
     codings: String,
+    /// `name: value` lines of the other headers the response varies on; empty when none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    varied: String,
 }
 
 impl CacheKey {
     /// The key of a GET (or HEAD) for `url` with these request headers.
     pub fn new(url: &Url, headers: &HeaderMap) -> CacheKey {
+        CacheKey::with_vary(url, headers, &[])
+    }
+
+    /// The key for a response that varies on `vary` (lower-case names, Accept-Encoding
+    /// excluded: it is always part of the key).
+    pub fn with_vary(url: &Url, headers: &HeaderMap, vary: &[String]) -> CacheKey {
         let mut url = url.clone();
         url.set_fragment(None);
+        let mut varied = String::new();
+        for name in vary {
+            let values: Vec<&str> = headers
+                .get_all(name.as_str())
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .map(str::trim)
+                .collect();
+            varied.push_str(name);
+            varied.push_str(": ");
+            varied.push_str(&values.join(", "));
+            varied.push('\n');
+        }
         CacheKey {
             url: url.into(),
             codings: coding_class(headers),
+            varied,
         }
     }
 
@@ -43,13 +67,19 @@ impl CacheKey {
         context.update(self.url.as_bytes());
         context.update(b"\n");
         context.update(self.codings.as_bytes());
+        context.update(b"\n");
+        context.update(self.varied.as_bytes());
         hex(context.finish().as_ref())
     }
 }
 
 impl fmt::Display for CacheKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} [{}]", self.url, self.codings)
+        write!(f, "{} [{}]", self.url, self.codings)?;
+        if !self.varied.is_empty() {
+            write!(f, " [{}]", self.varied.trim_end().replace('\n', "; "))?;
+        }
+        Ok(())
     }
 }
 
@@ -139,6 +169,28 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.digest(), b.digest());
         assert_eq!(a.digest().len(), 64);
+    }
+
+    #[test]
+    fn vary_values_are_part_of_the_key() {
+        let url = Url::parse("https://a.test/x.css").expect("url");
+        let vary = ["user-agent".to_owned()];
+        let mut a = HeaderMap::new();
+        a.insert("user-agent", HeaderValue::from_static("A"));
+        let mut b = HeaderMap::new();
+        b.insert("user-agent", HeaderValue::from_static("B"));
+        assert_ne!(
+            CacheKey::with_vary(&url, &a, &vary),
+            CacheKey::with_vary(&url, &b, &vary)
+        );
+        assert_eq!(
+            CacheKey::with_vary(&url, &a, &[]),
+            CacheKey::with_vary(&url, &b, &[])
+        );
+        assert_eq!(
+            CacheKey::with_vary(&url, &a, &vary),
+            CacheKey::with_vary(&url, &a.clone(), &vary)
+        );
     }
 
     #[test]

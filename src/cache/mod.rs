@@ -10,6 +10,7 @@ pub mod key;
 pub mod memory;
 pub mod policy;
 pub mod tee;
+pub mod vary;
 pub mod version;
 pub mod versions;
 
@@ -17,19 +18,21 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, Request, StatusCode};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
+use url::Url;
 
 use crate::config::CacheConfig;
 use crate::stats::Stats;
 use disk::{DiskError, DiskTier};
 pub use entry::CachedResponse;
-use entry::EntryMeta;
+use entry::{EntryMeta, Lifetime};
 use inflight::{Fill, FillOutcome, FillPermit, InFlight};
 use key::CacheKey;
 use memory::MemoryTier;
 use policy::CachePlan;
+use vary::VaryIndex;
 use versions::{Admission, VersionIndex};
 
 /// Which tier answered.
@@ -51,14 +54,6 @@ impl Tier {
     }
 }
 
-/// The result of a lookup.
-pub enum Lookup {
-    /// A fresh entry.
-    Hit(Arc<CachedResponse>, Tier),
-    /// Nothing fresh.
-    Miss,
-}
-
 /// The memory and disk tiers with their version index and fills in flight.
 #[derive(Clone)]
 pub struct Cache {
@@ -70,20 +65,28 @@ struct Inner {
     memory: MemoryTier,
     disk: Arc<DiskTier>,
     index: Arc<VersionIndex>,
+    vary: Arc<VaryIndex>,
     inflight: InFlight,
     stats: Arc<Stats>,
     /// Commits still writing; `settled` waits for zero.
     pending: watch::Sender<usize>,
 }
 
-/// The parts of an origin response that are stored with its body.
+/// What is stored with a body: how the request was classified, what was asked of the
+/// origin, what it answered, and the entry this one replaces.
 pub struct FillPlan {
     /// How the request was classified.
     pub plan: CachePlan,
+    /// The request as sent to the origin (its headers pick the Vary variant).
+    pub request: Request<()>,
     /// Response status.
     pub status: StatusCode,
     /// End-to-end response headers.
     pub headers: HeaderMap,
+    /// How long the entry may be served.
+    pub lifetime: Lifetime,
+    /// The stale entry this response replaces, if any.
+    pub previous: Option<Arc<CachedResponse>>,
 }
 
 impl Cache {
@@ -100,12 +103,14 @@ impl Cache {
             info!(dir = %config.dir.display(), "cache directory shared with another running proxy");
         }
         let index = VersionIndex::new(disk.root(), config.keep_versions);
+        let vary = VaryIndex::new(disk.root());
         Ok(Cache {
             inner: Arc::new(Inner {
                 config: config.clone(),
                 memory: MemoryTier::new(config.memory_max_bytes, config.memory_idle),
                 disk: Arc::new(disk),
                 index: Arc::new(index),
+                vary: Arc::new(vary),
                 inflight: InFlight::default(),
                 stats,
                 pending: watch::channel(0).0,
@@ -123,38 +128,69 @@ impl Cache {
         self.inner.disk.path_of(key)
     }
 
-    /// A fresh entry for `key` from memory, else from disk (then promoted into memory).
-    pub async fn lookup(&self, key: &CacheKey, now: SystemTime) -> Lookup {
+    /// The key of a request for `url`: its coding class, and the values of the headers this
+    /// URL's responses vary on.
+    pub async fn key_for(&self, url: &Url, headers: &HeaderMap) -> CacheKey {
+        let names = match self.inner.vary.cached(url.as_str()) {
+            Some(names) => names,
+            None => {
+                let (vary, owned) = (self.inner.vary.clone(), url.as_str().to_owned());
+                tokio::task::spawn_blocking(move || vary.names(&owned))
+                    .await
+                    .unwrap_or_default()
+            }
+        };
+        CacheKey::with_vary(url, headers, &names)
+    }
+
+    /// The entry for `key`, fresh or not, from memory, else from disk (then promoted).
+    pub async fn lookup(&self, key: &CacheKey) -> Option<(Arc<CachedResponse>, Tier)> {
         let inner = &self.inner;
         if let Some(entry) = inner.memory.get(key) {
-            if is_fresh(&entry.meta, now) {
-                return Lookup::Hit(entry, Tier::Memory);
-            }
-            inner.memory.remove(key);
+            return Some((entry, Tier::Memory));
         }
         let disk = inner.disk.clone();
         let owned_key = key.clone();
         let read = tokio::task::spawn_blocking(move || disk.read(&owned_key)).await;
         match read {
-            Ok(Ok(Some(entry))) if is_fresh(&entry.meta, now) => {
+            Ok(Ok(Some(entry))) => {
                 let entry = Arc::new(entry);
                 inner.memory.insert(entry.clone());
-                Lookup::Hit(entry, Tier::Disk)
+                Some((entry, Tier::Disk))
             }
-            Ok(Ok(_)) => Lookup::Miss,
+            Ok(Ok(None)) => None,
             Ok(Err(e)) => {
                 match e {
                     DiskError::Corrupt { .. } => inner.stats.corrupt_entries.inc(),
                     DiskError::Io { .. } => inner.stats.disk_errors.inc(),
                 }
                 warn!(error = %e, key = %key, "disk tier read failed; treated as a miss");
-                Lookup::Miss
+                None
             }
             Err(e) => {
                 warn!(error = %e, "disk read task failed");
-                Lookup::Miss
+                None
             }
         }
+    }
+
+    /// Replaces an entry's metadata after a 304 (the body stays), then wakes the followers.
+    pub fn refresh(&self, permit: FillPermit, entry: &CachedResponse, meta: EntryMeta) {
+        let refreshed = Arc::new(CachedResponse {
+            meta,
+            body: entry.body.clone(),
+        });
+        self.inner.memory.insert(refreshed.clone());
+        permit.complete(FillOutcome::Stored);
+        let (disk, stats) = (self.inner.disk.clone(), self.inner.stats.clone());
+        let guard = PendingGuard::new(&self.inner.pending);
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = disk.write(&refreshed) {
+                stats.disk_errors.inc();
+                warn!(error = %e, "disk tier write failed; entry kept in memory only");
+            }
+            drop(guard);
+        });
     }
 
     /// Leads or follows the fill of `key`.
@@ -203,10 +239,12 @@ impl Cache {
 
     async fn store(&self, permit: FillPermit, fill: FillPlan, body: Bytes) {
         let inner = &self.inner;
-        let key = permit.key().clone();
+        let key = self.variant_key(permit.key(), &fill).await;
         let now = SystemTime::now();
         let versioned = fill.plan.versioned.clone().map(|v| (v.asset, v.version));
-        let admission = match &versioned {
+        // A 404 for a new version must not evict the version that works.
+        let admitted = versioned.as_ref().filter(|_| fill.status == StatusCode::OK);
+        let admission = match admitted {
             None => Ok(Admission::Store {
                 change: None,
                 evicted: Vec::new(),
@@ -248,15 +286,11 @@ impl Cache {
                 Vec::new()
             }
         };
-        let meta = EntryMeta::new(
-            key,
-            fill.status,
-            &fill.headers,
-            versioned,
-            now,
-            fill.plan.ttl,
-            &body,
-        );
+        let mut meta = EntryMeta::new(key, fill.status, &fill.headers, fill.lifetime, now, &body);
+        (meta.asset, meta.version) = versioned.unzip();
+        if let Some(previous) = &fill.previous {
+            self.note_content_change(&previous.meta, &meta);
+        }
         let entry = Arc::new(CachedResponse { meta, body });
         inner.memory.insert(entry.clone());
         inner.stats.stored.inc();
@@ -289,8 +323,38 @@ impl Cache {
     }
 }
 
-fn is_fresh(meta: &EntryMeta, now: SystemTime) -> bool {
-    policy::is_fresh(meta.stored_at(), meta.ttl(), now)
+impl Cache {
+    /// The key to store a response under: the request's variant for the headers the
+    /// response varies on, recorded for the URL when they changed.
+    async fn variant_key(&self, fill_key: &CacheKey, fill: &FillPlan) -> CacheKey {
+        let names = vary::vary_names(&fill.headers).unwrap_or_default();
+        let Ok(url) = Url::parse(fill_key.url()) else {
+            return fill_key.clone();
+        };
+        let key = CacheKey::with_vary(&url, fill.request.headers(), &names);
+        if key == *fill_key {
+            return key;
+        }
+        let (index, owned_url) = (self.inner.vary.clone(), fill_key.url().to_owned());
+        let recorded = tokio::task::spawn_blocking(move || index.record(&owned_url, &names)).await;
+        if let Ok(Err(e)) = recorded {
+            self.inner.stats.disk_errors.inc();
+            warn!(error = %e, "vary index write failed");
+        }
+        key
+    }
+
+    /// Logs and counts a changed body of an unversioned URL: a new version of that asset.
+    fn note_content_change(&self, old: &EntryMeta, new: &EntryMeta) {
+        if new.version.is_some() {
+            return;
+        }
+        let (before, after) = (policy::content_identity(old), policy::content_identity(new));
+        if before != after {
+            self.inner.stats.version_changes.inc();
+            info!(asset = %new.key.url(), old = %before, new = %after, "asset version changed");
+        }
+    }
 }
 
 /// Counts one commit as pending for as long as it lives.

@@ -1,14 +1,24 @@
-//! Cache policy: may this request use the cache, may this response be stored, is this entry
-//! still fresh. Pure: no I/O, and `now` is a parameter.
+//! Cache policy: may this request use the cache, may this response be stored and for how
+//! long, is this entry fresh or how may it be served stale, what a 304 changes. Pure: no I/O,
+//! and `now` is a parameter.
+//!
+//! Three kinds of entry: versioned URLs (the version pins the content, so origin `no-cache`
+//! and client reloads do not defeat them), URLs a cache rule names (fresh for the rule's TTL),
+//! and everything else under standard shared-cache semantics (RFC 9111, decided by
+//! http-cache-semantics in shared mode), plus RFC 5861's stale-while-revalidate and
+//! stale-if-error, which it lacks.
 
 use std::time::{Duration, SystemTime};
 
 use http::header::{
-    AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, RANGE, SET_COOKIE, VARY,
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, ETAG, LAST_MODIFIED, SET_COOKIE,
 };
-use http::{HeaderMap, Method, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http_cache_semantics::{BeforeRequest, CacheOptions, CachePolicy};
 use url::Url;
 
+use super::entry::{EntryMeta, Lifetime};
+use super::vary;
 use super::version::{self, VersionedAsset};
 use crate::config::{PolicyConfig, RuleAction};
 
@@ -17,15 +27,15 @@ use crate::config::{PolicyConfig, RuleAction};
 pub enum NoCacheReason {
     /// Neither GET nor HEAD.
     Method,
-    /// Not a versioned asset URL and no rule names it.
+    /// Not versioned, no rule names it, and standard caching is off for it.
     NotVersioned,
     /// A bypass rule matched.
     Rule,
     /// The request carries credentials and no rule allows sharing the answer.
     Authorization,
-    /// A range request (whole bodies only).
-    Range,
-    /// The response status is not 200.
+    /// HTTP caching rules do not allow a shared cache to store the response.
+    NotCacheable,
+    /// The response status is not one the cache stores.
     Status,
     /// `Cache-Control: no-store`.
     NoStore,
@@ -33,7 +43,7 @@ pub enum NoCacheReason {
     Private,
     /// The response sets a cookie.
     SetCookie,
-    /// The response varies on more than Accept-Encoding.
+    /// `Vary: *`.
     Vary,
     /// The body is larger than `max_object_mb`.
     TooLarge,
@@ -51,7 +61,7 @@ impl NoCacheReason {
             NoCacheReason::NotVersioned => "not-versioned",
             NoCacheReason::Rule => "rule",
             NoCacheReason::Authorization => "authorization",
-            NoCacheReason::Range => "range",
+            NoCacheReason::NotCacheable => "not-cacheable",
             NoCacheReason::Status => "status",
             NoCacheReason::NoStore => "no-store",
             NoCacheReason::Private => "private",
@@ -69,8 +79,8 @@ impl NoCacheReason {
 pub struct CachePlan {
     /// Identity and version, when the URL carries one.
     pub versioned: Option<VersionedAsset>,
-    /// How long a stored entry is served before it is fetched again.
-    pub ttl: Duration,
+    /// Fixed lifetime of versioned and rule-named entries; `None` under standard semantics.
+    pub pinned_ttl: Option<Duration>,
 }
 
 /// Whether a request may be answered from, and stored into, the cache.
@@ -79,7 +89,7 @@ pub fn classify_request(
     url: &Url,
     headers: &HeaderMap,
     policy: &PolicyConfig,
-    default_ttl: Duration,
+    max_age: Duration,
 ) -> Result<CachePlan, NoCacheReason> {
     if method != Method::GET && method != Method::HEAD {
         return Err(NoCacheReason::Method);
@@ -88,22 +98,28 @@ pub fn classify_request(
         .rules
         .iter()
         .find(|rule| rule.pattern.is_match(&match_text(url)));
-    if rule.is_some_and(|rule| rule.action == RuleAction::Bypass) {
+    let action = rule.and_then(|rule| rule.action);
+    if action == Some(RuleAction::Bypass) {
         return Err(NoCacheReason::Rule);
     }
     let versioned = version::detect(url, policy);
-    if rule.is_none() && versioned.is_none() {
+    let rule_ttl = (action == Some(RuleAction::Cache))
+        .then(|| rule.and_then(|rule| rule.ttl).unwrap_or(max_age));
+    let standard = rule
+        .and_then(|rule| rule.standard_caching)
+        .unwrap_or(policy.standard_caching);
+    if versioned.is_none() && rule_ttl.is_none() && !standard {
         return Err(NoCacheReason::NotVersioned);
     }
     let allow_authorization = rule.is_some_and(|rule| rule.allow_authorization);
     if headers.contains_key(AUTHORIZATION) && !allow_authorization {
         return Err(NoCacheReason::Authorization);
     }
-    if headers.contains_key(RANGE) {
-        return Err(NoCacheReason::Range);
-    }
-    let ttl = rule.and_then(|rule| rule.ttl).unwrap_or(default_ttl);
-    Ok(CachePlan { versioned, ttl })
+    let pinned_ttl = rule_ttl.or(versioned.is_some().then_some(max_age));
+    Ok(CachePlan {
+        versioned,
+        pinned_ttl,
+    })
 }
 
 /// The text rules match: `host[:port]/path`, without scheme and query.
@@ -115,215 +131,271 @@ pub fn match_text(url: &Url) -> String {
     }
 }
 
-/// Whether an origin response may be stored. Versioned URLs ignore `no-cache` and `max-age=0`:
-/// the version in the URL pins the content.
-pub fn check_response(
-    status: StatusCode,
-    headers: &HeaderMap,
-    max_object_bytes: u64,
-) -> Result<(), NoCacheReason> {
-    if status != StatusCode::OK || headers.contains_key(CONTENT_RANGE) {
+/// Limits a response is stored within.
+pub struct StoreLimits {
+    /// Largest body stored.
+    pub max_object_bytes: u64,
+    /// Lifetime of a 404 or 410 for a versioned URL.
+    pub negative_ttl: Duration,
+}
+
+/// Whether an origin response may be stored, and for how long. `request` is what was sent
+/// to the origin.
+pub fn storable(
+    plan: &CachePlan,
+    request: &Request<()>,
+    response: &Response<()>,
+    now: SystemTime,
+    limits: &StoreLimits,
+) -> Result<Lifetime, NoCacheReason> {
+    let (status, headers) = (response.status(), response.headers());
+    if status == StatusCode::PARTIAL_CONTENT || headers.contains_key(CONTENT_RANGE) {
         return Err(NoCacheReason::Status);
     }
-    for directive in list_items(headers, CACHE_CONTROL) {
-        let name = directive.split('=').next().unwrap_or("").trim();
-        if name.eq_ignore_ascii_case("no-store") {
-            return Err(NoCacheReason::NoStore);
-        }
-        if name.eq_ignore_ascii_case("private") {
-            return Err(NoCacheReason::Private);
-        }
+    if has_directive(headers, "no-store") {
+        return Err(NoCacheReason::NoStore);
+    }
+    if has_directive(headers, "private") {
+        return Err(NoCacheReason::Private);
     }
     if headers.contains_key(SET_COOKIE) {
         return Err(NoCacheReason::SetCookie);
     }
-    if list_items(headers, VARY).any(|name| !name.eq_ignore_ascii_case("accept-encoding")) {
+    if vary::vary_names(headers).is_none() {
         return Err(NoCacheReason::Vary);
     }
     let length = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if length.is_some_and(|length| length > max_object_bytes) {
+    if length.is_some_and(|length| length > limits.max_object_bytes) {
         return Err(NoCacheReason::TooLarge);
     }
-    Ok(())
+    let negative = matches!(status, StatusCode::NOT_FOUND | StatusCode::GONE);
+    match (plan.pinned_ttl, &plan.versioned) {
+        (Some(ttl), _) if status == StatusCode::OK => Ok(pinned(ttl)),
+        (Some(_), Some(_)) if negative => Ok(pinned(limits.negative_ttl)),
+        (Some(_), _) => Err(NoCacheReason::Status),
+        (None, _) if status != StatusCode::OK => Err(NoCacheReason::Status),
+        (None, _) => {
+            let policy = CachePolicy::new_options(request, response, now, shared_cache());
+            // An answer that is stale at once and cannot be revalidated would only be
+            // rewritten on every request.
+            let useful = policy.time_to_live(now) > Duration::ZERO
+                || headers.contains_key(ETAG)
+                || headers.contains_key(LAST_MODIFIED);
+            if policy.is_storable() && useful {
+                Ok(Lifetime::Standard(Box::new(policy)))
+            } else {
+                Err(NoCacheReason::NotCacheable)
+            }
+        }
+    }
 }
 
-/// Whether an entry stored at `stored_at` with this lifetime may still be served at `now`.
-/// An entry from the future (a clock set back) counts as stale.
-pub fn is_fresh(stored_at: SystemTime, ttl: Duration, now: SystemTime) -> bool {
-    now.duration_since(stored_at).is_ok_and(|age| age < ttl)
+fn pinned(ttl: Duration) -> Lifetime {
+    Lifetime::Pinned {
+        ttl_secs: ttl.as_secs(),
+    }
 }
 
-/// The comma-separated items of every field line of one header, trimmed.
-fn list_items(headers: &HeaderMap, name: http::header::HeaderName) -> impl Iterator<Item = &str> {
+fn shared_cache() -> CacheOptions {
+    CacheOptions {
+        shared: true,
+        ..CacheOptions::default()
+    }
+}
+
+/// Whether a stored entry may be served as it is, or how it may be served once stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// Serve it.
+    Fresh,
+    /// Revalidate or refetch first, unless a window allows serving it stale.
+    Stale(StaleUse),
+}
+
+/// What a stale entry may still be used for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StaleUse {
+    /// Serve it now and refresh it in the background (stale-while-revalidate).
+    pub while_revalidating: bool,
+    /// Serve it when the origin fails (stale-if-error).
+    pub on_error: bool,
+}
+
+/// Judges an entry for a request at `now`.
+pub fn freshness(
+    meta: &EntryMeta,
+    request: &Request<()>,
+    now: SystemTime,
+    policy: &PolicyConfig,
+) -> Freshness {
+    let headers = meta.header_map();
+    match &meta.lifetime {
+        Lifetime::Pinned { ttl_secs } => {
+            let Ok(age) = now.duration_since(meta.stored_at()) else {
+                // Stored in the future: the clock moved back. Refetch, serve nothing stale.
+                return Freshness::Stale(StaleUse::default());
+            };
+            let ttl = Duration::from_secs(*ttl_secs);
+            if age < ttl {
+                return Freshness::Fresh;
+            }
+            let staleness = age - ttl;
+            let negative = meta.status != StatusCode::OK.as_u16();
+            let (mut revalidate_window, mut error_window) = stale_windows(&headers);
+            if meta.version.is_some() && !negative {
+                revalidate_window = revalidate_window.max(policy.versioned_stale_while_revalidate);
+                error_window = error_window.max(policy.versioned_stale_if_error);
+            }
+            Freshness::Stale(StaleUse {
+                while_revalidating: staleness < revalidate_window,
+                on_error: staleness < error_window,
+            })
+        }
+        Lifetime::Standard(cache_policy) => match cache_policy.before_request(request, now) {
+            BeforeRequest::Fresh(_) => Freshness::Fresh,
+            BeforeRequest::Stale { .. } => {
+                if has_directive(&headers, "must-revalidate")
+                    || has_directive(&headers, "proxy-revalidate")
+                    || has_directive(&headers, "no-cache")
+                    || has_directive(request.headers(), "no-cache")
+                {
+                    return Freshness::Stale(StaleUse::default());
+                }
+                let lifetime = cache_policy.time_to_live(meta.stored_at());
+                let staleness = now
+                    .duration_since(meta.stored_at())
+                    .unwrap_or_default()
+                    .saturating_sub(lifetime);
+                let (revalidate_window, error_window) = stale_windows(&headers);
+                Freshness::Stale(StaleUse {
+                    while_revalidating: staleness < revalidate_window,
+                    on_error: staleness < error_window,
+                })
+            }
+        },
+    }
+}
+
+/// The `Age` of an entry at `now`: the age it arrived with plus the time stored.
+pub fn age(meta: &EntryMeta, now: SystemTime) -> Duration {
+    match &meta.lifetime {
+        Lifetime::Standard(policy) => policy.age(now),
+        Lifetime::Pinned { .. } => {
+            let initial = meta
+                .header_map()
+                .get(http::header::AGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            now.duration_since(meta.stored_at()).unwrap_or_default() + Duration::from_secs(initial)
+        }
+    }
+}
+
+/// Conditional headers that ask the origin whether the stored body is still current.
+pub fn validators(meta: &EntryMeta) -> Vec<(HeaderName, HeaderValue)> {
+    let headers = meta.header_map();
+    let mut out = Vec::new();
+    if let Some(etag) = headers.get(ETAG) {
+        out.push((http::header::IF_NONE_MATCH, etag.clone()));
+    }
+    if let Some(modified) = headers.get(LAST_MODIFIED) {
+        out.push((http::header::IF_MODIFIED_SINCE, modified.clone()));
+    }
+    out
+}
+
+/// Response headers a 304 may not change in the stored response (RFC 9111 §3.2).
+const KEPT_ON_REVALIDATION: [&str; 5] = [
+    "content-length",
+    "content-encoding",
+    "content-range",
+    "transfer-encoding",
+    "etag",
+];
+
+/// The entry after a 304: headers updated, lifetime restarted at `now`. `None` when the 304
+/// does not confirm this entry (another validator), which then needs a full fetch.
+pub fn refreshed(
+    meta: &EntryMeta,
+    request: &Request<()>,
+    not_modified: &Response<()>,
+    now: SystemTime,
+) -> Option<EntryMeta> {
+    let mut meta = meta.clone();
+    match &meta.lifetime {
+        Lifetime::Standard(policy) => match policy.after_response(request, not_modified, now) {
+            http_cache_semantics::AfterResponse::NotModified(policy, parts) => {
+                let mut headers = parts.headers;
+                headers.remove(http::header::AGE);
+                meta.set_headers(&headers);
+                meta.lifetime = Lifetime::Standard(Box::new(policy));
+            }
+            http_cache_semantics::AfterResponse::Modified(..) => return None,
+        },
+        Lifetime::Pinned { .. } => {
+            let stored_etag = meta.header_map().get(ETAG).cloned();
+            let new_etag = not_modified.headers().get(ETAG);
+            if new_etag.is_some_and(|new| stored_etag.as_ref() != Some(new)) {
+                return None;
+            }
+            let mut headers = meta.header_map();
+            for (name, value) in not_modified.headers() {
+                if !KEPT_ON_REVALIDATION.contains(&name.as_str()) {
+                    headers.insert(name.clone(), value.clone());
+                }
+            }
+            meta.set_headers(&headers);
+        }
+    }
+    meta.set_stored_at(now);
+    Some(meta)
+}
+
+/// What identifies a body of an unversioned URL, to notice when the origin changed it: the
+/// ETag, else Last-Modified, else the body's checksum.
+pub fn content_identity(meta: &EntryMeta) -> String {
+    let headers = meta.header_map();
     headers
-        .get_all(name)
+        .get(ETAG)
+        .or_else(|| headers.get(LAST_MODIFIED))
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(|| format!("xxh3:{:016x}", meta.body_xxh3), str::to_owned)
+}
+
+/// Whether `Cache-Control` has the directive `name` (with or without a value).
+fn has_directive(headers: &HeaderMap, name: &str) -> bool {
+    directives(headers).any(|(directive, _)| directive.eq_ignore_ascii_case(name))
+}
+
+/// The stale-while-revalidate and stale-if-error windows a response grants.
+fn stale_windows(headers: &HeaderMap) -> (Duration, Duration) {
+    let seconds = |name: &str| {
+        directives(headers)
+            .filter(|(directive, _)| directive.eq_ignore_ascii_case(name))
+            .find_map(|(_, value)| value?.trim_matches('"').parse::<u64>().ok())
+            .map_or(Duration::ZERO, Duration::from_secs)
+    };
+    (seconds("stale-while-revalidate"), seconds("stale-if-error"))
+}
+
+fn directives(headers: &HeaderMap) -> impl Iterator<Item = (&str, Option<&str>)> {
+    headers
+        .get_all(CACHE_CONTROL)
         .into_iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .filter(|item| !item.is_empty())
+        .map(|item| match item.split_once('=') {
+            Some((name, value)) => (name.trim(), Some(value.trim())),
+            None => (item, None),
+        })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Config;
-    use http::HeaderValue;
-
-    const DAY: Duration = Duration::from_secs(86_400);
-
-    type Headers = &'static [(&'static str, &'static str)];
-
-    fn headers(pairs: Headers) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(*name, HeaderValue::from_static(value));
-        }
-        map
-    }
-
-    fn classify(
-        config: &str,
-        method: Method,
-        url: &str,
-        req: Headers,
-    ) -> Result<Duration, NoCacheReason> {
-        let config = Config::parse(config).expect("test config is valid");
-        let url = Url::parse(url).expect("test URL parses");
-        classify_request(&method, &url, &headers(req), &config.policy, DAY).map(|plan| plan.ttl)
-    }
-
-    #[test]
-    fn requests_are_classified() {
-        let rules = r#"{"rules": [
-            {"glob": "cdn.test/fonts/**", "action": "cache", "ttl_secs": 60},
-            {"glob": "cdn.test/private/**", "action": "cache", "allow_authorization": true},
-            {"regex": "^a\\.test/never/", "action": "bypass"}
-        ]}"#;
-        let cases: &[(Method, &str, Headers, Result<Duration, NoCacheReason>)] = &[
-            (Method::GET, "https://a.test/main.dart.js?v=1", &[], Ok(DAY)),
-            (
-                Method::HEAD,
-                "https://a.test/main.dart.js?v=1",
-                &[],
-                Ok(DAY),
-            ),
-            (
-                Method::POST,
-                "https://a.test/main.dart.js?v=1",
-                &[],
-                Err(NoCacheReason::Method),
-            ),
-            (
-                Method::GET,
-                "https://a.test/main.dart.js",
-                &[],
-                Err(NoCacheReason::NotVersioned),
-            ),
-            (
-                Method::GET,
-                "https://a.test/api?v=1",
-                &[],
-                Err(NoCacheReason::NotVersioned),
-            ),
-            (
-                Method::GET,
-                "https://cdn.test/fonts/a/b.bin",
-                &[],
-                Ok(Duration::from_secs(60)),
-            ),
-            (
-                Method::GET,
-                "https://a.test/never/app.js?v=1",
-                &[],
-                Err(NoCacheReason::Rule),
-            ),
-            (
-                Method::GET,
-                "https://a.test/app.js?v=1",
-                &[("authorization", "Bearer x")],
-                Err(NoCacheReason::Authorization),
-            ),
-            (
-                Method::GET,
-                "https://cdn.test/private/app.js",
-                &[("authorization", "Bearer x")],
-                Ok(DAY),
-            ),
-            (
-                Method::GET,
-                "https://a.test/app.js?v=1",
-                &[("range", "bytes=0-1")],
-                Err(NoCacheReason::Range),
-            ),
-            (
-                Method::GET,
-                "https://a.test/app.js?v=1",
-                &[("cache-control", "no-cache"), ("pragma", "no-cache")],
-                Ok(DAY),
-            ),
-        ];
-        for (method, url, req, want) in cases {
-            assert_eq!(
-                &classify(rules, method.clone(), url, req),
-                want,
-                "{method} {url} {req:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn responses_are_checked() {
-        let cases: &[(u16, Headers, Result<(), NoCacheReason>)] = &[
-            (200, &[], Ok(())),
-            (200, &[("cache-control", "no-cache, max-age=0")], Ok(())),
-            (200, &[("vary", "Accept-Encoding")], Ok(())),
-            (200, &[("content-length", "100")], Ok(())),
-            (206, &[], Err(NoCacheReason::Status)),
-            (404, &[], Err(NoCacheReason::Status)),
-            (
-                200,
-                &[("cache-control", "public, no-store")],
-                Err(NoCacheReason::NoStore),
-            ),
-            (
-                200,
-                &[("cache-control", "private=\"x\"")],
-                Err(NoCacheReason::Private),
-            ),
-            (200, &[("set-cookie", "a=b")], Err(NoCacheReason::SetCookie)),
-            (
-                200,
-                &[("vary", "accept-encoding, cookie")],
-                Err(NoCacheReason::Vary),
-            ),
-            (200, &[("vary", "*")], Err(NoCacheReason::Vary)),
-            (
-                200,
-                &[("content-length", "101")],
-                Err(NoCacheReason::TooLarge),
-            ),
-        ];
-        for (status, response, want) in cases {
-            let status = StatusCode::from_u16(*status).expect("valid status");
-            assert_eq!(
-                &check_response(status, &headers(response), 100),
-                want,
-                "{status} {response:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn freshness_follows_the_lifetime() {
-        let stored = SystemTime::UNIX_EPOCH + DAY;
-        let ttl = Duration::from_secs(10);
-        assert!(is_fresh(stored, ttl, stored));
-        assert!(is_fresh(stored, ttl, stored + Duration::from_secs(9)));
-        assert!(!is_fresh(stored, ttl, stored + ttl));
-        assert!(!is_fresh(stored, ttl, stored - Duration::from_secs(1)));
-    }
-}
+#[path = "policy_tests.rs"]
+mod tests;

@@ -55,6 +55,28 @@ pub fn add_via(headers: &mut HeaderMap, version: Version) {
     }
 }
 
+/// Why a stale entry was served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaleServe {
+    /// Inside its stale-while-revalidate window; a refresh runs in the background.
+    WhileRevalidating,
+    /// The origin failed, inside its stale-if-error window.
+    OnError,
+    /// The proxy runs with `--offline`.
+    Offline,
+}
+
+impl StaleServe {
+    /// The reason in the proxy's vocabulary.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StaleServe::WhileRevalidating => "stale-while-revalidate",
+            StaleServe::OnError => "stale-if-error",
+            StaleServe::Offline => "offline",
+        }
+    }
+}
+
 /// What the cache did for one response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheStatus {
@@ -65,8 +87,22 @@ pub enum CacheStatus {
         /// Whether the request waited for another's fetch first.
         collapsed: bool,
     },
+    /// A stale entry served without asking the origin first.
+    Stale {
+        /// The tier.
+        tier: Tier,
+        /// Why that was allowed.
+        why: StaleServe,
+    },
+    /// A stale entry confirmed by the origin with a 304 and served.
+    Revalidated {
+        /// The tier.
+        tier: Tier,
+    },
     /// Fetched from the origin for the cache; `stored` when the body is being stored.
     Miss {
+        /// Whether a stale entry was replaced (`fwd=stale`) rather than none found.
+        stale: bool,
         /// Whether the response is being stored.
         stored: bool,
         /// Why not, when not.
@@ -81,6 +117,15 @@ pub enum CacheStatus {
 }
 
 impl CacheStatus {
+    /// A plain miss.
+    pub fn miss(stored: bool, reason: Option<NoCacheReason>) -> CacheStatus {
+        CacheStatus::Miss {
+            stale: false,
+            stored,
+            reason,
+        }
+    }
+
     /// The `Cache-Status` field value.
     pub fn header_value(self) -> String {
         match self {
@@ -96,17 +141,27 @@ impl CacheStatus {
             } => {
                 format!("{PROXY_NAME}; hit; collapsed; detail={}", tier.as_str())
             }
-            CacheStatus::Miss { stored: true, .. } => format!("{PROXY_NAME}; fwd=miss; stored"),
-            CacheStatus::Miss {
-                stored: false,
-                reason: Some(reason),
-            } => {
-                format!("{PROXY_NAME}; fwd=miss; detail={}", reason.as_str())
+            CacheStatus::Stale { why, .. } => format!("{PROXY_NAME}; hit; detail={}", why.as_str()),
+            CacheStatus::Revalidated { tier } => {
+                format!(
+                    "{PROXY_NAME}; fwd=stale; fwd-status=304; detail={}",
+                    tier.as_str()
+                )
             }
             CacheStatus::Miss {
-                stored: false,
-                reason: None,
-            } => format!("{PROXY_NAME}; fwd=miss"),
+                stale,
+                stored,
+                reason,
+            } => {
+                let fwd = if stale { "stale" } else { "miss" };
+                match (stored, reason) {
+                    (true, _) => format!("{PROXY_NAME}; fwd={fwd}; stored"),
+                    (false, Some(reason)) => {
+                        format!("{PROXY_NAME}; fwd={fwd}; detail={}", reason.as_str())
+                    }
+                    (false, None) => format!("{PROXY_NAME}; fwd={fwd}"),
+                }
+            }
             CacheStatus::Bypass(NoCacheReason::Method) => format!("{PROXY_NAME}; fwd=method"),
             CacheStatus::Bypass(reason) => {
                 format!("{PROXY_NAME}; fwd=bypass; detail={}", reason.as_str())
@@ -160,18 +215,31 @@ mod tests {
                 "asset-proxy; hit; collapsed; detail=disk",
             ),
             (
-                CacheStatus::Miss {
-                    stored: true,
-                    reason: None,
-                },
+                CacheStatus::miss(true, None),
                 "asset-proxy; fwd=miss; stored",
             ),
             (
-                CacheStatus::Miss {
-                    stored: false,
-                    reason: Some(NoCacheReason::SetCookie),
-                },
+                CacheStatus::miss(false, Some(NoCacheReason::SetCookie)),
                 "asset-proxy; fwd=miss; detail=set-cookie",
+            ),
+            (
+                CacheStatus::Miss {
+                    stale: true,
+                    stored: true,
+                    reason: None,
+                },
+                "asset-proxy; fwd=stale; stored",
+            ),
+            (
+                CacheStatus::Revalidated { tier: Tier::Disk },
+                "asset-proxy; fwd=stale; fwd-status=304; detail=disk",
+            ),
+            (
+                CacheStatus::Stale {
+                    tier: Tier::Memory,
+                    why: StaleServe::OnError,
+                },
+                "asset-proxy; hit; detail=stale-if-error",
             ),
             (
                 CacheStatus::Bypass(NoCacheReason::NotVersioned),

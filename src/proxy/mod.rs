@@ -2,47 +2,34 @@
 //! decisions live in `cache::policy`, storage in `cache`, the network in `upstream`.
 
 pub mod body;
+mod cached;
 pub mod headers;
 pub mod log;
+pub mod respond;
 pub mod upstream;
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, HOST};
+use http::header::HOST;
 use http::{HeaderValue, Method, Request, Response, Uri};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tracing::debug;
 use url::Url;
 
-use crate::cache::inflight::{Fill, FillOutcome, FillPermit};
-use crate::cache::policy::{self, CachePlan, NoCacheReason};
-use crate::cache::tee::TeeBody;
-use crate::cache::{Cache, CachedResponse, FillPlan, Lookup, Tier};
+use crate::cache::policy;
+use crate::cache::Cache;
 use crate::config::Config;
 use crate::error::ProxyError;
 use crate::listener::Connections;
 use crate::mitm::ca::CertAuthority;
 use crate::stats::Stats;
-use body::{empty, full, ProxyBody};
+use body::ProxyBody;
 use headers::{add_via, remove_hop_by_hop, CacheStatus, CACHE_STATUS};
 use log::{LoggedBody, RequestSummary};
 use upstream::{Upstream, UpstreamBody};
-
-/// Request headers that would make an origin answer with less than the whole body.
-const CONDITIONAL_HEADERS: [&str; 5] = [
-    "if-none-match",
-    "if-modified-since",
-    "if-match",
-    "if-unmodified-since",
-    "if-range",
-];
-
-/// How many times a request follows other fetches before it fetches for itself.
-const MAX_FOLLOWS: usize = 3;
 
 /// Everything a request may need, built once by `App`.
 pub struct Context {
@@ -120,6 +107,9 @@ impl ProxyService {
         );
         let (response, cache_status) = match plan {
             Ok(plan) => self.cached(request, &url, plan).await,
+            Err(_) if self.ctx.config.policy.offline => self.failed(ProxyError::Offline {
+                url: url.to_string(),
+            }),
             Err(reason) => {
                 self.ctx.stats.bypasses.inc();
                 self.forward(request, &url, CacheStatus::Bypass(reason))
@@ -159,154 +149,6 @@ impl ProxyService {
             return Err(ProxyError::BadRequest("URL has no host".to_owned()));
         }
         Ok(url)
-    }
-
-    /// The cache path: hit, or follow another's fetch, or lead a fetch.
-    async fn cached(
-        &self,
-        request: Request<Incoming>,
-        url: &Url,
-        plan: CachePlan,
-    ) -> (Response<ProxyBody>, CacheStatus) {
-        let cache = &self.ctx.cache;
-        let key = crate::cache::key::CacheKey::new(url, request.headers());
-        let head_only = request.method() == Method::HEAD;
-        let mut collapsed = false;
-        for _ in 0..MAX_FOLLOWS {
-            if let Lookup::Hit(entry, tier) = cache.lookup(&key, SystemTime::now()).await {
-                return self.serve_hit(&entry, tier, head_only, collapsed);
-            }
-            if head_only {
-                break;
-            }
-            let waiter = match cache.begin_fill(&key) {
-                Fill::Leader(permit) => return self.fill(request, url, plan, permit).await,
-                Fill::Follower(waiter) => waiter,
-            };
-            collapsed = true;
-            self.ctx.stats.coalesced_waits.inc();
-            match waiter.wait(cache.config().coalesce_wait).await {
-                Some(FillOutcome::Stored | FillOutcome::Abandoned) => continue,
-                Some(FillOutcome::NotStorable) => break,
-                None => {
-                    let status = CacheStatus::Miss {
-                        stored: false,
-                        reason: Some(NoCacheReason::CoalesceTimeout),
-                    };
-                    self.ctx.stats.misses.inc();
-                    return self.forward(request, url, status).await;
-                }
-            }
-        }
-        self.ctx.stats.misses.inc();
-        self.forward(
-            request,
-            url,
-            CacheStatus::Miss {
-                stored: false,
-                reason: None,
-            },
-        )
-        .await
-    }
-
-    fn serve_hit(
-        &self,
-        entry: &CachedResponse,
-        tier: Tier,
-        head_only: bool,
-        collapsed: bool,
-    ) -> (Response<ProxyBody>, CacheStatus) {
-        let stats = &self.ctx.stats;
-        match tier {
-            Tier::Memory => stats.hits_memory.inc(),
-            Tier::Disk => stats.hits_disk.inc(),
-        }
-        let body = if head_only {
-            empty()
-        } else {
-            stats.bytes_from_cache.add(entry.body.len() as u64);
-            full(entry.body.clone())
-        };
-        let mut response = Response::new(body);
-        *response.status_mut() = entry.meta.status();
-        *response.headers_mut() = entry.meta.header_map();
-        response
-            .headers_mut()
-            .insert(CONTENT_LENGTH, HeaderValue::from(entry.body.len()));
-        (response, CacheStatus::Hit { tier, collapsed })
-    }
-
-    /// Leads the fetch of a key: streams the origin's answer and stores it if allowed.
-    async fn fill(
-        &self,
-        request: Request<Incoming>,
-        url: &Url,
-        plan: CachePlan,
-        permit: FillPermit,
-    ) -> (Response<ProxyBody>, CacheStatus) {
-        self.ctx.stats.misses.inc();
-        if self.ctx.cache.is_older_version(&plan).await {
-            permit.complete(FillOutcome::NotStorable);
-            let status = CacheStatus::Miss {
-                stored: false,
-                reason: Some(NoCacheReason::OlderVersion),
-            };
-            return self.forward(request, url, status).await;
-        }
-        let (mut parts, _body) = request.into_parts();
-        for name in CONDITIONAL_HEADERS {
-            parts.headers.remove(name);
-        }
-        let outgoing = Request::from_parts(
-            parts,
-            Empty::<Bytes>::new()
-                .map_err(|never| match never {})
-                .boxed(),
-        );
-        let response = match self.send(outgoing, url).await {
-            Ok(response) => response,
-            Err(error) => return self.failed(error), // Dropping the permit abandons the fill.
-        };
-        let (mut parts, body) = response.into_parts();
-        remove_hop_by_hop(&mut parts.headers);
-        let max = self.ctx.cache.config().max_object_bytes;
-        let counted = CountedBody::new(body, self.ctx.stats.clone());
-        match policy::check_response(parts.status, &parts.headers, max) {
-            Ok(()) => {
-                let expected = parts
-                    .headers
-                    .get(CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse().ok());
-                let fill = FillPlan {
-                    plan,
-                    status: parts.status,
-                    headers: parts.headers.clone(),
-                };
-                let tee = TeeBody::new(counted, self.ctx.cache.clone(), permit, fill, expected);
-                let body = tee.map_err(Into::into).boxed();
-                (
-                    Response::from_parts(parts, body),
-                    CacheStatus::Miss {
-                        stored: true,
-                        reason: None,
-                    },
-                )
-            }
-            Err(reason) => {
-                debug!(url = %url, reason = reason.as_str(), "response not stored");
-                permit.complete(FillOutcome::NotStorable);
-                let body = counted.map_err(Into::into).boxed();
-                (
-                    Response::from_parts(parts, body),
-                    CacheStatus::Miss {
-                        stored: false,
-                        reason: Some(reason),
-                    },
-                )
-            }
-        }
     }
 
     /// Forwards a request as it is, streaming both bodies.

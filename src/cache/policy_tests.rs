@@ -1,0 +1,498 @@
+//! Policy tables: request headers x response headers x age -> decision.
+
+use super::*;
+use crate::cache::key::CacheKey;
+use crate::config::Config;
+use http::HeaderValue;
+
+const DAY: Duration = Duration::from_secs(86_400);
+const T0: Duration = Duration::from_secs(1_800_000_000);
+
+type Headers = &'static [(&'static str, &'static str)];
+
+fn headers(pairs: Headers) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in pairs {
+        map.append(*name, HeaderValue::from_static(value));
+    }
+    map
+}
+
+fn request(url: &str, pairs: Headers) -> Request<()> {
+    let mut request = Request::new(());
+    *request.uri_mut() = url.parse().expect("uri");
+    *request.headers_mut() = headers(pairs);
+    request
+}
+
+fn response(status: u16, pairs: Headers) -> Response<()> {
+    let mut response = Response::new(());
+    *response.status_mut() = StatusCode::from_u16(status).expect("status");
+    *response.headers_mut() = headers(pairs);
+    response
+}
+
+fn plan(config: &str, url: &str, req: Headers) -> Result<CachePlan, NoCacheReason> {
+    let config = Config::parse(config).expect("test config is valid");
+    let url = Url::parse(url).expect("test URL parses");
+    classify_request(&Method::GET, &url, &headers(req), &config.policy, DAY)
+}
+
+#[test]
+fn requests_are_classified() {
+    let rules = r#"{"rules": [
+        {"glob": "cdn.test/fonts/**", "action": "cache", "ttl_secs": 60},
+        {"glob": "cdn.test/private/**", "action": "cache", "allow_authorization": true},
+        {"regex": "^a\\.test/never/", "action": "bypass"},
+        {"glob": "a.test/api/**", "standard_caching": false}
+    ]}"#;
+    let pinned = |ttl: Duration| Ok(Some(ttl));
+    type Case = (
+        &'static str,
+        Headers,
+        Result<Option<Duration>, NoCacheReason>,
+    );
+    let cases: &[Case] = &[
+        ("https://a.test/main.dart.js?v=1", &[], pinned(DAY)),
+        ("https://a.test/main.dart.js", &[], Ok(None)),
+        (
+            "https://a.test/api/data",
+            &[],
+            Err(NoCacheReason::NotVersioned),
+        ),
+        ("https://a.test/api/app.js?v=3", &[], pinned(DAY)),
+        (
+            "https://cdn.test/fonts/a/b.bin",
+            &[],
+            pinned(Duration::from_secs(60)),
+        ),
+        (
+            "https://a.test/never/app.js?v=1",
+            &[],
+            Err(NoCacheReason::Rule),
+        ),
+        (
+            "https://a.test/app.js?v=1",
+            &[("authorization", "Bearer x")],
+            Err(NoCacheReason::Authorization),
+        ),
+        (
+            "https://a.test/page",
+            &[("authorization", "Bearer x")],
+            Err(NoCacheReason::Authorization),
+        ),
+        (
+            "https://cdn.test/private/app.js",
+            &[("authorization", "Bearer x")],
+            pinned(DAY),
+        ),
+        (
+            "https://a.test/app.js?v=1",
+            &[("range", "bytes=0-1")],
+            pinned(DAY),
+        ),
+        (
+            "https://a.test/app.js?v=1",
+            &[("cache-control", "no-cache"), ("pragma", "no-cache")],
+            pinned(DAY),
+        ),
+    ];
+    for (url, req, want) in cases {
+        assert_eq!(
+            &plan(rules, url, req).map(|p| p.pinned_ttl),
+            want,
+            "{url} {req:?}"
+        );
+    }
+    let off = plan(
+        r#"{"standard_caching": false}"#,
+        "https://a.test/main.dart.js",
+        &[],
+    );
+    assert_eq!(off, Err(NoCacheReason::NotVersioned));
+    let post = classify_request(
+        &Method::POST,
+        &Url::parse("https://a.test/a.js?v=1").expect("url"),
+        &HeaderMap::new(),
+        &Config::default().policy,
+        DAY,
+    );
+    assert_eq!(post, Err(NoCacheReason::Method));
+}
+
+fn limits() -> StoreLimits {
+    StoreLimits {
+        max_object_bytes: 100,
+        negative_ttl: Duration::from_secs(60),
+    }
+}
+
+fn lifetime_kind(result: Result<Lifetime, NoCacheReason>) -> Result<&'static str, NoCacheReason> {
+    result.map(|lifetime| match lifetime {
+        Lifetime::Pinned { ttl_secs: 60 } => "pinned 60s",
+        Lifetime::Pinned { .. } => "pinned",
+        Lifetime::Standard(_) => "standard",
+    })
+}
+
+#[test]
+fn responses_are_judged_storable() {
+    let versioned = plan("{}", "https://a.test/a.js?v=1", &[]).expect("plan");
+    let standard = plan("{}", "https://a.test/index.html", &[]).expect("plan");
+    let now = SystemTime::UNIX_EPOCH + T0;
+    type Case = (
+        &'static str,
+        u16,
+        Headers,
+        Result<&'static str, NoCacheReason>,
+    );
+    let cases: &[Case] = &[
+        ("versioned", 200, &[], Ok("pinned")),
+        (
+            "versioned",
+            200,
+            &[("cache-control", "no-cache, max-age=0")],
+            Ok("pinned"),
+        ),
+        ("versioned", 404, &[], Ok("pinned 60s")),
+        ("versioned", 410, &[], Ok("pinned 60s")),
+        ("versioned", 500, &[], Err(NoCacheReason::Status)),
+        ("versioned", 206, &[], Err(NoCacheReason::Status)),
+        (
+            "versioned",
+            200,
+            &[("cache-control", "public, no-store")],
+            Err(NoCacheReason::NoStore),
+        ),
+        (
+            "versioned",
+            200,
+            &[("cache-control", "private=\"x\"")],
+            Err(NoCacheReason::Private),
+        ),
+        (
+            "versioned",
+            200,
+            &[("set-cookie", "a=b")],
+            Err(NoCacheReason::SetCookie),
+        ),
+        ("versioned", 200, &[("vary", "*")], Err(NoCacheReason::Vary)),
+        (
+            "versioned",
+            200,
+            &[("vary", "Accept-Encoding, Cookie")],
+            Ok("pinned"),
+        ),
+        (
+            "versioned",
+            200,
+            &[("content-length", "101")],
+            Err(NoCacheReason::TooLarge),
+        ),
+        (
+            "standard",
+            200,
+            &[("cache-control", "public, max-age=3600")],
+            Ok("standard"),
+        ),
+        (
+            "standard",
+            200,
+            &[("cache-control", "s-maxage=60")],
+            Ok("standard"),
+        ),
+        (
+            "standard",
+            200,
+            &[("expires", "Thu, 01 Jan 2037 00:00:00 GMT")],
+            Ok("standard"),
+        ),
+        (
+            "standard",
+            200,
+            &[("cache-control", "no-cache"), ("etag", "\"a\"")],
+            Ok("standard"),
+        ),
+        (
+            "standard",
+            200,
+            &[("last-modified", "Sat, 01 Nov 2025 10:00:00 GMT")],
+            Ok("standard"),
+        ),
+        ("standard", 200, &[], Err(NoCacheReason::NotCacheable)),
+        (
+            "standard",
+            200,
+            &[("cache-control", "no-cache")],
+            Err(NoCacheReason::NotCacheable),
+        ),
+        (
+            "standard",
+            200,
+            &[("cache-control", "private, max-age=60")],
+            Err(NoCacheReason::Private),
+        ),
+        (
+            "standard",
+            404,
+            &[("cache-control", "max-age=60")],
+            Err(NoCacheReason::Status),
+        ),
+    ];
+    for (kind, status, res, want) in cases {
+        let plan = if *kind == "versioned" {
+            &versioned
+        } else {
+            &standard
+        };
+        let got = storable(
+            plan,
+            &request("https://a.test/x", &[]),
+            &response(*status, res),
+            now,
+            &limits(),
+        );
+        assert_eq!(lifetime_kind(got), *want, "{kind} {status} {res:?}");
+    }
+}
+
+fn stored(url: &str, status: u16, res: Headers, lifetime: Lifetime, versioned: bool) -> EntryMeta {
+    let key = CacheKey::new(&Url::parse(url).expect("url"), &HeaderMap::new());
+    let mut meta = EntryMeta::new(
+        key,
+        StatusCode::from_u16(status).expect("status"),
+        &headers(res),
+        lifetime,
+        SystemTime::UNIX_EPOCH + T0,
+        b"body",
+    );
+    if versioned {
+        meta.version = Some(serde_json::from_value(serde_json::json!("1")).expect("version"));
+    }
+    meta
+}
+
+fn standard_entry(res: Headers) -> EntryMeta {
+    let now = SystemTime::UNIX_EPOCH + T0;
+    let req = request("https://a.test/index.html", &[]);
+    let policy = CachePolicy::new_options(&req, &response(200, res), now, shared_cache());
+    stored(
+        "https://a.test/index.html",
+        200,
+        res,
+        Lifetime::Standard(Box::new(policy)),
+        false,
+    )
+}
+
+#[test]
+fn entries_are_judged_fresh_or_stale_by_age() {
+    let config = Config::default().policy;
+    let secs = Duration::from_secs;
+    let fresh = Freshness::Fresh;
+    let stale = |while_revalidating, on_error| {
+        Freshness::Stale(StaleUse {
+            while_revalidating,
+            on_error,
+        })
+    };
+    let pinned = |ttl| Lifetime::Pinned { ttl_secs: ttl };
+    type Case = (&'static str, EntryMeta, Headers, u64, Freshness);
+    let cases: Vec<Case> = vec![
+        (
+            "versioned, young",
+            stored("https://a.test/a.js?v=1", 200, &[], pinned(60), true),
+            &[],
+            59,
+            fresh,
+        ),
+        (
+            "versioned, client reload",
+            stored("https://a.test/a.js?v=1", 200, &[], pinned(60), true),
+            &[("cache-control", "no-cache")],
+            10,
+            fresh,
+        ),
+        (
+            "versioned, past ttl: config windows",
+            stored("https://a.test/a.js?v=1", 200, &[], pinned(60), true),
+            &[],
+            61,
+            stale(true, true),
+        ),
+        (
+            "versioned, past every window",
+            stored("https://a.test/a.js?v=1", 200, &[], pinned(60), true),
+            &[],
+            60 + 8 * 86_400,
+            stale(false, false),
+        ),
+        (
+            "negative, past ttl",
+            stored("https://a.test/a.js?v=2", 404, &[], pinned(60), true),
+            &[],
+            61,
+            stale(false, false),
+        ),
+        (
+            "rule entry, response windows",
+            stored(
+                "https://a.test/f.bin",
+                200,
+                &[(
+                    "cache-control",
+                    "stale-while-revalidate=30, stale-if-error=300",
+                )],
+                pinned(60),
+                false,
+            ),
+            &[],
+            80,
+            stale(true, true),
+        ),
+        (
+            "rule entry, past swr",
+            stored(
+                "https://a.test/f.bin",
+                200,
+                &[(
+                    "cache-control",
+                    "stale-while-revalidate=30, stale-if-error=300",
+                )],
+                pinned(60),
+                false,
+            ),
+            &[],
+            100,
+            stale(false, true),
+        ),
+        (
+            "standard max-age",
+            standard_entry(&[("cache-control", "max-age=100")]),
+            &[],
+            99,
+            fresh,
+        ),
+        (
+            "standard max-age, client no-cache",
+            standard_entry(&[("cache-control", "max-age=100")]),
+            &[("cache-control", "no-cache")],
+            10,
+            stale(false, false),
+        ),
+        (
+            "standard past max-age",
+            standard_entry(&[("cache-control", "max-age=100")]),
+            &[],
+            101,
+            stale(false, false),
+        ),
+        (
+            "standard swr",
+            standard_entry(&[("cache-control", "max-age=100, stale-while-revalidate=50")]),
+            &[],
+            120,
+            stale(true, false),
+        ),
+        (
+            "standard sie",
+            standard_entry(&[("cache-control", "max-age=100, stale-if-error=500")]),
+            &[],
+            400,
+            stale(false, true),
+        ),
+        (
+            "standard must-revalidate forbids stale",
+            standard_entry(&[(
+                "cache-control",
+                "max-age=100, must-revalidate, stale-if-error=500",
+            )]),
+            &[],
+            120,
+            stale(false, false),
+        ),
+        (
+            "standard no-cache",
+            standard_entry(&[("cache-control", "no-cache"), ("etag", "\"a\"")]),
+            &[],
+            0,
+            stale(false, false),
+        ),
+    ];
+    for (name, meta, req, age, want) in cases {
+        let now = SystemTime::UNIX_EPOCH + T0 + secs(age);
+        assert_eq!(
+            freshness(
+                &meta,
+                &request("https://a.test/index.html", req),
+                now,
+                &config
+            ),
+            want,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn a_304_refreshes_headers_and_lifetime() {
+    let meta = stored(
+        "https://a.test/f.bin",
+        200,
+        &[("etag", "\"a\""), ("x-old", "1"), ("content-length", "4")],
+        Lifetime::Pinned { ttl_secs: 60 },
+        false,
+    );
+    let later = SystemTime::UNIX_EPOCH + T0 + Duration::from_secs(500);
+    let not_modified = response(
+        304,
+        &[("etag", "\"a\""), ("x-old", "2"), ("content-length", "0")],
+    );
+    let refreshed = refreshed(
+        &meta,
+        &request("https://a.test/f.bin", &[]),
+        &not_modified,
+        later,
+    )
+    .expect("confirmed");
+    assert_eq!(refreshed.stored_at(), later);
+    let headers = refreshed.header_map();
+    assert_eq!(headers["x-old"], "2");
+    assert_eq!(
+        headers["content-length"], "4",
+        "a 304 never changes the body's length"
+    );
+
+    let other = response(304, &[("etag", "\"b\"")]);
+    assert!(refreshed_is_none(&meta, &other));
+    assert_eq!(
+        validators(&meta),
+        vec![(
+            http::header::IF_NONE_MATCH,
+            HeaderValue::from_static("\"a\"")
+        )]
+    );
+}
+
+fn refreshed_is_none(meta: &EntryMeta, not_modified: &Response<()>) -> bool {
+    refreshed(
+        meta,
+        &request("https://a.test/f.bin", &[]),
+        not_modified,
+        SystemTime::UNIX_EPOCH + T0,
+    )
+    .is_none()
+}
+
+#[test]
+fn age_counts_the_age_the_response_arrived_with() {
+    let meta = stored(
+        "https://a.test/a.js?v=1",
+        200,
+        &[("age", "30")],
+        Lifetime::Pinned { ttl_secs: 60 },
+        true,
+    );
+    let now = SystemTime::UNIX_EPOCH + T0 + Duration::from_secs(10);
+    assert_eq!(age(&meta, now), Duration::from_secs(40));
+}

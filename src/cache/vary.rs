@@ -1,0 +1,143 @@
+//! The vary index: which request headers (besides Accept-Encoding, always in the key) each
+//! URL's responses vary on, so a lookup can build the whole key before it has a response.
+//! Held in memory, and in one small file per URL under `<cache-dir>/v1/vary/` so it survives
+//! restarts. URLs that vary on nothing have no file.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use http::header::VARY;
+use http::HeaderMap;
+
+use super::disk::DiskError;
+use super::key::hex;
+use crate::atomic_file;
+
+/// URLs whose vary names are remembered in memory.
+const MEMORY_URLS: u64 = 100_000;
+
+/// Header names per URL.
+pub struct VaryIndex {
+    memory: moka::sync::Cache<String, Arc<Vec<String>>>,
+    dir: PathBuf,
+}
+
+impl VaryIndex {
+    /// The index under a disk tier's root.
+    pub fn new(root: &Path) -> VaryIndex {
+        VaryIndex {
+            memory: moka::sync::Cache::new(MEMORY_URLS),
+            dir: root.join("vary"),
+        }
+    }
+
+    /// The names `url` varies on, if known without touching the disk.
+    pub fn cached(&self, url: &str) -> Option<Arc<Vec<String>>> {
+        self.memory.get(url)
+    }
+
+    /// The names `url` varies on; reads the disk when memory does not know. Blocking.
+    pub fn names(&self, url: &str) -> Arc<Vec<String>> {
+        if let Some(names) = self.memory.get(url) {
+            return names;
+        }
+        let names: Vec<String> = fs::read(self.path_of(url))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default();
+        let names = Arc::new(names);
+        self.memory.insert(url.to_owned(), names.clone());
+        names
+    }
+
+    /// Records the names `url` now varies on. Blocking.
+    pub fn record(&self, url: &str, names: &[String]) -> Result<(), DiskError> {
+        let path = self.path_of(url);
+        let io = |op, source: io::Error| DiskError::Io {
+            op,
+            path: path.clone(),
+            source,
+        };
+        if names.is_empty() {
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io("remove", e)),
+                _ => {}
+            }
+        } else {
+            if let Some(dir) = path.parent() {
+                fs::create_dir_all(dir).map_err(|e| io("create", e))?;
+            }
+            let json = serde_json::to_vec(names).unwrap_or_default();
+            atomic_file::write(&path, &json, 0o600).map_err(|e| io("write", e))?;
+        }
+        self.memory.insert(url.to_owned(), Arc::new(names.to_vec()));
+        Ok(())
+    }
+
+    fn path_of(&self, url: &str) -> PathBuf {
+        let digest = hex(ring::digest::digest(&ring::digest::SHA256, url.as_bytes()).as_ref());
+        self.dir.join(&digest[..2]).join(digest)
+    }
+}
+
+/// The names a response varies on, lower-case and sorted, Accept-Encoding left out; `None`
+/// for `Vary: *` (the response cannot be matched to any request).
+pub fn vary_names(headers: &HeaderMap) -> Option<Vec<String>> {
+    let mut names = Vec::new();
+    for value in headers.get_all(VARY) {
+        for name in value.to_str().unwrap_or("*").split(',') {
+            let name = name.trim().to_ascii_lowercase();
+            match name.as_str() {
+                "*" => return None,
+                "" | "accept-encoding" => {}
+                _ => names.push(name),
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    Some(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn vary_names_are_normalised() {
+        let cases: [(&[&'static str], Option<&[&str]>); 5] = [
+            (&[], Some(&[])),
+            (&["Accept-Encoding"], Some(&[])),
+            (
+                &["User-Agent, accept-encoding", "Accept-Language"],
+                Some(&["accept-language", "user-agent"]),
+            ),
+            (&["Origin", "origin"], Some(&["origin"])),
+            (&["Accept-Encoding, *"], None),
+        ];
+        for (lines, want) in cases {
+            let mut headers = HeaderMap::new();
+            for line in lines {
+                headers.append(VARY, HeaderValue::from_static(line));
+            }
+            let want = want.map(|names| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>());
+            assert_eq!(vary_names(&headers), want, "{lines:?}");
+        }
+    }
+
+    #[test]
+    fn names_survive_a_new_index() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let index = VaryIndex::new(dir.path());
+        let names = vec!["user-agent".to_owned()];
+        index
+            .record("https://a.test/x.css", &names)
+            .expect("record");
+        let reopened = VaryIndex::new(dir.path());
+        assert_eq!(*reopened.names("https://a.test/x.css"), names);
+        assert!(reopened.names("https://a.test/other.css").is_empty());
+    }
+}

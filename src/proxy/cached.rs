@@ -1,0 +1,448 @@
+//! The cache path of one request: look up, judge freshness, answer from the entry (fresh, or
+//! stale where a window allows it), follow another request's fetch, or lead a fetch — a
+//! revalidation when a stale entry has validators.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::header::{CONTENT_LENGTH, IF_RANGE, RANGE};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use tracing::{debug, warn};
+use url::Url;
+
+use super::body::ProxyBody;
+use super::headers::{remove_hop_by_hop, CacheStatus, StaleServe};
+use super::respond::respond;
+use super::upstream::UpstreamBody;
+use super::{CountedBody, ProxyService};
+use crate::cache::inflight::{Fill, FillOutcome, FillPermit};
+use crate::cache::key::CacheKey;
+use crate::cache::policy::{self, CachePlan, Freshness, NoCacheReason, StaleUse, StoreLimits};
+use crate::cache::tee::TeeBody;
+use crate::cache::{CachedResponse, FillPlan, Tier};
+use crate::error::ProxyError;
+
+/// Request headers that would make an origin answer with less than the whole body. The
+/// client's own conditionals and ranges are answered from the cache instead.
+const PARTIAL_REQUEST_HEADERS: [&str; 7] = [
+    "if-none-match",
+    "if-modified-since",
+    "if-match",
+    "if-unmodified-since",
+    "if-range",
+    "range",
+    "accept-ranges",
+];
+
+/// How many times a request waits on other fetches before it fetches for itself.
+const MAX_FOLLOWS: usize = 3;
+
+/// A stale entry found for a request.
+struct StaleEntry {
+    entry: Arc<CachedResponse>,
+    tier: Tier,
+    usable: StaleUse,
+}
+
+/// What a fetch for the cache came to.
+enum Fetched {
+    /// Answer the client with this.
+    Answer(Response<ProxyBody>, CacheStatus),
+    /// The body is being stored in the background: look it up again.
+    Filling,
+}
+
+impl ProxyService {
+    /// Answers a cacheable request.
+    pub(super) async fn cached(
+        &self,
+        request: Request<Incoming>,
+        url: &Url,
+        plan: CachePlan,
+    ) -> (Response<ProxyBody>, CacheStatus) {
+        let cache = &self.ctx.cache;
+        let head = request_head(&request, url);
+        // Ranges and HEAD are answered from a complete stored body, so their fetch is stored
+        // in full first.
+        let drain = head.method() == Method::HEAD || head.headers().contains_key(RANGE);
+        let offline = self.ctx.config.policy.offline;
+        let mut collapsed = false;
+        for _ in 0..MAX_FOLLOWS {
+            let key = cache.key_for(url, head.headers()).await;
+            let stale = match cache.lookup(&key).await {
+                None => None,
+                Some((entry, tier)) => match policy::freshness(
+                    &entry.meta,
+                    &head,
+                    SystemTime::now(),
+                    &self.ctx.config.policy,
+                ) {
+                    Freshness::Fresh => {
+                        return self.reply(&entry, &head, CacheStatus::Hit { tier, collapsed })
+                    }
+                    Freshness::Stale(_) if offline => {
+                        return self.reply(
+                            &entry,
+                            &head,
+                            CacheStatus::Stale {
+                                tier,
+                                why: StaleServe::Offline,
+                            },
+                        )
+                    }
+                    Freshness::Stale(usable) if usable.while_revalidating => {
+                        self.refresh_in_background(
+                            &key,
+                            &head,
+                            url,
+                            &plan,
+                            StaleEntry {
+                                entry: entry.clone(),
+                                tier,
+                                usable,
+                            },
+                        );
+                        return self.reply(
+                            &entry,
+                            &head,
+                            CacheStatus::Stale {
+                                tier,
+                                why: StaleServe::WhileRevalidating,
+                            },
+                        );
+                    }
+                    Freshness::Stale(usable) => Some(StaleEntry {
+                        entry,
+                        tier,
+                        usable,
+                    }),
+                },
+            };
+            if offline {
+                return self.failed(ProxyError::Offline {
+                    url: url.to_string(),
+                });
+            }
+            if head.method() == Method::HEAD && stale.is_none() {
+                break;
+            }
+            let waiter = match cache.begin_fill(&key) {
+                Fill::Leader(permit) => {
+                    match self.fetch(&head, url, &plan, permit, stale, drain).await {
+                        Fetched::Answer(response, status) => return (response, status),
+                        Fetched::Filling => continue,
+                    }
+                }
+                Fill::Follower(waiter) => waiter,
+            };
+            collapsed = true;
+            self.ctx.stats.coalesced_waits.inc();
+            match waiter.wait(cache.config().coalesce_wait).await {
+                Some(FillOutcome::Stored | FillOutcome::Abandoned) => continue,
+                Some(FillOutcome::NotStorable) => break,
+                None => {
+                    self.ctx.stats.misses.inc();
+                    let status = CacheStatus::miss(false, Some(NoCacheReason::CoalesceTimeout));
+                    return self.forward(request, url, status).await;
+                }
+            }
+        }
+        self.ctx.stats.misses.inc();
+        self.forward(request, url, CacheStatus::miss(false, None))
+            .await
+    }
+
+    /// Answers from an entry, counting the hit.
+    fn reply(
+        &self,
+        entry: &CachedResponse,
+        head: &Request<()>,
+        status: CacheStatus,
+    ) -> (Response<ProxyBody>, CacheStatus) {
+        let stats = &self.ctx.stats;
+        match status {
+            CacheStatus::Hit {
+                tier: Tier::Memory, ..
+            } => stats.hits_memory.inc(),
+            CacheStatus::Hit {
+                tier: Tier::Disk, ..
+            } => stats.hits_disk.inc(),
+            CacheStatus::Stale { .. } => stats.stale_served.inc(),
+            _ => {}
+        }
+        let age = policy::age(&entry.meta, SystemTime::now());
+        let response = respond(entry, head, age);
+        if let Some(length) = response
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+        {
+            if head.method() != Method::HEAD {
+                stats.bytes_from_cache.add(length);
+            }
+        }
+        (response, status)
+    }
+
+    /// Starts one background refresh of a stale entry, unless one is under way.
+    fn refresh_in_background(
+        &self,
+        key: &CacheKey,
+        head: &Request<()>,
+        url: &Url,
+        plan: &CachePlan,
+        stale: StaleEntry,
+    ) {
+        let Fill::Leader(permit) = self.ctx.cache.begin_fill(key) else {
+            return;
+        };
+        let (this, head, url, plan) = (self.clone(), clone_head(head), url.clone(), plan.clone());
+        self.ctx.connections.spawn(async move {
+            let stale = StaleEntry {
+                usable: StaleUse::default(),
+                ..stale
+            };
+            let _ = this
+                .fetch(&head, &url, &plan, permit, Some(stale), true)
+                .await;
+        });
+    }
+
+    /// Leads the fetch of a key: a revalidation when a stale entry has validators, else a
+    /// plain GET. A storable body streams to the client while it is stored; with `drain` it
+    /// is stored in the background and the caller looks it up again.
+    async fn fetch(
+        &self,
+        head: &Request<()>,
+        url: &Url,
+        plan: &CachePlan,
+        permit: FillPermit,
+        stale: Option<StaleEntry>,
+        drain: bool,
+    ) -> Fetched {
+        let stats = &self.ctx.stats;
+        if stale.is_some() {
+            stats.revalidations.inc();
+        } else {
+            stats.misses.inc();
+        }
+        if self.ctx.cache.is_older_version(plan).await {
+            permit.complete(FillOutcome::NotStorable);
+            let status = CacheStatus::miss(false, Some(NoCacheReason::OlderVersion));
+            return self.pass(head, url, status).await;
+        }
+        let sent = fill_request(head, stale.as_ref().map(|s| &*s.entry));
+        let outgoing = clone_head(&sent).map(|()| empty_upstream_body());
+        let response = match self.send(outgoing, url).await {
+            Ok(response) => response,
+            Err(error) => return self.failed_with_stale(error, stale, head),
+        };
+        if response.status() == StatusCode::NOT_MODIFIED {
+            if let Some(stale) = stale {
+                return self
+                    .revalidated(head, url, &sent, &response, permit, stale)
+                    .await;
+            }
+        }
+        if response.status().is_server_error() && stale.as_ref().is_some_and(|s| s.usable.on_error)
+        {
+            let error = ProxyError::Upstream {
+                origin: url.host_str().unwrap_or("").to_owned(),
+                detail: format!("answered {}", response.status()),
+            };
+            return self.failed_with_stale(error, stale, head);
+        }
+        let (mut parts, body) = response.into_parts();
+        remove_hop_by_hop(&mut parts.headers);
+        let counted = CountedBody::new(body, stats.clone());
+        let limits = StoreLimits {
+            max_object_bytes: self.ctx.cache.config().max_object_bytes,
+            negative_ttl: self.ctx.config.policy.negative_ttl,
+        };
+        let mut answered = Response::new(());
+        *answered.status_mut() = parts.status;
+        *answered.headers_mut() = parts.headers.clone();
+        let had_stale = stale.is_some();
+        match policy::storable(plan, &sent, &answered, SystemTime::now(), &limits) {
+            Ok(lifetime) => {
+                let expected = parts
+                    .headers
+                    .get(CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok()?.parse().ok());
+                let fill = FillPlan {
+                    plan: plan.clone(),
+                    request: sent,
+                    status: parts.status,
+                    headers: parts.headers.clone(),
+                    lifetime,
+                    previous: stale.map(|s| s.entry),
+                };
+                let tee = TeeBody::new(counted, self.ctx.cache.clone(), permit, fill, expected);
+                if drain {
+                    tokio::spawn(async move {
+                        let _ = tee.collect().await;
+                    });
+                    return Fetched::Filling;
+                }
+                let status = CacheStatus::Miss {
+                    stale: had_stale,
+                    stored: true,
+                    reason: None,
+                };
+                Fetched::Answer(
+                    Response::from_parts(parts, tee.map_err(Into::into).boxed()),
+                    status,
+                )
+            }
+            Err(reason) => {
+                debug!(url = %url, reason = reason.as_str(), "response not stored");
+                permit.complete(FillOutcome::NotStorable);
+                let status = CacheStatus::Miss {
+                    stale: had_stale,
+                    stored: false,
+                    reason: Some(reason),
+                };
+                Fetched::Answer(
+                    Response::from_parts(parts, counted.map_err(Into::into).boxed()),
+                    status,
+                )
+            }
+        }
+    }
+
+    /// A 304 for a stale entry: refresh its metadata and answer from its body.
+    async fn revalidated(
+        &self,
+        head: &Request<()>,
+        url: &Url,
+        sent: &Request<()>,
+        response: &Response<Incoming>,
+        permit: FillPermit,
+        stale: StaleEntry,
+    ) -> Fetched {
+        let mut not_modified = Response::new(());
+        *not_modified.status_mut() = StatusCode::NOT_MODIFIED;
+        *not_modified.headers_mut() = response.headers().clone();
+        remove_hop_by_hop(not_modified.headers_mut());
+        let Some(meta) =
+            policy::refreshed(&stale.entry.meta, sent, &not_modified, SystemTime::now())
+        else {
+            // The 304 does not confirm our copy; fetch without validators.
+            drop(permit);
+            return self
+                .pass(
+                    head,
+                    url,
+                    CacheStatus::Miss {
+                        stale: true,
+                        stored: false,
+                        reason: None,
+                    },
+                )
+                .await;
+        };
+        let stats = &self.ctx.stats;
+        stats.not_modified.inc();
+        stats
+            .bytes_saved_by_revalidation
+            .add(stale.entry.body.len() as u64);
+        let refreshed = CachedResponse {
+            meta,
+            body: stale.entry.body.clone(),
+        };
+        self.ctx
+            .cache
+            .refresh(permit, &stale.entry, refreshed.meta.clone());
+        let (response, status) = self.reply(
+            &refreshed,
+            head,
+            CacheStatus::Revalidated { tier: stale.tier },
+        );
+        Fetched::Answer(response, status)
+    }
+
+    /// The origin failed: serve the stale entry if its stale-if-error window allows.
+    fn failed_with_stale(
+        &self,
+        error: ProxyError,
+        stale: Option<StaleEntry>,
+        head: &Request<()>,
+    ) -> Fetched {
+        match stale.filter(|s| s.usable.on_error) {
+            Some(stale) => {
+                self.ctx.stats.upstream_errors.inc();
+                warn!(error = %error, "origin failed; serving a stale entry (stale-if-error)");
+                let status = CacheStatus::Stale {
+                    tier: stale.tier,
+                    why: StaleServe::OnError,
+                };
+                let (response, status) = self.reply(&stale.entry, head, status);
+                Fetched::Answer(response, status)
+            }
+            None => {
+                let (response, status) = self.failed(error);
+                Fetched::Answer(response, status)
+            }
+        }
+    }
+
+    /// Sends the request head as it is, without a body, and streams the answer back.
+    async fn pass(&self, head: &Request<()>, url: &Url, status: CacheStatus) -> Fetched {
+        let outgoing = clone_head(head).map(|()| empty_upstream_body());
+        match self.send(outgoing, url).await {
+            Ok(response) => {
+                let (mut parts, body) = response.into_parts();
+                remove_hop_by_hop(&mut parts.headers);
+                let body = CountedBody::new(body, self.ctx.stats.clone())
+                    .map_err(Into::into)
+                    .boxed();
+                Fetched::Answer(Response::from_parts(parts, body), status)
+            }
+            Err(error) => {
+                let (response, status) = self.failed(error);
+                Fetched::Answer(response, status)
+            }
+        }
+    }
+}
+
+/// The client's request without its body, with the absolute URL.
+fn request_head(request: &Request<Incoming>, url: &Url) -> Request<()> {
+    let mut head = Request::new(());
+    *head.method_mut() = request.method().clone();
+    *head.uri_mut() = url.as_str().parse().unwrap_or_default();
+    *head.headers_mut() = request.headers().clone();
+    head
+}
+
+fn clone_head(head: &Request<()>) -> Request<()> {
+    let mut copy = Request::new(());
+    *copy.method_mut() = head.method().clone();
+    *copy.uri_mut() = head.uri().clone();
+    *copy.headers_mut() = head.headers().clone();
+    copy
+}
+
+/// The GET that fills the cache: the client's headers without its conditionals and ranges,
+/// plus the stale entry's validators.
+fn fill_request(head: &Request<()>, stale: Option<&CachedResponse>) -> Request<()> {
+    let mut request = clone_head(head);
+    *request.method_mut() = Method::GET;
+    let headers = request.headers_mut();
+    for name in PARTIAL_REQUEST_HEADERS {
+        headers.remove(name);
+    }
+    headers.remove(IF_RANGE);
+    if let Some(stale) = stale {
+        for (name, value) in policy::validators(&stale.meta) {
+            headers.insert(name, value);
+        }
+    }
+    request
+}
+
+fn empty_upstream_body() -> UpstreamBody {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
