@@ -44,6 +44,11 @@ struct Cli {
     #[arg(long)]
     upstream_ca: Option<PathBuf>,
 
+    /// Serve only from the cache (stale entries included) and never contact an origin; a
+    /// miss gets a 504 naming the URL. For reproducible runs and working without a network.
+    #[arg(long)]
+    offline: bool,
+
     /// Log level or filter (error, warn, info, debug, trace, or a RUST_LOG-style filter).
     /// RUST_LOG, when set, takes precedence.
     #[arg(long, default_value = "info")]
@@ -82,6 +87,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     config.cache.dir = cli.cache_dir;
     config.mitm.ca_dir = cli.ca_dir;
     config.upstream.extra_roots = cli.upstream_ca;
+    config.policy.offline = cli.offline;
 
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {

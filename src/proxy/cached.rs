@@ -3,7 +3,7 @@
 //! revalidation when a stale entry has validators.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use http::header::{CONTENT_LENGTH, IF_RANGE, RANGE};
 use http::{Method, Request, Response, StatusCode};
@@ -69,16 +69,15 @@ impl ProxyService {
         let drain = head.method() == Method::HEAD || head.headers().contains_key(RANGE);
         let offline = self.ctx.config.policy.offline;
         let mut collapsed = false;
+        // Once this request has waited for another's fetch, what that fetch stored or
+        // revalidated is fresh enough for it, whatever its lifetime (a no-cache entry point
+        // revalidated for ten waiting requests is not revalidated ten more times).
+        let mut waited_since: Option<SystemTime> = None;
         for _ in 0..MAX_FOLLOWS {
             let key = cache.key_for(url, head.headers()).await;
             let stale = match cache.lookup(&key).await {
                 None => None,
-                Some((entry, tier)) => match policy::freshness(
-                    &entry.meta,
-                    &head,
-                    SystemTime::now(),
-                    &self.ctx.config.policy,
-                ) {
+                Some((entry, tier)) => match self.judge(&entry, &head, waited_since) {
                     Freshness::Fresh => {
                         return self.reply(&entry, &head, CacheStatus::Hit { tier, collapsed })
                     }
@@ -138,6 +137,7 @@ impl ProxyService {
                 Fill::Follower(waiter) => waiter,
             };
             collapsed = true;
+            waited_since = Some(SystemTime::now() - Duration::from_millis(1));
             self.ctx.stats.coalesced_waits.inc();
             match waiter.wait(cache.config().coalesce_wait).await {
                 Some(FillOutcome::Stored | FillOutcome::Abandoned) => continue,
@@ -152,6 +152,24 @@ impl ProxyService {
         self.ctx.stats.misses.inc();
         self.forward(request, url, CacheStatus::miss(false, None))
             .await
+    }
+
+    /// How fresh an entry is for this request.
+    fn judge(
+        &self,
+        entry: &CachedResponse,
+        head: &Request<()>,
+        waited_since: Option<SystemTime>,
+    ) -> Freshness {
+        if waited_since.is_some_and(|since| entry.meta.stored_at() >= since) {
+            return Freshness::Fresh;
+        }
+        policy::freshness(
+            &entry.meta,
+            head,
+            SystemTime::now(),
+            &self.ctx.config.policy,
+        )
     }
 
     /// Answers from an entry, counting the hit.

@@ -124,6 +124,9 @@ struct OriginState {
     seen: HashMap<String, http::HeaderMap>,
     /// The request body length of the last request per path.
     body_lens: HashMap<String, usize>,
+    /// 304s answered, and full bodies sent, over all paths.
+    not_modified: usize,
+    bodies_sent: usize,
 }
 
 /// A loopback origin server counting requests per path and query.
@@ -232,6 +235,12 @@ impl Origin {
             .unwrap_or(&0)
     }
 
+    /// (304s answered, full bodies sent) over all paths.
+    pub fn answers(&self) -> (usize, usize) {
+        let state = self.state.lock().expect("origin state");
+        (state.not_modified, state.bodies_sent)
+    }
+
     pub fn last_body_len(&self, path_and_query: &str) -> Option<usize> {
         self.state
             .lock()
@@ -284,6 +293,23 @@ async fn answer(
     if let Some(gate) = &route.gate {
         gate.notified().await;
     }
+    if is_not_modified(&request, &route) {
+        state.lock().expect("origin state").not_modified += 1;
+        let mut response = Response::new(Full::new(Bytes::new()).map_err(|e| match e {}).boxed());
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        for (name, value) in route
+            .headers
+            .iter()
+            .filter(|(name, _)| name != "content-length")
+        {
+            response.headers_mut().append(
+                http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                http::HeaderValue::from_str(value).expect("value"),
+            );
+        }
+        return response;
+    }
+    state.lock().expect("origin state").bodies_sent += 1;
     let body: OriginBody = match route.truncate_at {
         None => Full::new(route.body.clone())
             .map_err(|e| match e {})
@@ -313,6 +339,24 @@ async fn answer(
     response
 }
 
+/// Whether a conditional request matches the route's ETag or Last-Modified.
+fn is_not_modified(request: &Request<()>, route: &Route) -> bool {
+    let route_header = |name: &str| {
+        route
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
+    let request_header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
+    if let (Some(asked), Some(etag)) = (request_header("if-none-match"), route_header("etag")) {
+        return asked
+            .split(',')
+            .any(|tag| tag.trim().trim_start_matches("W/") == etag.trim_start_matches("W/"));
+    }
+    matches!((request_header("if-modified-since"), route_header("last-modified")), (Some(a), Some(b)) if a == b)
+}
+
 /// A proxy running in this process, on a directory that outlives it.
 pub struct TestProxy {
     pub addr: SocketAddr,
@@ -324,11 +368,22 @@ pub struct TestProxy {
 impl TestProxy {
     /// Starts a proxy with `config` (JSON) using `dir`/cache and `dir`/certs.
     pub async fn start(dir: &Path, config: &str, upstream_ca: Option<&Path>) -> TestProxy {
+        TestProxy::start_with(dir, config, upstream_ca, |_| {}).await
+    }
+
+    /// Like `start`, with a last change to the configuration (what the command line sets).
+    pub async fn start_with(
+        dir: &Path,
+        config: &str,
+        upstream_ca: Option<&Path>,
+        adjust: impl FnOnce(&mut Config),
+    ) -> TestProxy {
         crypto();
         let mut config = Config::parse(config).expect("test config is valid");
         config.cache.dir = dir.join("cache");
         config.mitm.ca_dir = dir.join("certs");
         config.upstream.extra_roots = upstream_ca.map(Path::to_owned);
+        adjust(&mut config);
         let app = Arc::new(App::new(config).expect("proxy starts"));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");

@@ -108,12 +108,18 @@ export async function startOrigin({ key, cert, http1Only = false }) {
       res.writeHead(status, { 'content-length': body.length, ...headers });
       res.end(body);
     };
-    if (url.pathname === '/' || url.pathname === '/index.html') {
-      return send(200, { 'content-type': 'text/html', 'cache-control': 'no-cache' }, Buffer.from(indexHtml(state.version)));
-    }
-    if (url.pathname === '/flutter.js') {
-      return send(200, { 'content-type': 'text/javascript', 'cache-control': 'no-cache' }, Buffer.from(flutterJs));
-    }
+    // Entry points, as Flutter ships them: no version in the URL, no-cache, an ETag.
+    const entryPoint = (type, text) => {
+      const etag = `"${sha256(text).slice(0, 16)}"`;
+      const headers = { 'content-type': type, 'cache-control': 'no-cache', etag };
+      if (req.headers['if-none-match'] === etag) {
+        res.writeHead(304, headers);
+        return res.end();
+      }
+      return send(200, headers, Buffer.from(text));
+    };
+    if (url.pathname === '/' || url.pathname === '/index.html') return entryPoint('text/html', indexHtml(state.version));
+    if (url.pathname === '/flutter.js') return entryPoint('text/javascript', flutterJs);
     if (url.pathname === '/main.dart.js') {
       const version = Number(url.searchParams.get('v'));
       if (!state.mains.has(version) && version !== state.version) return send(404, {}, Buffer.from('no such version'));
@@ -124,7 +130,10 @@ export async function startOrigin({ key, cert, http1Only = false }) {
       }
       return send(200, headers, plain);
     }
-    if (url.pathname === WASM_PATH) return send(200, { 'content-type': 'application/wasm' }, wasm);
+    // Unversioned, but explicitly cacheable: standard HTTP caching keeps it.
+    if (url.pathname === WASM_PATH) {
+      return send(200, { 'content-type': 'application/wasm', 'cache-control': 'public, max-age=3600' }, wasm);
+    }
     if (url.pathname === FONT_PATH) return send(200, { 'content-type': 'font/woff2' }, font);
     if (url.pathname === '/api/session') {
       state.sessions += 1;

@@ -7,10 +7,9 @@ import { join, resolve } from 'node:path';
 export const PROXY_BIN = resolve(process.env.ASSET_PROXY_BIN ?? new URL('../../../target/debug/proxy', import.meta.url).pathname);
 
 // The suite's config: only loopback origins may be contacted (Chromium's own background
-// requests get a 403 and never leave the machine), and canvaskit is cached by rule.
+// requests get a 403 and never leave the machine).
 export const E2E_CONFIG = {
   upstream: { allow_hosts: ['localhost', '127.0.0.1', '::1'] },
-  rules: [{ glob: 'localhost:*/canvaskit/**', action: 'cache' }],
 };
 
 export async function startProxy({ dir, cacheDir = join(dir, 'cache'), upstreamCa, config = E2E_CONFIG }) {

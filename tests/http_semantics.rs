@@ -1,0 +1,495 @@
+//! Shared-cache HTTP semantics, specified against a loopback origin that counts requests and
+//! answers conditionals: standard caching, revalidation, entry points that change, client
+//! conditionals, stale-while-revalidate and stale-if-error, Vary, ranges, negative caching and
+//! offline mode. Entries "stored long ago" are written to the disk tier before the proxy
+//! starts, so no test waits for time to pass.
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use asset_proxy::cache::disk::DiskTier;
+use asset_proxy::cache::entry::{CachedResponse, EntryMeta, Lifetime};
+use asset_proxy::cache::key::CacheKey;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use http_cache_semantics::{CacheOptions, CachePolicy};
+use tokio::sync::Notify;
+
+use support::{cache_status, get, random_bytes, wait_until, Origin, Route, TestCa, TestProxy};
+
+const MEMORY_HIT: &str = "asset-proxy; hit; detail=memory";
+const STORED: &str = "asset-proxy; fwd=miss; stored";
+const REVALIDATED: &str = "asset-proxy; fwd=stale; fwd-status=304; detail=memory";
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    dir: std::path::PathBuf,
+    ca: TestCa,
+    origin: Origin,
+}
+
+async fn origin() -> Setup {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().to_owned();
+    let ca = TestCa::new(&path);
+    let origin = Origin::https(&ca).await;
+    Setup {
+        _dir: dir,
+        dir: path,
+        ca,
+        origin,
+    }
+}
+
+impl Setup {
+    async fn proxy(&self, config: &str) -> TestProxy {
+        TestProxy::start(&self.dir, config, Some(&self.ca.path)).await
+    }
+}
+
+/// Writes an entry for `url` to the disk tier as if the origin had answered `age` ago
+/// with `headers` (a standard-semantics entry).
+fn plant(
+    dir: &Path,
+    url: &str,
+    headers: &[(&'static str, &'static str)],
+    body: &'static [u8],
+    age: Duration,
+) {
+    let url = url::Url::parse(url).expect("url");
+    let mut response_headers = HeaderMap::new();
+    for (name, value) in headers {
+        response_headers.append(*name, HeaderValue::from_static(value));
+    }
+    let stored_at = SystemTime::now() - age;
+    let mut request = http::Request::new(());
+    *request.uri_mut() = url.as_str().parse().expect("uri");
+    let mut response = http::Response::new(());
+    *response.headers_mut() = response_headers.clone();
+    let options = CacheOptions {
+        shared: true,
+        ..CacheOptions::default()
+    };
+    let policy = CachePolicy::new_options(&request, &response, stored_at, options);
+    let key = CacheKey::new(&url, &HeaderMap::new());
+    let meta = EntryMeta::new(
+        key,
+        StatusCode::OK,
+        &response_headers,
+        Lifetime::Standard(Box::new(policy)),
+        stored_at,
+        body,
+    );
+    let (disk, _) = DiskTier::open(&dir.join("cache")).expect("disk tier");
+    disk.write(&CachedResponse {
+        meta,
+        body: Bytes::from_static(body),
+    })
+    .expect("plant entry");
+}
+
+#[tokio::test]
+async fn explicitly_cacheable_responses_are_cached_whatever_their_url() {
+    let s = origin().await;
+    let proxy = s.proxy("{}").await;
+    let client = proxy.client();
+    let wasm = random_bytes(300_000, 21);
+    s.origin.route(
+        "/canvaskit/canvaskit.wasm",
+        Route::ok(wasm.clone())
+            .header("cache-control", "public, max-age=3600")
+            .header("date", "Sat, 21 Nov 2026 05:00:00 GMT"),
+    );
+    let url = s.origin.url("/canvaskit/canvaskit.wasm");
+    assert_eq!(get(&client, &url).await.1, STORED);
+    proxy.settled().await;
+    let response = client.get(&url).send().await.expect("request");
+    assert_eq!(cache_status(&response), MEMORY_HIT);
+    assert!(response.headers().contains_key("age"), "hits carry Age");
+    assert_eq!(
+        response.headers()["date"],
+        "Sat, 21 Nov 2026 05:00:00 GMT",
+        "Date is kept"
+    );
+    assert!(response.headers()["via"]
+        .to_str()
+        .expect("via")
+        .contains("asset-proxy"));
+    assert_eq!(response.bytes().await.expect("body"), wasm);
+    assert_eq!(s.origin.hits("/canvaskit/canvaskit.wasm"), 1);
+}
+
+#[tokio::test]
+async fn a_stale_entry_is_revalidated_and_a_304_serves_the_stored_body() {
+    let s = origin().await;
+    let proxy = s.proxy("{}").await;
+    let client = proxy.client();
+    let body = random_bytes(40_000, 22);
+    s.origin.route(
+        "/main.dart.js",
+        Route::ok(body.clone())
+            .header("cache-control", "no-cache")
+            .header("etag", "\"build-1\""),
+    );
+    let url = s.origin.url("/main.dart.js");
+    assert_eq!(get(&client, &url).await.1, STORED);
+    proxy.settled().await;
+    for _ in 0..2 {
+        let (status, cache, got) = get(&client, &url).await;
+        assert_eq!((status, cache.as_str()), (200, REVALIDATED));
+        assert_eq!(got, body);
+        proxy.settled().await;
+    }
+    assert_eq!(s.origin.answers(), (2, 1), "two 304s, one full body");
+    let stats = proxy.app.stats();
+    assert_eq!(stats.bytes_saved_by_revalidation.get(), 2 * 40_000);
+    assert_eq!(stats.not_modified.get(), 2);
+}
+
+#[tokio::test]
+async fn a_redeployed_entry_point_is_never_served_stale() {
+    let s = origin().await;
+    let proxy = s.proxy("{}").await;
+    let client = proxy.client();
+    let page = |build: &str| {
+        Route::ok(format!("<html>build {build}</html>")).header("cache-control", "no-cache")
+    };
+    s.origin
+        .route("/index.html", page("1").header("etag", "\"1\""));
+    let url = s.origin.url("/index.html");
+    get(&client, &url).await;
+    proxy.settled().await;
+
+    s.origin
+        .route("/index.html", page("2").header("etag", "\"2\""));
+    let (_, cache, body) = get(&client, &url).await;
+    assert_eq!(
+        (cache.as_str(), &body[..]),
+        (
+            "asset-proxy; fwd=stale; stored",
+            &b"<html>build 2</html>"[..]
+        )
+    );
+    proxy.settled().await;
+    assert_eq!(
+        proxy.app.stats().version_changes.get(),
+        1,
+        "a changed entry point is a version change"
+    );
+    let (_, cache, body) = get(&client, &url).await;
+    assert_eq!(
+        (cache.as_str(), &body[..]),
+        (REVALIDATED, &b"<html>build 2</html>"[..])
+    );
+}
+
+#[tokio::test]
+async fn concurrent_revalidations_coalesce() {
+    let s = origin().await;
+    let proxy = s.proxy("{}").await;
+    let client = proxy.client();
+    let mut route = Route::ok("shared")
+        .header("cache-control", "no-cache")
+        .header("etag", "\"x\"");
+    s.origin.route("/flutter.js", route.clone());
+    let url = s.origin.url("/flutter.js");
+    get(&client, &url).await;
+    proxy.settled().await;
+
+    let gate = Arc::new(Notify::new());
+    route.gate = Some(gate.clone());
+    s.origin.route("/flutter.js", route);
+    let requests: Vec<_> = (0..10)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move { get(&client, &url).await })
+        })
+        .collect();
+    let stats = proxy.app.stats().clone();
+    wait_until("nine requests waiting on one revalidation", || {
+        stats.coalesced_waits.get() >= 9
+    })
+    .await;
+    gate.notify_one();
+    for request in requests {
+        let (status, _, body) = request.await.expect("request task");
+        assert_eq!((status, &body[..]), (200, &b"shared"[..]));
+    }
+    assert_eq!(
+        s.origin.answers(),
+        (1, 1),
+        "one revalidation for ten requests"
+    );
+}
+
+#[tokio::test]
+async fn client_conditionals_get_a_304_from_a_fresh_entry() {
+    let s = origin().await;
+    let proxy = s.proxy("{}").await;
+    let client = proxy.client();
+    let modified = "Sat, 01 Nov 2025 10:00:00 GMT";
+    s.origin.route(
+        "/app.3f2a9c1b.js",
+        Route::ok("code")
+            .header("etag", "\"abc\"")
+            .header("last-modified", modified),
+    );
+    let url = s.origin.url("/app.3f2a9c1b.js");
+    get(&client, &url).await;
+    proxy.settled().await;
+    for (name, value) in [
+        ("if-none-match", "\"abc\""),
+        ("if-modified-since", modified),
+    ] {
+        let response = client
+            .get(&url)
+            .header(name, value)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 304, "{name}");
+        assert_eq!(cache_status(&response), MEMORY_HIT);
+        assert_eq!(response.headers()["etag"], "\"abc\"");
+    }
+    let response = client
+        .get(&url)
+        .header("if-none-match", "\"old\"")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    assert_eq!(s.origin.hits("/app.3f2a9c1b.js"), 1);
+}
+
+#[tokio::test]
+async fn stale_while_revalidate_answers_at_once_and_refreshes_behind() {
+    let s = origin().await;
+    let url = s.origin.url("/config.json");
+    let cc = "max-age=10, stale-while-revalidate=3600";
+    plant(
+        &s.dir,
+        &url,
+        &[("cache-control", cc), ("etag", "\"1\"")],
+        b"old",
+        Duration::from_secs(100),
+    );
+    s.origin.route(
+        "/config.json",
+        Route::ok("new")
+            .header("cache-control", cc)
+            .header("etag", "\"2\""),
+    );
+    let proxy = s.proxy("{}").await;
+    let client = proxy.client();
+
+    let (status, cache, body) = get(&client, &url).await;
+    assert_eq!(
+        (status, cache.as_str(), &body[..]),
+        (
+            200,
+            "asset-proxy; hit; detail=stale-while-revalidate",
+            &b"old"[..]
+        )
+    );
+    let stats = proxy.app.stats().clone();
+    wait_until("the background refresh to store", || {
+        stats.stored.get() == 1
+    })
+    .await;
+    let (_, cache, body) = get(&client, &url).await;
+    assert_eq!((cache.as_str(), &body[..]), (MEMORY_HIT, &b"new"[..]));
+    assert_eq!(s.origin.hits("/config.json"), 1);
+}
+
+#[tokio::test]
+async fn stale_if_error_serves_the_stale_entry_when_the_origin_fails() {
+    let s = origin().await;
+    let cc = "max-age=10, stale-if-error=3600";
+    let failing = s.origin.url("/status.json");
+    plant(
+        &s.dir,
+        &failing,
+        &[("cache-control", cc)],
+        b"last good",
+        Duration::from_secs(100),
+    );
+    s.origin
+        .route("/status.json", Route::ok("oops").status(503));
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let down = format!("https://localhost:{dead_port}/status.json");
+    plant(
+        &s.dir,
+        &down,
+        &[("cache-control", cc)],
+        b"last good",
+        Duration::from_secs(100),
+    );
+    let gone = format!("https://localhost:{dead_port}/never-cached.json");
+    let proxy = s.proxy("{}").await;
+    let client = proxy.client();
+
+    for url in [&failing, &down] {
+        let (status, cache, body) = get(&client, url).await;
+        assert_eq!(
+            (status, cache.as_str(), &body[..]),
+            (
+                200,
+                "asset-proxy; hit; detail=stale-if-error",
+                &b"last good"[..]
+            ),
+            "{url}"
+        );
+    }
+    let (status, cache, _) = get(&client, &gone).await;
+    assert_eq!(
+        (status, cache.as_str()),
+        (502, "asset-proxy; fwd=miss; detail=upstream-connect")
+    );
+}
+
+#[tokio::test]
+async fn ranges_are_answered_from_a_complete_cached_body() {
+    let s = origin().await;
+    let proxy = s.proxy("{}").await;
+    let client = proxy.client();
+    let body = random_bytes(1000, 23);
+    s.origin.route(
+        "/video.v2.mp4?v=2",
+        Route::ok(body.clone()).header("etag", "\"e\""),
+    );
+    let url = s.origin.url("/video.v2.mp4?v=2");
+    let range = |value: &'static str| client.get(&url).header("range", value);
+
+    let response = range("bytes=100-199")
+        .send()
+        .await
+        .expect("range on a miss");
+    assert_eq!(response.status(), 206);
+    assert_eq!(response.headers()["content-range"], "bytes 100-199/1000");
+    assert_eq!(response.bytes().await.expect("body"), body.slice(100..200));
+    assert!(
+        s.origin
+            .last_request_headers("/video.v2.mp4?v=2")
+            .expect("seen")
+            .get("range")
+            .is_none(),
+        "the whole body was fetched"
+    );
+
+    let response = range("bytes=-50").send().await.expect("suffix");
+    assert_eq!(
+        (response.status().as_u16(), cache_status(&response).as_str()),
+        (206, MEMORY_HIT)
+    );
+    assert_eq!(response.bytes().await.expect("body"), body.slice(950..));
+    let response = range("bytes=0-9")
+        .header("if-range", "\"other\"")
+        .send()
+        .await
+        .expect("if-range");
+    assert_eq!(
+        response.status(),
+        200,
+        "a failed If-Range gets the whole body"
+    );
+    assert_eq!(response.bytes().await.expect("body"), body);
+    let response = range("bytes=5000-").send().await.expect("unsatisfiable");
+    assert_eq!(response.status(), 416);
+    assert_eq!(response.headers()["content-range"], "bytes */1000");
+    assert_eq!(s.origin.hits("/video.v2.mp4?v=2"), 1);
+}
+
+#[tokio::test]
+async fn missing_versions_are_cached_briefly_and_evict_nothing() {
+    let s = origin().await;
+    let proxy = s.proxy("{}").await;
+    let client = proxy.client();
+    s.origin.route("/main.dart.js?v=1", Route::ok("one"));
+    s.origin
+        .route("/main.dart.js?v=9", Route::ok("broken").status(500));
+    let (v1, v2, v9) = (
+        s.origin.url("/main.dart.js?v=1"),
+        s.origin.url("/main.dart.js?v=2"),
+        s.origin.url("/main.dart.js?v=9"),
+    );
+    get(&client, &v1).await;
+    for _ in 0..2 {
+        get(&client, &v2).await;
+        proxy.settled().await;
+    }
+    let (status, cache, _) = get(&client, &v2).await;
+    assert_eq!((status, cache.as_str()), (404, MEMORY_HIT));
+    assert_eq!(s.origin.hits("/main.dart.js?v=2"), 1);
+    assert_eq!(
+        get(&client, &v1).await.1,
+        MEMORY_HIT,
+        "a 404 for a new version evicts nothing"
+    );
+    assert_eq!(proxy.app.stats().version_changes.get(), 0);
+    for _ in 0..2 {
+        assert_eq!(get(&client, &v9).await.0, 500);
+    }
+    assert_eq!(
+        s.origin.hits("/main.dart.js?v=9"),
+        2,
+        "other errors are never cached"
+    );
+}
+
+#[tokio::test]
+async fn offline_mode_serves_only_from_the_cache() {
+    let s = origin().await;
+    s.origin.route("/app.js?v=1", Route::ok("cached"));
+    let cached = s.origin.url("/app.js?v=1");
+    let online = s.proxy("{}").await;
+    get(&online.client(), &cached).await;
+    online.stop().await;
+    let stale = s.origin.url("/feed.json");
+    plant(
+        &s.dir,
+        &stale,
+        &[("cache-control", "max-age=10")],
+        b"yesterday",
+        Duration::from_secs(86_400),
+    );
+
+    let offline = TestProxy::start_with(&s.dir, "{}", Some(&s.ca.path), |config| {
+        config.policy.offline = true
+    })
+    .await;
+    let client = offline.client();
+    assert_eq!(
+        get(&client, &cached).await.1,
+        "asset-proxy; hit; detail=disk"
+    );
+    let (status, cache, body) = get(&client, &stale).await;
+    assert_eq!(
+        (status, cache.as_str(), &body[..]),
+        (200, "asset-proxy; hit; detail=offline", &b"yesterday"[..])
+    );
+    let missing = s.origin.url("/app.js?v=2");
+    let response = client.get(&missing).send().await.expect("answer");
+    assert_eq!(response.status(), 504);
+    assert!(response
+        .text()
+        .await
+        .expect("body")
+        .contains(&format!("offline: {missing} is not in the cache")));
+    let response = client
+        .post(s.origin.url("/api"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status(), 504);
+    assert_eq!(
+        s.origin.hits("/app.js?v=1") + s.origin.hits("/feed.json") + s.origin.hits("/app.js?v=2"),
+        1
+    );
+}
