@@ -473,6 +473,15 @@ mod tests {
             defaults.policy.asset_extensions
         );
         assert_eq!(config.policy.rules.len(), 1);
+        assert_eq!(config.policy.negative_ttl, defaults.policy.negative_ttl);
+        assert_eq!(
+            config.policy.versioned_stale_if_error,
+            defaults.policy.versioned_stale_if_error
+        );
+        assert_eq!(
+            config.policy.versioned_stale_while_revalidate,
+            defaults.policy.versioned_stale_while_revalidate
+        );
     }
 
     #[test]

@@ -143,6 +143,11 @@ impl Cache {
         CacheKey::with_vary(url, headers, &names)
     }
 
+    /// The entry for `key` if the memory tier holds it.
+    pub fn memory_entry(&self, key: &CacheKey) -> Option<Arc<CachedResponse>> {
+        self.inner.memory.get(key)
+    }
+
     /// The entry for `key`, fresh or not, from memory, else from disk (then promoted).
     pub async fn lookup(&self, key: &CacheKey) -> Option<(Arc<CachedResponse>, Tier)> {
         let inner = &self.inner;

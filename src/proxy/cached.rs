@@ -68,6 +68,7 @@ impl ProxyService {
         // in full first.
         let drain = head.method() == Method::HEAD || head.headers().contains_key(RANGE);
         let offline = self.ctx.config.policy.offline;
+        let arrived = SystemTime::now() - Duration::from_millis(1);
         let mut collapsed = false;
         // Once this request has waited for another's fetch, what that fetch stored or
         // revalidated is fresh enough for it, whatever its lifetime (a no-cache entry point
@@ -129,6 +130,18 @@ impl ProxyService {
             }
             let waiter = match cache.begin_fill(&key) {
                 Fill::Leader(permit) => {
+                    // A fill may have ended between the lookup and now; what it stored
+                    // since this request arrived is fresh enough for it.
+                    if let Some(entry) = cache.memory_entry(&key) {
+                        if self.judge(&entry, &head, Some(arrived)) == Freshness::Fresh {
+                            permit.complete(FillOutcome::Stored);
+                            let status = CacheStatus::Hit {
+                                tier: Tier::Memory,
+                                collapsed: true,
+                            };
+                            return self.reply(&entry, &head, status);
+                        }
+                    }
                     match self.fetch(&head, url, &plan, permit, stale, drain).await {
                         Fetched::Answer(response, status) => return (response, status),
                         Fetched::Filling => continue,
