@@ -363,6 +363,7 @@ fn help_explains_every_option() {
         "--ca-dir",
         "--config",
         "--upstream-ca",
+        "--offline",
         "--log",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
