@@ -2,7 +2,7 @@
 //! handles no request itself.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use rustls::crypto::CryptoProvider;
@@ -50,7 +50,9 @@ impl App {
         let ca = CertAuthority::load_or_create(&config.mitm.ca_dir, provider.clone())?;
         let upstream = Upstream::new(&config.upstream, provider)?;
         let connections = Connections::default();
+        let policy = RwLock::new(Arc::new(config.policy.clone()));
         let ctx = Context {
+            policy,
             config,
             cache,
             upstream,
@@ -79,14 +81,47 @@ impl App {
         &self.ctx.ca
     }
 
-    /// Serves clients from `listener` until `shutdown` resolves, then stops accepting, lets
-    /// requests in flight and cache writes finish (bounded), and returns.
-    pub async fn run(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    /// Applies a reloaded configuration's rules and cache policy (listeners, directories and
+    /// limits stay as they started); returns the keys that changed.
+    pub fn reload(&self, config: &Config) -> Vec<&'static str> {
+        let mut new = config.policy.clone();
+        let mut slot = self
+            .ctx
+            .policy
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        // The command line's --offline is not a config key; keep it.
+        new.offline = slot.offline;
+        let changed = slot.changed_keys(&new);
+        *slot = Arc::new(new);
+        changed
+    }
+
+    /// Serves clients from `listener` (and the admin API from `admin`) until `shutdown`
+    /// resolves, then stops accepting, lets requests in flight and cache writes finish
+    /// (bounded), and returns.
+    pub async fn run(
+        &self,
+        listener: TcpListener,
+        admin: Option<TcpListener>,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        if let Some(addr) = admin.as_ref().and_then(|a| a.local_addr().ok()) {
+            info!(%addr, "admin API listening");
+        }
         if let Ok(addr) = listener.local_addr() {
             info!(%addr, ca = %self.ctx.ca.cert_path().display(), "listening");
         }
+        let admin = async {
+            match admin {
+                Some(listener) => crate::admin::serve(listener, self.ctx.clone()).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = self.connections.accept(listener, self.ctx.clone()) => {}
+            () = admin => {}
+            () = sample_activity(&self.ctx.stats) => {}
             () = shutdown => {}
         }
         info!("shutting down: finishing requests in flight");
@@ -100,6 +135,16 @@ impl App {
             warn!("some cache writes did not finish in time");
         }
         info!("stopped");
+    }
+}
+
+/// Records the request rate once a second, for the status page.
+async fn sample_activity(stats: &Stats) {
+    let mut every_second = tokio::time::interval(Duration::from_secs(1));
+    every_second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        every_second.tick().await;
+        stats.activity.tick(stats.requests.get());
     }
 }
 

@@ -44,6 +44,15 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// CONNECT handling and the certificate authority.
     pub mitm: MitmConfig,
+    /// The admin API.
+    pub admin: AdminConfig,
+}
+
+/// The admin API.
+#[derive(Debug, Clone, Default)]
+pub struct AdminConfig {
+    /// Bearer token the data endpoints require; without one only loopback clients are served.
+    pub token: Option<String>,
 }
 
 /// Settings of the cache tiers.
@@ -85,6 +94,50 @@ pub struct PolicyConfig {
     pub versioned_stale_if_error: Duration,
     /// Serve only from the cache; never contact an origin.
     pub offline: bool,
+}
+
+impl PolicyConfig {
+    /// The config keys whose values differ in `other` (for the reload log).
+    pub fn changed_keys(&self, other: &PolicyConfig) -> Vec<&'static str> {
+        let differs =
+            |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+        let mut changed = Vec::new();
+        let pairs: [(&'static str, &dyn std::fmt::Debug, &dyn std::fmt::Debug); 7] = [
+            ("rules", &self.rules, &other.rules),
+            (
+                "versioned.query_params",
+                &self.version_query_params,
+                &other.version_query_params,
+            ),
+            (
+                "versioned.extensions",
+                &self.asset_extensions,
+                &other.asset_extensions,
+            ),
+            (
+                "standard_caching",
+                &self.standard_caching,
+                &other.standard_caching,
+            ),
+            ("negative_ttl_secs", &self.negative_ttl, &other.negative_ttl),
+            (
+                "versioned.stale_while_revalidate_secs",
+                &self.versioned_stale_while_revalidate,
+                &other.versioned_stale_while_revalidate,
+            ),
+            (
+                "versioned.stale_if_error_secs",
+                &self.versioned_stale_if_error,
+                &other.versioned_stale_if_error,
+            ),
+        ];
+        for (key, a, b) in pairs {
+            if differs(a, b) {
+                changed.push(key);
+            }
+        }
+        changed
+    }
 }
 
 /// One rule of the config: URLs it matches, and what to do with them.
@@ -354,6 +407,7 @@ impl Config {
             policy,
             upstream,
             mitm,
+            admin: AdminConfig::default(),
         })
     }
 }

@@ -22,9 +22,11 @@
 //! Every response carries `Cache-Status` (RFC 9211), and every request is logged once.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod app;
 pub mod atomic_file;
 pub mod cache;
+pub mod commands;
 pub mod config;
 pub mod error;
 pub mod file_lock;

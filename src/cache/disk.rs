@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use super::entry::{CachedResponse, CorruptEntry};
+use super::entry::{
+    decode_metadata, metadata_len, CachedResponse, CorruptEntry, EntryMeta, PREAMBLE_LEN,
+};
 use super::key::CacheKey;
 use crate::atomic_file;
 use crate::file_lock::LockFile;
@@ -126,6 +128,38 @@ impl DiskTier {
         let dir = path.parent().unwrap_or(&self.root);
         fs::create_dir_all(dir).map_err(io_error("create", dir))?;
         atomic_file::write(&path, &entry.encode(), 0o600).map_err(io_error("write", &path))
+    }
+
+    /// Every entry file, for listing and purging.
+    pub fn entry_paths(&self) -> Vec<PathBuf> {
+        super::versions::files_below(&self.root.join("entries"), "")
+    }
+
+    /// The metadata of the entry file at `path`, reading no body; with the file's size.
+    pub fn read_meta(&self, path: &Path) -> Result<(EntryMeta, u64), DiskError> {
+        use std::io::Read;
+        let mut file = fs::File::open(path).map_err(io_error("open", path))?;
+        let size = file.metadata().map_err(io_error("stat", path))?.len();
+        let mut head = vec![0u8; PREAMBLE_LEN];
+        file.read_exact(&mut head).map_err(io_error("read", path))?;
+        let corrupt = |reason| DiskError::Corrupt {
+            path: path.to_owned(),
+            reason,
+        };
+        let meta_len = metadata_len(&head).map_err(corrupt)?;
+        head.resize(PREAMBLE_LEN + meta_len, 0);
+        file.read_exact(&mut head[PREAMBLE_LEN..])
+            .map_err(io_error("read", path))?;
+        let meta = decode_metadata(&head).map_err(corrupt)?;
+        Ok((meta, size))
+    }
+
+    /// Removes the entry file at `path`.
+    pub fn remove_path(&self, path: &Path) -> Result<(), DiskError> {
+        match fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error("remove", path)(e)),
+            _ => Ok(()),
+        }
     }
 
     /// Removes the entry for `key`; a missing entry is not an error.

@@ -170,30 +170,44 @@ impl CachedResponse {
 
     /// Parses and verifies an entry; the body shares `bytes`' memory.
     pub fn decode(bytes: Bytes) -> Result<CachedResponse, CorruptEntry> {
-        if bytes.len() < PREAMBLE {
-            return Err(CorruptEntry::Truncated);
-        }
-        if &bytes[..4] != MAGIC || bytes[4] != FORMAT {
-            return Err(CorruptEntry::Format);
-        }
-        let meta_len = u32::from_le_bytes(array(&bytes[5..9])) as usize;
-        let meta_sum = u64::from_le_bytes(array(&bytes[9..17]));
-        let meta_end = PREAMBLE
-            .checked_add(meta_len)
-            .filter(|end| *end <= bytes.len())
-            .ok_or(CorruptEntry::Truncated)?;
-        let meta_bytes = &bytes[PREAMBLE..meta_end];
-        if xxh3_64(meta_bytes) != meta_sum {
-            return Err(CorruptEntry::Metadata);
-        }
-        let meta: EntryMeta =
-            serde_json::from_slice(meta_bytes).map_err(|_| CorruptEntry::Metadata)?;
+        let meta_end = PREAMBLE + metadata_len(&bytes)?;
+        let meta = decode_metadata(&bytes)?;
         let body = bytes.slice(meta_end..);
         if body.len() as u64 != meta.body_len || xxh3_64(&body) != meta.body_xxh3 {
             return Err(CorruptEntry::Body);
         }
         Ok(CachedResponse { meta, body })
     }
+}
+
+/// Bytes an entry file starts with before its metadata.
+pub const PREAMBLE_LEN: usize = PREAMBLE;
+
+/// The metadata length an entry's preamble announces.
+pub fn metadata_len(bytes: &[u8]) -> Result<usize, CorruptEntry> {
+    if bytes.len() < PREAMBLE {
+        return Err(CorruptEntry::Truncated);
+    }
+    if &bytes[..4] != MAGIC || bytes[4] != FORMAT {
+        return Err(CorruptEntry::Format);
+    }
+    Ok(u32::from_le_bytes(array(&bytes[5..9])) as usize)
+}
+
+/// Parses and verifies the metadata at the start of an entry, without its body (listing a
+/// cache reads no bodies).
+pub fn decode_metadata(bytes: &[u8]) -> Result<EntryMeta, CorruptEntry> {
+    let meta_len = metadata_len(bytes)?;
+    let meta_sum = u64::from_le_bytes(array(&bytes[9..17]));
+    let meta_end = PREAMBLE
+        .checked_add(meta_len)
+        .filter(|end| *end <= bytes.len())
+        .ok_or(CorruptEntry::Truncated)?;
+    let meta_bytes = &bytes[PREAMBLE..meta_end];
+    if xxh3_64(meta_bytes) != meta_sum {
+        return Err(CorruptEntry::Metadata);
+    }
+    serde_json::from_slice(meta_bytes).map_err(|_| CorruptEntry::Metadata)
 }
 
 fn array<const N: usize>(slice: &[u8]) -> [u8; N] {

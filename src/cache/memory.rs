@@ -41,6 +41,26 @@ impl MemoryTier {
         self.entries.insert(entry.meta.key.clone(), entry);
     }
 
+    /// Drops every entry `matches` accepts; returns how many.
+    pub fn remove_matching(&self, matches: impl Fn(&CachedResponse) -> bool) -> usize {
+        let doomed: Vec<Arc<CacheKey>> = self
+            .entries
+            .iter()
+            .filter(|(_, entry)| matches(entry))
+            .map(|(key, _)| key)
+            .collect();
+        for key in &doomed {
+            self.entries.invalidate(key.as_ref());
+        }
+        doomed.len()
+    }
+
+    /// Entries held and their weight (body bytes plus overhead).
+    pub fn usage(&self) -> (u64, u64) {
+        self.entries.run_pending_tasks();
+        (self.entries.entry_count(), self.entries.weighted_size())
+    }
+
     /// Drops the entry for `key`.
     pub fn remove(&self, key: &CacheKey) {
         self.entries.invalidate(key);

@@ -6,6 +6,7 @@
 pub mod disk;
 pub mod entry;
 pub mod inflight;
+pub mod inventory;
 pub mod key;
 pub mod memory;
 pub mod policy;
@@ -281,6 +282,11 @@ impl Cache {
             Ok(Admission::Store { change, evicted }) => {
                 if let (Some((old, new)), Some((asset, _))) = (change, &versioned) {
                     inner.stats.version_changes.inc();
+                    inner.stats.activity.version_changed(
+                        asset.as_str(),
+                        old.as_str(),
+                        new.as_str(),
+                    );
                     info!(asset = %asset, old = %old, new = %new, "asset version changed");
                 }
                 evicted
@@ -357,6 +363,10 @@ impl Cache {
         let (before, after) = (policy::content_identity(old), policy::content_identity(new));
         if before != after {
             self.inner.stats.version_changes.inc();
+            self.inner
+                .stats
+                .activity
+                .version_changed(new.key.url(), &before, &after);
             info!(asset = %new.key.url(), old = %before, new = %after, "asset version changed");
         }
     }

@@ -35,6 +35,9 @@ pub enum Admission {
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct AssetRecord {
+    /// The identity (absent in records written before it was kept).
+    #[serde(default)]
+    asset: Option<AssetId>,
     versions: Vec<HeldVersion>,
     retired: Vec<Version>,
 }
@@ -128,6 +131,7 @@ impl VersionIndex {
             .map_err(|source| io("lock", &lock_path, source))?;
         let mut record = read_record(&path)?;
         let before = record.clone();
+        record.asset = Some(asset.clone());
         let now_ms = now
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
@@ -139,6 +143,97 @@ impl VersionIndex {
         // The lock is released when `lock` closes.
         Ok(admission)
     }
+}
+
+/// What the index holds for one asset.
+#[derive(Debug, Clone, Serialize)]
+pub struct AssetSummary {
+    /// The identity.
+    pub asset: AssetId,
+    /// The newest version held.
+    pub current: Option<Version>,
+    /// Versions held, oldest first, with when each was first seen (ms since the epoch) and
+    /// the keys stored for it.
+    pub versions: Vec<HeldSummary>,
+}
+
+/// One held version.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeldSummary {
+    /// The version.
+    pub version: Version,
+    /// First seen, in milliseconds since the Unix epoch.
+    pub first_seen_ms: u64,
+    /// Keys of its entries.
+    #[serde(skip)]
+    pub keys: Vec<CacheKey>,
+    /// Bytes of its entries on disk (filled in by the caller).
+    pub bytes: u64,
+}
+
+impl VersionIndex {
+    /// Every asset the index knows, read from its files. Blocking.
+    pub fn list(&self) -> Vec<AssetSummary> {
+        let mut out = Vec::new();
+        for path in files_below(&self.dir, "json") {
+            let Ok(record) = read_record(&path) else {
+                continue;
+            };
+            let Some(asset) = record.asset else { continue };
+            out.push(AssetSummary {
+                asset,
+                current: record.versions.last().map(|held| held.version.clone()),
+                versions: record
+                    .versions
+                    .into_iter()
+                    .map(|held| HeldSummary {
+                        version: held.version,
+                        first_seen_ms: held.first_seen_ms,
+                        keys: held.keys,
+                        bytes: 0,
+                    })
+                    .collect(),
+            });
+        }
+        out.sort_by(|a, b| a.asset.as_str().cmp(b.asset.as_str()));
+        out
+    }
+
+    /// Forgets `asset` (purge). Blocking.
+    pub fn forget(&self, asset: &AssetId) -> Result<(), DiskError> {
+        let (_, path) = self.paths(asset);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io("remove", &path, e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Files with `extension` in the fan-out directories below `dir`.
+pub fn files_below(dir: &Path, extension: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(fan_out) = fs::read_dir(dir) else {
+        return out;
+    };
+    for sub in fan_out.flatten() {
+        let Ok(files) = fs::read_dir(sub.path()) else {
+            continue;
+        };
+        for file in files.flatten() {
+            let path = file.path();
+            let name = file.file_name();
+            let name = name.to_string_lossy();
+            let wanted = if extension.is_empty() {
+                !name.contains('.')
+            } else {
+                path.extension().is_some_and(|e| e == extension)
+            };
+            if wanted && !name.starts_with(atomic_file::TEMP_PREFIX) {
+                out.push(path);
+            }
+        }
+    }
+    out
 }
 
 fn read_record(path: &Path) -> Result<AssetRecord, DiskError> {

@@ -39,8 +39,11 @@ pub async fn connect(ctx: Arc<Context>, request: Request<Incoming>) -> Response<
         Ok(target) => target,
         Err(error) => return error.into_response(),
     };
-    if let Err(error) = ctx.config.upstream.check_allowed(&target.host) {
-        return error.into_response();
+    // The proxy's own page is answered inside the tunnel, whatever the allow-list says.
+    if target.host != crate::admin::CA_HOST {
+        if let Err(error) = ctx.config.upstream.check_allowed(&target.host) {
+            return error.into_response();
+        }
     }
     let connections = ctx.connections.clone();
     if ctx.config.mitm.is_passthrough(&target.host) {

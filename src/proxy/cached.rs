@@ -3,7 +3,7 @@
 //! revalidation when a stale entry has validators.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use http::header::{CONTENT_LENGTH, IF_RANGE, RANGE};
 use http::{Method, Request, Response, StatusCode};
@@ -67,13 +67,13 @@ impl ProxyService {
         // Ranges and HEAD are answered from a complete stored body, so their fetch is stored
         // in full first.
         let drain = head.method() == Method::HEAD || head.headers().contains_key(RANGE);
-        let offline = self.ctx.config.policy.offline;
-        let arrived = SystemTime::now() - Duration::from_millis(1);
+        let offline = self.ctx.policy().offline;
+        let arrived = now_ms();
         let mut collapsed = false;
         // Once this request has waited for another's fetch, what that fetch stored or
         // revalidated is fresh enough for it, whatever its lifetime (a no-cache entry point
         // revalidated for ten waiting requests is not revalidated ten more times).
-        let mut waited_since: Option<SystemTime> = None;
+        let mut waited_since: Option<u64> = None;
         for _ in 0..MAX_FOLLOWS {
             let key = cache.key_for(url, head.headers()).await;
             let stale = match cache.lookup(&key).await {
@@ -150,7 +150,7 @@ impl ProxyService {
                 Fill::Follower(waiter) => waiter,
             };
             collapsed = true;
-            waited_since = Some(SystemTime::now() - Duration::from_millis(1));
+            waited_since = Some(now_ms());
             self.ctx.stats.coalesced_waits.inc();
             match waiter.wait(cache.config().coalesce_wait).await {
                 Some(FillOutcome::Stored | FillOutcome::Abandoned) => continue,
@@ -172,17 +172,14 @@ impl ProxyService {
         &self,
         entry: &CachedResponse,
         head: &Request<()>,
-        waited_since: Option<SystemTime>,
+        since_ms: Option<u64>,
     ) -> Freshness {
-        if waited_since.is_some_and(|since| entry.meta.stored_at() >= since) {
+        // Strictly later, in whole milliseconds: an entry stored in the same millisecond may
+        // predate the request, and must then be judged by its lifetime.
+        if since_ms.is_some_and(|since| entry.meta.stored_at_ms > since) {
             return Freshness::Fresh;
         }
-        policy::freshness(
-            &entry.meta,
-            head,
-            SystemTime::now(),
-            &self.ctx.config.policy,
-        )
+        policy::freshness(&entry.meta, head, SystemTime::now(), &self.ctx.policy())
     }
 
     /// Answers from an entry, counting the hit.
@@ -290,7 +287,7 @@ impl ProxyService {
         let counted = CountedBody::new(body, stats.clone());
         let limits = StoreLimits {
             max_object_bytes: self.ctx.cache.config().max_object_bytes,
-            negative_ttl: self.ctx.config.policy.negative_ttl,
+            negative_ttl: self.ctx.policy().negative_ttl,
         };
         let mut answered = Response::new(());
         *answered.status_mut() = parts.status;
@@ -437,6 +434,13 @@ impl ProxyService {
             }
         }
     }
+}
+
+/// Now, in milliseconds since the Unix epoch (the resolution entries record).
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The client's request without its body, with the absolute URL.

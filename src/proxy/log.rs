@@ -11,6 +11,8 @@ use http_body::{Body, Frame, SizeHint};
 use tracing::info;
 
 use super::body::{BoxError, ProxyBody};
+use super::headers::CacheStatus;
+use crate::stats::Stats;
 
 /// What the log line says besides bytes and time.
 pub struct RequestSummary {
@@ -20,10 +22,14 @@ pub struct RequestSummary {
     pub url: String,
     /// Response status.
     pub status: StatusCode,
-    /// The `Cache-Status` value.
-    pub cache: String,
+    /// What the cache did.
+    pub cache: CacheStatus,
+    /// The asset identity (versioned URLs) or URL the bytes count for.
+    pub asset: String,
     /// When the request arrived.
     pub started: Instant,
+    /// Where latency and bytes served are recorded.
+    pub stats: std::sync::Arc<Stats>,
 }
 
 /// A response body that logs its request when it is dropped.
@@ -80,13 +86,26 @@ impl Body for LoggedBody {
 impl Drop for LoggedBody {
     fn drop(&mut self) {
         let s = &self.summary;
+        let elapsed = s.started.elapsed();
+        match s.cache {
+            CacheStatus::Hit { .. }
+            | CacheStatus::Stale { .. }
+            | CacheStatus::Revalidated { .. } => {
+                s.stats.latency_hits.observe(elapsed);
+            }
+            CacheStatus::Miss { .. } => s.stats.latency_misses.observe(elapsed),
+            _ => {}
+        }
+        if self.bytes > 0 {
+            s.stats.activity.served(&s.asset, self.bytes);
+        }
         info!(
             method = %s.method,
             url = %s.url,
             status = s.status.as_u16(),
-            cache = %s.cache,
+            cache = %s.cache.header_value(),
             bytes = self.bytes,
-            ms = s.started.elapsed().as_millis() as u64,
+            ms = elapsed.as_millis() as u64,
             complete = self.complete,
             "request"
         );

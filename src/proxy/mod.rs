@@ -9,7 +9,7 @@ pub mod respond;
 pub mod upstream;
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -21,7 +21,7 @@ use url::Url;
 
 use crate::cache::policy;
 use crate::cache::Cache;
-use crate::config::Config;
+use crate::config::{Config, PolicyConfig};
 use crate::error::ProxyError;
 use crate::listener::Connections;
 use crate::mitm::ca::CertAuthority;
@@ -45,6 +45,18 @@ pub struct Context {
     pub stats: Arc<Stats>,
     /// Client connections, for serving intercepted tunnels.
     pub connections: Connections,
+    /// Rules and cache policy; replaced whole when the config is reloaded.
+    pub policy: RwLock<Arc<PolicyConfig>>,
+}
+
+impl Context {
+    /// The policy in force now.
+    pub fn policy(&self) -> Arc<PolicyConfig> {
+        self.policy
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
 }
 
 /// Serves proxy requests: absolute-form from a client, or origin-form inside an intercepted
@@ -90,6 +102,9 @@ impl ProxyService {
             Ok(url) => url,
             Err(error) => return Ok(error.into_response()),
         };
+        if url.host_str() == Some(crate::admin::CA_HOST) {
+            return Ok(crate::admin::ca_response(&self.ctx, url.path()));
+        }
         if let Err(error) = self
             .ctx
             .config
@@ -102,12 +117,19 @@ impl ProxyService {
             &method,
             &url,
             request.headers(),
-            &self.ctx.config.policy,
+            &self.ctx.policy(),
             self.ctx.config.cache.max_age,
         );
+        let asset = match &plan {
+            Ok(plan) => plan
+                .versioned
+                .as_ref()
+                .map_or_else(|| url.to_string(), |v| v.asset.to_string()),
+            Err(_) => url.to_string(),
+        };
         let (response, cache_status) = match plan {
             Ok(plan) => self.cached(request, &url, plan).await,
-            Err(_) if self.ctx.config.policy.offline => self.failed(ProxyError::Offline {
+            Err(_) if self.ctx.policy().offline => self.failed(ProxyError::Offline {
                 url: url.to_string(),
             }),
             Err(reason) => {
@@ -120,8 +142,10 @@ impl ProxyService {
             method,
             url: url.into(),
             status: response.status(),
-            cache: cache_status.header_value(),
+            cache: cache_status,
+            asset,
             started,
+            stats: self.ctx.stats.clone(),
         };
         Ok(finish(response, summary))
     }
@@ -205,7 +229,7 @@ impl ProxyService {
 /// Adds `Cache-Status` and `Via`, and the log line when the body is done.
 fn finish(response: Response<ProxyBody>, summary: RequestSummary) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
-    if let Ok(value) = HeaderValue::from_str(&summary.cache) {
+    if let Ok(value) = HeaderValue::from_str(&summary.cache.header_value()) {
         parts.headers.insert(CACHE_STATUS, value);
     }
     add_via(&mut parts.headers, parts.version);

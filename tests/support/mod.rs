@@ -360,6 +360,7 @@ fn is_not_modified(request: &Request<()>, route: &Route) -> bool {
 /// A proxy running in this process, on a directory that outlives it.
 pub struct TestProxy {
     pub addr: SocketAddr,
+    pub admin: SocketAddr,
     pub app: Arc<App>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -387,17 +388,20 @@ impl TestProxy {
         let app = Arc::new(App::new(config).expect("proxy starts"));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
+        let admin_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+        let admin = admin_listener.local_addr().expect("admin addr");
         let (stop, stopped) = oneshot::channel::<()>();
         let runner = app.clone();
         let task = tokio::spawn(async move {
             runner
-                .run(listener, async {
+                .run(listener, Some(admin_listener), async {
                     let _ = stopped.await;
                 })
                 .await;
         });
         TestProxy {
             addr,
+            admin,
             app,
             stop: Some(stop),
             task: Some(task),
@@ -532,7 +536,7 @@ impl ProxyProcess {
                     .nth(1)
                     .and_then(|rest| rest.split_whitespace().next())
                 {
-                    if line.contains("listening") {
+                    if line.contains(": listening addr=") {
                         let _ = addr_tx.send(addr.parse::<SocketAddr>().ok());
                     }
                 }

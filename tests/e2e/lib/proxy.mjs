@@ -31,7 +31,7 @@ export async function startProxy({ dir, cacheDir = join(dir, 'cache'), upstreamC
       buffer = lines.pop();
       for (const line of lines) {
         log.push(line);
-        const match = /listening addr=127\.0\.0\.1:(\d+)/.exec(line);
+        const match = /: listening addr=127\.0\.0\.1:(\d+)/.exec(line);
         if (match) {
           clearTimeout(timer);
           resolve(Number(match[1]));

@@ -1,0 +1,194 @@
+//! What the cache holds, for operators: usage per tier, entries by URL prefix, assets with
+//! their versions, and purging by URL, prefix, host, asset or everything. Reads metadata only,
+//! never bodies. The disk walks are blocking and run on the blocking pool.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use super::entry::EntryMeta;
+use super::versions::AssetSummary;
+use super::Cache;
+
+/// What to purge.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum Purge {
+    /// One URL (every variant of it).
+    Url(String),
+    /// Every URL starting with this.
+    Prefix(String),
+    /// Every URL on this host.
+    Host(String),
+    /// Every version of this asset identity (or an unversioned URL).
+    Asset(String),
+    /// Everything (`{"all": true}`).
+    All(bool),
+}
+
+impl Purge {
+    fn matches(&self, meta: &EntryMeta) -> bool {
+        let url = meta.key.url();
+        match self {
+            Purge::Url(wanted) => Url::parse(wanted).is_ok_and(|wanted| wanted.as_str() == url),
+            Purge::Prefix(prefix) => url.starts_with(prefix.as_str()),
+            Purge::Host(host) => Url::parse(url)
+                .is_ok_and(|u| u.host_str().is_some_and(|h| h.eq_ignore_ascii_case(host))),
+            Purge::Asset(asset) => meta
+                .asset
+                .as_ref()
+                .map_or(url == asset, |a| a.as_str() == asset),
+            Purge::All(all) => *all,
+        }
+    }
+}
+
+/// What a purge removed from each tier.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PurgeReport {
+    /// Entries dropped from memory.
+    pub memory: usize,
+    /// Entry files removed from disk.
+    pub disk: usize,
+}
+
+/// Entries and bytes held by each tier.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct Usage {
+    /// Entries in memory.
+    pub memory_entries: u64,
+    /// Bytes in memory (bodies plus bookkeeping).
+    pub memory_bytes: u64,
+    /// Entry files on disk.
+    pub disk_entries: u64,
+    /// Bytes of entry files on disk.
+    pub disk_bytes: u64,
+}
+
+/// One entry, as listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct EntrySummary {
+    /// The URL.
+    pub url: String,
+    /// The key, with its variant.
+    pub key: String,
+    /// Response status.
+    pub status: u16,
+    /// Body bytes.
+    pub body_bytes: u64,
+    /// When stored or last revalidated, in seconds since the Unix epoch.
+    pub stored_at: u64,
+    /// Asset identity, for versioned URLs.
+    pub asset: Option<String>,
+    /// Version, for versioned URLs.
+    pub version: Option<String>,
+}
+
+impl Cache {
+    /// Entries and bytes per tier. Walks the disk tier.
+    pub async fn usage(&self) -> Usage {
+        let (memory_entries, memory_bytes) = self.inner.memory.usage();
+        let disk = self.inner.disk.clone();
+        let (disk_entries, disk_bytes) = tokio::task::spawn_blocking(move || {
+            let paths = disk.entry_paths();
+            let bytes = paths
+                .iter()
+                .filter_map(|p| std::fs::metadata(p).ok())
+                .map(|m| m.len())
+                .sum();
+            (paths.len() as u64, bytes)
+        })
+        .await
+        .unwrap_or_default();
+        Usage {
+            memory_entries,
+            memory_bytes,
+            disk_entries,
+            disk_bytes,
+        }
+    }
+
+    /// Entries on disk whose URL starts with `prefix`, sorted by URL, at most `limit`.
+    pub async fn entries(&self, prefix: &str, limit: usize) -> Vec<EntrySummary> {
+        let (disk, prefix) = (self.inner.disk.clone(), prefix.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let mut out: Vec<EntrySummary> = disk
+                .entry_paths()
+                .iter()
+                .filter_map(|path| disk.read_meta(path).ok())
+                .filter(|(meta, _)| meta.key.url().starts_with(&prefix))
+                .map(|(meta, _)| EntrySummary {
+                    url: meta.key.url().to_owned(),
+                    key: meta.key.to_string(),
+                    status: meta.status,
+                    body_bytes: meta.body_len,
+                    stored_at: meta.stored_at_ms / 1000,
+                    asset: meta.asset.as_ref().map(|a| a.to_string()),
+                    version: meta.version.as_ref().map(|v| v.to_string()),
+                })
+                .collect();
+            out.sort_by(|a, b| a.url.cmp(&b.url).then_with(|| a.key.cmp(&b.key)));
+            out.truncate(limit);
+            out
+        })
+        .await
+        .unwrap_or_default()
+    }
+
+    /// Every asset in the version index, with the bytes each held version takes on disk.
+    pub async fn assets(&self) -> Vec<AssetSummary> {
+        let (index, disk) = (self.inner.index.clone(), self.inner.disk.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut assets = index.list();
+            for asset in &mut assets {
+                for held in &mut asset.versions {
+                    held.bytes = held
+                        .keys
+                        .iter()
+                        .filter_map(|key| std::fs::metadata(disk.path_of(key)).ok())
+                        .map(|m| m.len())
+                        .sum();
+                }
+            }
+            assets
+        })
+        .await
+        .unwrap_or_default()
+    }
+
+    /// Removes what `what` names from both tiers.
+    pub async fn purge(&self, what: Purge) -> PurgeReport {
+        let what = Arc::new(what);
+        let memory = {
+            let what = what.clone();
+            self.inner
+                .memory
+                .remove_matching(move |entry| what.matches(&entry.meta))
+        };
+        let (disk, index) = (self.inner.disk.clone(), self.inner.index.clone());
+        let removed = tokio::task::spawn_blocking(move || {
+            let mut removed = 0;
+            for path in disk.entry_paths() {
+                let Ok((meta, _)) = disk.read_meta(&path) else {
+                    continue;
+                };
+                if what.matches(&meta) && disk.remove_path(&path).is_ok() {
+                    removed += 1;
+                    if let (Some(asset), Purge::Asset(_) | Purge::All(true)) =
+                        (&meta.asset, what.as_ref())
+                    {
+                        let _ = index.forget(asset);
+                    }
+                }
+            }
+            removed
+        })
+        .await
+        .unwrap_or_default();
+        PurgeReport {
+            memory,
+            disk: removed,
+        }
+    }
+}

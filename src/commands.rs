@@ -1,0 +1,330 @@
+//! The operator commands of the `proxy` binary besides running it: `cache stats | ls | purge`
+//! (through a running proxy's admin API when one answers, else directly on the cache
+//! directory), `ca path | export`, and `warm` (fetch a list of URLs into the cache through a
+//! running proxy, or through one started for the purpose).
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::HOST;
+use http::Request;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use crate::admin::client::AdminClient;
+use crate::app::{App, StartError};
+use crate::cache::inventory::Purge;
+use crate::cache::Cache;
+use crate::config::Config;
+use crate::stats::Stats;
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The running proxy's admin API refused or failed.
+    #[error("{0}")]
+    Admin(String),
+    /// The cache directory or the CA could not be opened.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// Reading input or writing output failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// Something the user asked for is wrong.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Where the cache commands act.
+pub enum CacheTarget {
+    /// A running proxy, through its admin API.
+    Running(AdminClient),
+    /// The cache directory itself (no proxy answers).
+    Directory(Cache),
+}
+
+impl CacheTarget {
+    /// The admin API at `admin` when a proxy answers there, else the directory `config` names.
+    pub async fn find(
+        admin: SocketAddr,
+        token: Option<String>,
+        config: &Config,
+    ) -> Result<CacheTarget, CommandError> {
+        if let Some(client) = AdminClient::connect(admin, token).await {
+            return Ok(CacheTarget::Running(client));
+        }
+        let cache =
+            Cache::open(&config.cache, Arc::new(Stats::default())).map_err(StartError::from)?;
+        Ok(CacheTarget::Directory(cache))
+    }
+
+    /// Stats of the running proxy, or what the directory holds.
+    pub async fn stats(&self) -> Result<Value, CommandError> {
+        match self {
+            CacheTarget::Running(client) => client.get("/stats").await.map_err(CommandError::Admin),
+            CacheTarget::Directory(cache) => {
+                let assets = cache.assets().await.len();
+                Ok(json!({ "tiers": cache.usage().await, "assets": assets, "running": false }))
+            }
+        }
+    }
+
+    /// Entries whose URL starts with `prefix`.
+    pub async fn entries(&self, prefix: &str) -> Result<Value, CommandError> {
+        match self {
+            CacheTarget::Running(client) => {
+                let query: String = url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("prefix", prefix)
+                    .finish();
+                client
+                    .get(&format!("/entries?{query}"))
+                    .await
+                    .map_err(CommandError::Admin)
+            }
+            CacheTarget::Directory(cache) => {
+                Ok(json!({ "entries": cache.entries(prefix, usize::MAX).await }))
+            }
+        }
+    }
+
+    /// Removes what `what` names; reports what went from each tier.
+    pub async fn purge(&self, what: &Purge, body: Value) -> Result<Value, CommandError> {
+        match self {
+            CacheTarget::Running(client) => client
+                .post("/purge", &body)
+                .await
+                .map_err(CommandError::Admin),
+            CacheTarget::Directory(cache) => {
+                Ok(serde_json::to_value(cache.purge(what.clone()).await).unwrap_or_default())
+            }
+        }
+    }
+}
+
+/// The outcome of warming one URL.
+#[derive(Debug, Clone)]
+pub struct Warmed {
+    /// The URL.
+    pub url: String,
+    /// Status and Cache-Status, or why it failed.
+    pub result: Result<(u16, String), String>,
+    /// Body bytes received.
+    pub bytes: u64,
+}
+
+/// What `warm` did.
+#[derive(Debug, Default)]
+pub struct WarmReport {
+    /// Every URL's outcome, in completion order.
+    pub outcomes: Vec<Warmed>,
+    /// Body bytes received in all.
+    pub bytes: u64,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+impl WarmReport {
+    /// The URLs that failed, with why.
+    pub fn failures(&self) -> Vec<&Warmed> {
+        self.outcomes.iter().filter(|w| w.result.is_err()).collect()
+    }
+}
+
+/// Fetches `urls` through the proxy at `proxy`, `concurrency` at a time, showing progress.
+pub async fn warm_through(proxy: SocketAddr, urls: Vec<String>, concurrency: usize) -> WarmReport {
+    let started = Instant::now();
+    let progress = Progress::new(urls.len() as u64);
+    let limit = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for url in urls {
+        let limit = limit.clone();
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            fetch_through(proxy, url).await
+        });
+    }
+    let mut report = WarmReport::default();
+    while let Some(done) = tasks.join_next().await {
+        let Ok(warmed) = done else { continue };
+        report.bytes += warmed.bytes;
+        progress.advance(&warmed);
+        report.outcomes.push(warmed);
+    }
+    progress.finish();
+    report.elapsed = started.elapsed();
+    report
+}
+
+/// Warms `urls` through the proxy on `port` if one answers there, else through a proxy
+/// started here on `config` for as long as it takes.
+pub async fn warm(
+    config: Config,
+    port: u16,
+    urls: Vec<String>,
+    concurrency: usize,
+) -> Result<WarmReport, CommandError> {
+    let running: SocketAddr = ([127, 0, 0, 1], port).into();
+    if listening(running).await {
+        return Ok(warm_through(running, urls, concurrency).await);
+    }
+    let app = Arc::new(App::new(config)?);
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let runner = app.clone();
+    let serving = tokio::spawn(async move {
+        runner
+            .run(listener, None, async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    let report = warm_through(addr, urls, concurrency).await;
+    let _ = stop.send(());
+    let _ = serving.await;
+    Ok(report)
+}
+
+/// Whether something accepts connections at `addr`.
+async fn listening(addr: SocketAddr) -> bool {
+    matches!(
+        tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(addr)).await,
+        Ok(Ok(_))
+    )
+}
+
+/// One GET through the proxy, absolute-form over plain HTTP: the proxy fetches `https://`
+/// URLs itself, so warming needs no trust in the proxy's CA.
+async fn fetch_through(proxy: SocketAddr, url: String) -> Warmed {
+    let mut warmed = Warmed {
+        url: url.clone(),
+        result: Err(String::new()),
+        bytes: 0,
+    };
+    let outcome = async {
+        let uri: http::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
+        let host = uri
+            .authority()
+            .map(|a| a.to_string())
+            .ok_or("not an absolute URL")?;
+        let stream = TcpStream::connect(proxy)
+            .await
+            .map_err(|e| format!("cannot reach the proxy: {e}"))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        let request = Request::get(uri)
+            .header(HOST, host)
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        let cache = response
+            .headers()
+            .get("cache-status")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok::<_, String>((status, cache, body.len() as u64))
+    }
+    .await;
+    warmed.result = match outcome {
+        Ok((status, cache, bytes)) => {
+            warmed.bytes = bytes;
+            if status.is_success() {
+                Ok((status.as_u16(), cache))
+            } else {
+                Err(format!("{status} ({cache})"))
+            }
+        }
+        Err(error) => Err(error),
+    };
+    warmed
+}
+
+/// A progress bar on a terminal; one line per URL otherwise.
+struct Progress(Option<ProgressBar>);
+
+impl Progress {
+    fn new(total: u64) -> Progress {
+        if !std::io::stderr().is_terminal() {
+            return Progress(None);
+        }
+        let bar = ProgressBar::new(total);
+        let style = ProgressStyle::with_template("{bar:40} {pos}/{len} URLs  {msg}  {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+        bar.set_style(style);
+        Progress(Some(bar))
+    }
+
+    fn advance(&self, warmed: &Warmed) {
+        match &self.0 {
+            Some(bar) => {
+                bar.inc(1);
+                let bytes = indicatif::HumanBytes(warmed.bytes);
+                let rate = indicatif::HumanBytes(per_second(warmed.bytes, bar.elapsed()));
+                bar.set_message(format!("last {bytes}, {rate}/s"));
+            }
+            None => match &warmed.result {
+                Ok((status, cache)) => eprintln!(
+                    "ok {status} {} bytes {} ({cache})",
+                    warmed.bytes, warmed.url
+                ),
+                Err(error) => eprintln!("failed {}: {error}", warmed.url),
+            },
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn per_second(bytes: u64, elapsed: Duration) -> u64 {
+    let secs = elapsed.as_secs_f64();
+    if secs > 0.0 {
+        (bytes as f64 / secs) as u64
+    } else {
+        0
+    }
+}
+
+/// URLs from `text`, one a line; blank lines and `#` comments are skipped.
+pub fn read_urls(text: &str) -> Result<Vec<String>, CommandError> {
+    let mut urls = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match url::Url::parse(line) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => urls.push(url.to_string()),
+            _ => {
+                return Err(CommandError::Usage(format!(
+                    "line {}: not an http(s) URL: {line}",
+                    number + 1
+                )))
+            }
+        }
+    }
+    Ok(urls)
+}
