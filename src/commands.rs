@@ -153,7 +153,9 @@ pub async fn warm_through(proxy: SocketAddr, urls: Vec<String>, concurrency: usi
     let mut report = WarmReport::default();
     while let Some(done) = tasks.join_next().await {
         let Ok(warmed) = done else { continue };
-        report.bytes += warmed.bytes;
+        if warmed.result.is_ok() {
+            report.bytes += warmed.bytes;
+        }
         progress.advance(&warmed);
         report.outcomes.push(warmed);
     }

@@ -34,6 +34,7 @@ use key::CacheKey;
 use memory::MemoryTier;
 use policy::CachePlan;
 use vary::VaryIndex;
+use version::{AssetId, Version};
 use versions::{Admission, VersionIndex};
 
 /// Which tier answered.
@@ -189,7 +190,7 @@ impl Cache {
         self.inner.memory.insert(refreshed.clone());
         permit.complete(FillOutcome::Stored);
         let (disk, stats) = (self.inner.disk.clone(), self.inner.stats.clone());
-        let guard = PendingGuard::new(&self.inner.pending);
+        let guard = self.pending();
         tokio::task::spawn_blocking(move || {
             if let Err(e) = disk.write(&refreshed) {
                 stats.disk_errors.inc();
@@ -228,84 +229,80 @@ impl Cache {
 
     /// Stores a complete body in the background: version index, then memory (followers are
     /// woken), then disk. The caller never waits for it.
-    pub fn commit(&self, permit: FillPermit, fill: FillPlan, body: Bytes) {
+    pub fn commit(&self, permit: FillPermit, fill: FillPlan, body: Bytes, guard: PendingGuard) {
         let cache = self.clone();
-        let guard = PendingGuard::new(&self.inner.pending);
         tokio::spawn(async move {
             cache.store(permit, fill, body).await;
             drop(guard);
         });
     }
 
-    /// Resolves once no commit is writing. For shutdown and tests.
+    /// Counts a fill as under way until the guard drops: `settled` waits for it, so a
+    /// shutdown lets a body still streaming in finish and be stored.
+    pub fn pending(&self) -> PendingGuard {
+        PendingGuard::new(&self.inner.pending)
+    }
+
+    /// Resolves once no fill is streaming and no commit is writing. For shutdown and tests.
     pub async fn settled(&self) {
         let mut receiver = self.inner.pending.subscribe();
         let _ = receiver.wait_for(|pending| *pending == 0).await;
     }
 
+    /// Memory first, so waiting requests are answered at once; then the version index, which
+    /// may say the entry is an older version after all (it then leaves memory again), then
+    /// the disk write and the evictions.
     async fn store(&self, permit: FillPermit, fill: FillPlan, body: Bytes) {
         let inner = &self.inner;
         let key = self.variant_key(permit.key(), &fill).await;
         let now = SystemTime::now();
         let versioned = fill.plan.versioned.clone().map(|v| (v.asset, v.version));
-        // A 404 for a new version must not evict the version that works.
-        let admitted = versioned.as_ref().filter(|_| fill.status == StatusCode::OK);
-        let admission = match admitted {
-            None => Ok(Admission::Store {
-                change: None,
-                evicted: Vec::new(),
-            }),
-            Some((asset, version)) => {
-                let (index, asset, version, key) = (
-                    inner.index.clone(),
-                    asset.clone(),
-                    version.clone(),
-                    key.clone(),
-                );
-                tokio::task::spawn_blocking(move || index.admit(&asset, &version, &key, now))
-                    .await
-                    .unwrap_or_else(|e| {
-                        Err(DiskError::Io {
-                            op: "index",
-                            path: Default::default(),
-                            source: std::io::Error::other(e),
-                        })
-                    })
-            }
-        };
-        let evicted = match admission {
-            Ok(Admission::Older) => {
-                debug!(key = %key, "older version of an asset; served, not stored");
-                permit.complete(FillOutcome::NotStorable);
-                return;
-            }
-            Ok(Admission::Store { change, evicted }) => {
-                if let (Some((old, new)), Some((asset, _))) = (change, &versioned) {
-                    inner.stats.version_changes.inc();
-                    inner.stats.activity.version_changed(
-                        asset.as_str(),
-                        old.as_str(),
-                        new.as_str(),
-                    );
-                    info!(asset = %asset, old = %old, new = %new, "asset version changed");
-                }
-                evicted
-            }
-            Err(e) => {
-                inner.stats.disk_errors.inc();
-                warn!(error = %e, key = %key, "version index update failed; storing without it");
-                Vec::new()
-            }
-        };
-        let mut meta = EntryMeta::new(key, fill.status, &fill.headers, fill.lifetime, now, &body);
-        (meta.asset, meta.version) = versioned.unzip();
+        let mut meta = EntryMeta::new(
+            key.clone(),
+            fill.status,
+            &fill.headers,
+            fill.lifetime,
+            now,
+            &body,
+        );
+        (meta.asset, meta.version) = versioned.clone().unzip();
         if let Some(previous) = &fill.previous {
             self.note_content_change(&previous.meta, &meta);
         }
         let entry = Arc::new(CachedResponse { meta, body });
         inner.memory.insert(entry.clone());
-        inner.stats.stored.inc();
         permit.complete(FillOutcome::Stored);
+
+        // A 404 for a new version must not evict the version that works.
+        let admitted = versioned.filter(|_| fill.status == StatusCode::OK);
+        let evicted = match admitted {
+            None => Vec::new(),
+            Some((asset, version)) => match self.admit(&asset, &version, &key, now).await {
+                Ok(Admission::Older) => {
+                    debug!(key = %key, "older version of an asset; served, not stored");
+                    inner.memory.remove(&key);
+                    return;
+                }
+                Ok(Admission::Store { change, evicted }) => {
+                    if let Some((old, new)) = change {
+                        inner.stats.version_changes.inc();
+                        inner.stats.activity.version_changed(
+                            asset.as_str(),
+                            old.as_str(),
+                            new.as_str(),
+                        );
+                        info!(asset = %asset, old = %old, new = %new, "asset version changed");
+                    }
+                    evicted
+                }
+                Err(e) => {
+                    inner.stats.disk_errors.inc();
+                    warn!(error = %e, key = %key, "version index update failed; storing without it");
+                    Vec::new()
+                }
+            },
+        };
+        inner.stats.stored.inc();
 
         let disk = inner.disk.clone();
         let to_evict = evicted.clone();
@@ -331,6 +328,30 @@ impl Cache {
             inner.memory.remove(key);
             inner.stats.version_evictions.inc();
         }
+    }
+
+    async fn admit(
+        &self,
+        asset: &AssetId,
+        version: &Version,
+        key: &CacheKey,
+        now: SystemTime,
+    ) -> Result<Admission, DiskError> {
+        let (index, asset, version, key) = (
+            self.inner.index.clone(),
+            asset.clone(),
+            version.clone(),
+            key.clone(),
+        );
+        tokio::task::spawn_blocking(move || index.admit(&asset, &version, &key, now))
+            .await
+            .unwrap_or_else(|e| {
+                Err(DiskError::Io {
+                    op: "index",
+                    path: Default::default(),
+                    source: std::io::Error::other(e),
+                })
+            })
     }
 }
 
@@ -372,8 +393,8 @@ impl Cache {
     }
 }
 
-/// Counts one commit as pending for as long as it lives.
-struct PendingGuard(watch::Sender<usize>);
+/// Counts one fill or commit as pending for as long as it lives.
+pub struct PendingGuard(watch::Sender<usize>);
 
 impl PendingGuard {
     fn new(pending: &watch::Sender<usize>) -> PendingGuard {

@@ -12,7 +12,7 @@ use http_body_util::BodyExt;
 use tracing::debug;
 
 use super::inflight::{FillOutcome, FillPermit};
-use super::{Cache, FillPlan};
+use super::{Cache, FillPlan, PendingGuard};
 
 /// An origin body on its way to the client and into the cache.
 pub struct TeeBody<B: Body<Data = Bytes> + Unpin + Send + 'static> {
@@ -22,6 +22,7 @@ pub struct TeeBody<B: Body<Data = Bytes> + Unpin + Send + 'static> {
 
 struct Collector {
     cache: Cache,
+    pending: PendingGuard,
     permit: FillPermit,
     plan: FillPlan,
     buffer: BytesMut,
@@ -46,7 +47,7 @@ impl Collector {
             return; // Dropping the permit abandons the fill.
         }
         self.cache
-            .commit(self.permit, self.plan, self.buffer.freeze());
+            .commit(self.permit, self.plan, self.buffer.freeze(), self.pending);
     }
 }
 
@@ -67,6 +68,7 @@ where
         TeeBody {
             inner: Some(inner),
             fill: Some(Collector {
+                pending: cache.pending(),
                 cache,
                 permit,
                 plan,

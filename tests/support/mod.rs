@@ -506,7 +506,8 @@ pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
 pub struct ProxyProcess {
     pub child: Child,
     pub addr: SocketAddr,
-    stderr_lines: Arc<Mutex<Vec<String>>>,
+    pub admin: SocketAddr,
+    log: Arc<(Mutex<Vec<String>>, std::sync::Condvar)>,
 }
 
 impl ProxyProcess {
@@ -522,42 +523,71 @@ impl ProxyProcess {
             .spawn()
             .expect("spawn proxy");
         let stderr = child.stderr.take().expect("stderr");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let sink = lines.clone();
+        let log = Arc::new((Mutex::new(Vec::new()), std::sync::Condvar::new()));
+        let sink = log.clone();
         std::thread::spawn(move || {
             use std::io::BufRead;
             for line in std::io::BufReader::new(stderr)
                 .lines()
                 .map_while(Result::ok)
             {
-                if let Some(addr) = line
-                    .split("addr=")
-                    .nth(1)
-                    .and_then(|rest| rest.split_whitespace().next())
-                {
-                    if line.contains(": listening addr=") {
-                        let _ = addr_tx.send(addr.parse::<SocketAddr>().ok());
-                    }
-                }
-                sink.lock().expect("lines").push(line);
+                sink.0.lock().expect("lines").push(line);
+                sink.1.notify_all();
             }
-            let _ = addr_tx.send(None);
+            sink.0.lock().expect("lines").push("<exited>".to_owned());
+            sink.1.notify_all();
         });
-        let addr = addr_rx
-            .recv_timeout(Duration::from_secs(30))
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| panic!("proxy did not start: {:?}", lines.lock().expect("lines")));
-        ProxyProcess {
+        let mut process = ProxyProcess {
             child,
-            addr,
-            stderr_lines: lines,
+            addr: ([0, 0, 0, 0], 0).into(),
+            admin: ([0, 0, 0, 0], 0).into(),
+            log,
+        };
+        let address = |line: &str| {
+            line.split("addr=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<SocketAddr>()
+                .ok()
+        };
+        let admin = process.wait_for_line(|l| l.contains("admin API listening addr="));
+        let proxy = process.wait_for_line(|l| l.contains(": listening addr="));
+        process.admin = address(&admin).expect("admin address");
+        process.addr = address(&proxy).expect("proxy address");
+        process
+    }
+
+    /// Waits (bounded) for a log line that `matches`, and returns it.
+    pub fn wait_for_line(&self, matches: impl Fn(&str) -> bool) -> String {
+        let (lines, arrived) = &*self.log;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut guard = lines.lock().expect("lines");
+        loop {
+            if let Some(line) = guard.iter().find(|l| matches(l)) {
+                return line.clone();
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            assert!(
+                !left.is_zero() && !guard.iter().any(|l| l == "<exited>"),
+                "no such log line in {:?}",
+                *guard
+            );
+            guard = arrived.wait_timeout(guard, left).expect("lines").0;
         }
     }
 
+    /// Sends a signal to the process.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
     pub fn log(&self) -> Vec<String> {
-        self.stderr_lines.lock().expect("lines").clone()
+        self.log.0.lock().expect("lines").clone()
     }
 
     /// Sends SIGTERM and waits for the exit status.

@@ -1,0 +1,327 @@
+//! The operator commands of the binary, run as an operator runs them: against a running proxy
+//! (through its admin API), on a cache directory with no proxy, and the config reload and log
+//! format of a running proxy.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use support::{client_via, get, random_bytes, Origin, ProxyProcess, Route, TestCa};
+
+fn proxy(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_proxy"))
+        .current_dir(dir)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run proxy")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// `proxy` with `args` on a blocking thread, so the test's origin keeps serving.
+async fn proxy_async(dir: &Path, args: Vec<String>) -> Output {
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        proxy(&dir, &args)
+    })
+    .await
+    .expect("command task")
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| (*a).to_owned()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_commands_work_through_a_running_proxy_and_on_the_directory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = TestCa::new(dir.path());
+    let origin = Origin::https(&ca).await;
+    for (path, seed) in [("/main.dart.js?v=1", 1), ("/app.3f2a9c1b.css", 2)] {
+        origin.route(path, Route::ok(random_bytes(10_000, seed)));
+    }
+    let upstream_ca = ca.path.display().to_string();
+    let running = ProxyProcess::start(dir.path(), &["--upstream-ca", &upstream_ca]);
+    let ca_pem = std::fs::read_to_string(dir.path().join("certs/ca.pem")).expect("CA");
+    let client = client_via(running.addr, &ca_pem);
+    for path in ["/main.dart.js?v=1", "/app.3f2a9c1b.css"] {
+        get(&client, &origin.url(path)).await;
+    }
+    let admin_port = running.admin.port().to_string();
+    let through_admin = |command: &[&str]| {
+        let mut args = strings(command);
+        args.extend(strings(&["--admin-port", &admin_port]));
+        proxy_async(dir.path(), args)
+    };
+
+    let stats = through_admin(&["cache", "stats"]).await;
+    assert!(stats.status.success());
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).expect("stats JSON");
+    assert_eq!(stats["requests"], 2, "the running proxy's own figures");
+
+    let listing = stdout(&through_admin(&["cache", "ls"]).await);
+    assert_eq!(listing.lines().count(), 2, "{listing}");
+    assert!(
+        listing.contains(&origin.url("/main.dart.js?v=1")) && listing.contains("v=1"),
+        "{listing}"
+    );
+    let purged = through_admin(&["cache", "purge", &origin.url("/app.3f2a9c1b.css")]).await;
+    assert_eq!(stdout(&purged).trim(), "removed 1 from memory, 1 from disk");
+    let (_, cache, _) = get(&client, &origin.url("/app.3f2a9c1b.css")).await;
+    assert_eq!(
+        cache, "asset-proxy; fwd=miss; stored",
+        "the running proxy forgot it too"
+    );
+
+    assert!(tokio::task::spawn_blocking(move || running.terminate())
+        .await
+        .expect("stop")
+        .success());
+
+    // No proxy runs now: the commands work on the directory.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+        .to_string();
+    let on_directory = |command: &[&str]| {
+        let mut args = strings(command);
+        args.extend(strings(&["--admin-port", &closed]));
+        proxy_async(dir.path(), args)
+    };
+    let stats = on_directory(&["cache", "stats"]).await;
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).expect("stats JSON");
+    assert_eq!(stats["tiers"]["disk_entries"], 2);
+    assert_eq!(stats["running"], false);
+    let listing = stdout(&on_directory(&["cache", "ls", &origin.url("/app")]).await);
+    assert_eq!(listing.lines().count(), 1, "{listing}");
+    let purged = on_directory(&["cache", "purge", "--all"]).await;
+    assert_eq!(stdout(&purged).trim(), "removed 0 from memory, 2 from disk");
+    let nothing = on_directory(&["cache", "purge"]).await;
+    assert!(!nothing.status.success());
+    assert!(String::from_utf8_lossy(&nothing.stderr).contains("say what to purge"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_fetches_a_list_into_the_cache_and_reports_failures() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = TestCa::new(dir.path());
+    let origin = Origin::https(&ca).await;
+    origin.route("/main.dart.js?v=7", Route::ok(random_bytes(300_000, 7)));
+    origin.route(
+        "/canvaskit/v7/canvaskit.wasm",
+        Route::ok(random_bytes(200_000, 8)),
+    );
+    let list = format!(
+        "# assets of build 7\n{}\n\n{}\n{}\n",
+        origin.url("/main.dart.js?v=7"),
+        origin.url("/canvaskit/v7/canvaskit.wasm"),
+        origin.url("/missing.js?v=7")
+    );
+    std::fs::write(dir.path().join("urls.txt"), list).expect("write list");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+        .to_string();
+    let upstream_ca = ca.path.display().to_string();
+
+    // No proxy runs on --port: one is started for the warm-up.
+    let warmed = proxy_async(
+        dir.path(),
+        strings(&[
+            "warm",
+            "urls.txt",
+            "--port",
+            &closed,
+            "--upstream-ca",
+            &upstream_ca,
+        ]),
+    )
+    .await;
+    let report = stdout(&warmed);
+    assert!(
+        !warmed.status.success(),
+        "a failed URL makes the exit code non-zero"
+    );
+    assert!(
+        report.contains("warmed 2 of 3 URLs, 500000 bytes"),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("failed: {}", origin.url("/missing.js?v=7"))),
+        "{report}"
+    );
+    let progress = String::from_utf8_lossy(&warmed.stderr);
+    assert!(
+        progress.contains("ok 200 300000 bytes"),
+        "plain progress lines off a terminal: {progress}"
+    );
+
+    // A proxy started afterwards serves them from disk.
+    let running = ProxyProcess::start(dir.path(), &["--upstream-ca", &upstream_ca]);
+    let ca_pem = std::fs::read_to_string(dir.path().join("certs/ca.pem")).expect("CA");
+    let (_, cache, _) = get(
+        &client_via(running.addr, &ca_pem),
+        &origin.url("/main.dart.js?v=7"),
+    )
+    .await;
+    assert_eq!(cache, "asset-proxy; hit; detail=disk");
+    assert_eq!(origin.hits("/main.dart.js?v=7"), 1);
+
+    // Through the running proxy, from standard input.
+    origin.route("/extra.js?v=1", Route::ok("extra"));
+    let port = running.addr.port().to_string();
+    let url = origin.url("/extra.js?v=1");
+    let dir_path = dir.path().to_owned();
+    let warmed = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_proxy"))
+            .current_dir(&dir_path)
+            .args(["warm", "-", "--port", &port])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn warm");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(url.as_bytes())
+            .expect("write URL");
+        child.wait_with_output().expect("warm output")
+    })
+    .await
+    .expect("warm task");
+    assert!(
+        warmed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&warmed.stderr)
+    );
+    assert!(stdout(&warmed).contains("warmed 1 of 1 URLs"));
+    assert_eq!(origin.hits("/extra.js?v=1"), 1);
+}
+
+#[test]
+fn ca_commands_print_the_path_and_the_certificate() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let exported = proxy(dir.path(), &["ca", "export", "--ca-dir", "certs"]);
+    assert!(exported.status.success());
+    let pem = std::fs::read_to_string(dir.path().join("certs/ca.pem")).expect("created");
+    assert_eq!(stdout(&exported), pem);
+    let path = proxy(dir.path(), &["ca", "path", "--ca-dir", "certs"]);
+    assert_eq!(stdout(&path).trim(), "certs/ca.pem");
+}
+
+#[test]
+fn config_check_validates_without_starting() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("good.json"),
+        r#"{"rules": [{"glob": "a/**", "action": "bypass"}]}"#,
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("bad.json"),
+        r#"{"rules": [{"glob": "a/**", "action": "keep"}]}"#,
+    )
+    .expect("write");
+    let good = proxy(dir.path(), &["config", "check", "good.json"]);
+    assert!(good.status.success());
+    assert_eq!(stdout(&good).trim(), "good.json: valid");
+    let bad = proxy(dir.path(), &["config", "check", "bad.json"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("rules[0].action"));
+    assert!(
+        !dir.path().join("cache").exists(),
+        "checking starts nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_rules_and_keeps_them_when_the_new_file_is_bad() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = TestCa::new(dir.path());
+    let origin = Origin::https(&ca).await;
+    origin.route("/app.js?v=1", Route::ok("app"));
+    let config = dir.path().join("proxy.json");
+    std::fs::write(
+        &config,
+        r#"{"rules": [{"glob": "localhost:*/**", "action": "bypass"}]}"#,
+    )
+    .expect("write");
+    let upstream_ca = ca.path.display().to_string();
+    let running = ProxyProcess::start(
+        dir.path(),
+        &["--config", "proxy.json", "--upstream-ca", &upstream_ca],
+    );
+    let ca_pem = std::fs::read_to_string(dir.path().join("certs/ca.pem")).expect("CA");
+    let client = client_via(running.addr, &ca_pem);
+    let url = origin.url("/app.js?v=1");
+    assert_eq!(
+        get(&client, &url).await.1,
+        "asset-proxy; fwd=bypass; detail=rule"
+    );
+
+    std::fs::write(&config, "{}").expect("rewrite");
+    running.signal("HUP");
+    let line =
+        tokio::task::block_in_place(|| running.wait_for_line(|l| l.contains("config reloaded")));
+    assert!(line.contains("rules"), "the log says what changed: {line}");
+    assert_eq!(get(&client, &url).await.1, "asset-proxy; fwd=miss; stored");
+
+    std::fs::write(
+        &config,
+        r#"{"rules": [{"glob": "localhost:*/**", "action": "keep"}]}"#,
+    )
+    .expect("rewrite");
+    running.signal("HUP");
+    let line = tokio::task::block_in_place(|| {
+        running.wait_for_line(|l| l.contains("config reload failed"))
+    });
+    assert!(line.contains("rules[0].action"), "{line}");
+    assert_eq!(
+        get(&client, &url).await.1,
+        "asset-proxy; hit; detail=memory",
+        "the previous config stays"
+    );
+}
+
+#[test]
+fn json_logs_give_one_object_per_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_proxy"))
+        .current_dir(dir.path())
+        .args(["--port", "0", "--log-format", "json"])
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn proxy");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let mut listening = None;
+    for line in lines.by_ref().take(10) {
+        let line = line.expect("line");
+        let event: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if event["message"] == "listening" {
+            listening = Some(event);
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let listening = listening.expect("a listening event");
+    assert_eq!(listening["level"], "INFO");
+    assert!(listening["addr"]
+        .as_str()
+        .is_some_and(|a| a.starts_with("127.0.0.1:")));
+}
