@@ -22,6 +22,7 @@ export async function startProxy({ dir, cacheDir = join(dir, 'cache'), upstreamC
   const child = spawn(PROXY_BIN, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
   const log = [];
   const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  let admin = null;
   const port = await new Promise((resolve, reject) => {
     let buffer = '';
     const timer = setTimeout(() => reject(new Error('proxy did not start:\n' + log.join('\n'))), 30_000);
@@ -31,6 +32,8 @@ export async function startProxy({ dir, cacheDir = join(dir, 'cache'), upstreamC
       buffer = lines.pop();
       for (const line of lines) {
         log.push(line);
+        const adminMatch = /admin API listening addr=127\.0\.0\.1:(\d+)/.exec(line);
+        if (adminMatch) admin = Number(adminMatch[1]);
         const match = /: listening addr=127\.0\.0\.1:(\d+)/.exec(line);
         if (match) {
           clearTimeout(timer);
@@ -43,6 +46,7 @@ export async function startProxy({ dir, cacheDir = join(dir, 'cache'), upstreamC
   return {
     port,
     server: `http://127.0.0.1:${port}`,
+    admin: `http://127.0.0.1:${admin}`,
     caPath: join(dir, 'certs', 'ca.pem'),
     log,
     async stop() {
