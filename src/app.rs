@@ -49,10 +49,12 @@ impl App {
         let cache = Cache::open(&config.cache, stats.clone())?;
         let ca = CertAuthority::load_or_create(&config.mitm.ca_dir, provider.clone())?;
         let upstream = Upstream::new(&config.upstream, provider)?;
-        let connections = Connections::default();
+        let connections = Connections::new(config.clients.header_timeout);
         let policy = RwLock::new(Arc::new(config.policy.clone()));
         let ctx = Context {
             policy,
+            auth: crate::auth::ProxyAuth::new(config.clients.credentials.as_ref()),
+            own_addrs: RwLock::new(Vec::new()),
             config,
             cache,
             upstream,
@@ -81,6 +83,16 @@ impl App {
         &self.ctx.ca
     }
 
+    /// Serves one client connection given as a byte stream (what the listener does for each
+    /// TCP connection). For in-process drivers such as the fuzzer.
+    pub async fn serve_stream<I>(&self, io: I)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let service = crate::proxy::ProxyService::new(self.ctx.clone());
+        self.connections.serve(io, service).await;
+    }
+
     /// Applies a reloaded configuration's rules and cache policy (listeners, directories and
     /// limits stay as they started); returns the keys that changed.
     pub fn reload(&self, config: &Config) -> Vec<&'static str> {
@@ -106,6 +118,16 @@ impl App {
         admin: Option<TcpListener>,
         shutdown: impl Future<Output = ()>,
     ) {
+        let own: Vec<_> = [Some(&listener), admin.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
+        *self
+            .ctx
+            .own_addrs
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = own;
         if let Some(addr) = admin.as_ref().and_then(|a| a.local_addr().ok()) {
             info!(%addr, "admin API listening");
         }

@@ -46,6 +46,50 @@ pub struct Config {
     pub mitm: MitmConfig,
     /// The admin API.
     pub admin: AdminConfig,
+    /// Client connections: limits, and who may use the proxy.
+    pub clients: ClientsConfig,
+}
+
+/// Client connections.
+#[derive(Debug, Clone)]
+pub struct ClientsConfig {
+    /// A client must send its request headers within this time (slowloris).
+    pub header_timeout: Duration,
+    /// A client must finish its TLS handshake inside a CONNECT tunnel within this time.
+    pub tls_handshake_timeout: Duration,
+    /// `Proxy-Authorization: Basic` credentials every client must present; none when unset.
+    pub credentials: Option<Credentials>,
+}
+
+/// A user name and password for proxy authentication.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The user name.
+    pub username: String,
+    /// The password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the password, not even in debug output.
+        write!(
+            f,
+            "Credentials {{ username: {:?}, password: <hidden> }}",
+            self.username
+        )
+    }
+}
+
+impl Credentials {
+    /// Parses `user:password`.
+    pub fn parse(text: &str) -> Option<Credentials> {
+        let (username, password) = text.split_once(':')?;
+        (!username.is_empty() && !password.is_empty()).then(|| Credentials {
+            username: username.to_owned(),
+            password: password.to_owned(),
+        })
+    }
 }
 
 /// The admin API.
@@ -151,8 +195,9 @@ pub struct Rule {
     pub standard_caching: Option<bool>,
     /// For `cache`: how long an entry is served before it is fetched again.
     pub ttl: Option<Duration>,
-    /// Cache responses to requests that carry `Authorization` (off unless said).
-    pub allow_authorization: bool,
+    /// Share answers to requests that carry `Cookie` or `Authorization` between clients
+    /// (off unless said: such answers are kept per cookie, and `Authorization` bypasses).
+    pub share_credentials: bool,
 }
 
 /// A rule's URL pattern, matched against `host[:port]/path`.
@@ -244,6 +289,22 @@ struct RawConfig {
     passthrough: Vec<String>,
     upstream: RawUpstream,
     rules: Vec<RawRule>,
+    clients: RawClients,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawClients {
+    header_timeout_secs: Option<u64>,
+    tls_handshake_timeout_secs: Option<u64>,
+    proxy_auth: Option<RawCredentials>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCredentials {
+    username: String,
+    password: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -285,7 +346,7 @@ struct RawRule {
     action: Option<RuleAction>,
     ttl_secs: Option<u64>,
     #[serde(default)]
-    allow_authorization: bool,
+    share_credentials: bool,
     standard_caching: Option<bool>,
 }
 
@@ -402,12 +463,41 @@ impl Config {
             ca_dir: PathBuf::from("certs"),
             passthrough,
         };
+        let credentials = match raw.clients.proxy_auth {
+            None => None,
+            Some(raw)
+                if raw.username.is_empty()
+                    || raw.username.contains(':')
+                    || raw.password.is_empty() =>
+            {
+                return Err((
+                    "clients.proxy_auth".to_owned(),
+                    "username (without ':') and password must not be empty".to_owned(),
+                ))
+            }
+            Some(raw) => Some(Credentials {
+                username: raw.username,
+                password: raw.password,
+            }),
+        };
+        let clients = ClientsConfig {
+            header_timeout: secs(
+                "clients.header_timeout_secs",
+                raw.clients.header_timeout_secs.unwrap_or(30),
+            )?,
+            tls_handshake_timeout: secs(
+                "clients.tls_handshake_timeout_secs",
+                raw.clients.tls_handshake_timeout_secs.unwrap_or(10),
+            )?,
+            credentials,
+        };
         Ok(Config {
             cache,
             policy,
             upstream,
             mitm,
             admin: AdminConfig::default(),
+            clients,
         })
     }
 }
@@ -435,20 +525,21 @@ impl RawRule {
             .ttl_secs
             .map(|ttl| secs(&field("ttl_secs"), ttl))
             .transpose()?;
-        if self.action.is_none() && self.standard_caching.is_none() {
+        if self.action.is_none() && self.standard_caching.is_none() && !self.share_credentials {
             return Err((
                 format!("rules[{index}]"),
-                "a rule needs `action` or `standard_caching`".to_owned(),
+                "a rule needs `action`, `standard_caching` or `share_credentials`".to_owned(),
             ));
         }
-        if self.action != Some(RuleAction::Cache) && (ttl.is_some() || self.allow_authorization) {
-            let key = if ttl.is_some() {
-                "ttl_secs"
-            } else {
-                "allow_authorization"
-            };
+        if self.action == Some(RuleAction::Bypass) && self.share_credentials {
             return Err((
-                field(key),
+                field("share_credentials"),
+                "a bypass rule caches nothing to share".to_owned(),
+            ));
+        }
+        if self.action != Some(RuleAction::Cache) && ttl.is_some() {
+            return Err((
+                field("ttl_secs"),
                 "only a rule with \"action\": \"cache\" takes this".to_owned(),
             ));
         }
@@ -457,7 +548,7 @@ impl RawRule {
             action: self.action,
             standard_caching: self.standard_caching,
             ttl,
-            allow_authorization: self.allow_authorization,
+            share_credentials: self.share_credentials,
         })
     }
 }

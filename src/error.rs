@@ -21,6 +21,12 @@ pub enum ProxyError {
         /// The refused host.
         host: String,
     },
+    /// The request's target is the proxy itself.
+    #[error("{target} is this proxy itself; the request would loop")]
+    Loop {
+        /// `host:port`.
+        target: String,
+    },
     /// The proxy runs offline and does not hold the URL.
     #[error("offline: {url} is not in the cache")]
     Offline {
@@ -67,6 +73,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::HostNotAllowed { .. } => StatusCode::FORBIDDEN,
+            ProxyError::Loop { .. } => StatusCode::LOOP_DETECTED,
             ProxyError::Timeout { .. } | ProxyError::Offline { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Connect { .. } | ProxyError::Tls { .. } | ProxyError::Upstream { .. } => {
                 StatusCode::BAD_GATEWAY
@@ -79,6 +86,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_) => "bad-request",
             ProxyError::HostNotAllowed { .. } => "host-not-allowed",
+            ProxyError::Loop { .. } => "loop",
             ProxyError::Offline { .. } => "offline",
             ProxyError::Connect { .. } => "upstream-connect",
             ProxyError::Tls { .. } => "upstream-tls",
@@ -90,9 +98,9 @@ impl ProxyError {
     /// What the cache did: refused the request, or met a failing origin.
     pub fn cache_status(&self) -> CacheStatus {
         match self {
-            ProxyError::BadRequest(_) | ProxyError::HostNotAllowed { .. } => {
-                CacheStatus::Refused(self.kind())
-            }
+            ProxyError::BadRequest(_)
+            | ProxyError::HostNotAllowed { .. }
+            | ProxyError::Loop { .. } => CacheStatus::Refused(self.kind()),
             _ => CacheStatus::Error(self.kind()),
         }
     }

@@ -25,6 +25,7 @@
 pub mod admin;
 pub mod app;
 pub mod atomic_file;
+pub mod auth;
 pub mod cache;
 pub mod commands;
 pub mod config;

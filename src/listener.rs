@@ -18,19 +18,30 @@ use tracing::{debug, info_span, warn, Instrument};
 
 use crate::proxy::{Context, ProxyService};
 
-/// A client that has not sent its request headers within this time is disconnected.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest request head a client may send; a larger one gets 431.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Pause after a failed accept (out of file descriptors), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Every task serving a client, so shutdown can ask them to finish and wait for them.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Connections {
     tracker: TaskTracker,
     stopping: CancellationToken,
+    /// A client that has not sent its request headers within this time is disconnected.
+    header_timeout: Duration,
 }
 
 impl Connections {
+    /// No connections yet; clients get `header_timeout` to send their request headers.
+    pub fn new(header_timeout: Duration) -> Connections {
+        Connections {
+            tracker: TaskTracker::new(),
+            stopping: CancellationToken::new(),
+            header_timeout,
+        }
+    }
+
     /// Runs `task` as part of serving clients.
     pub fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) {
         self.tracker.spawn(task);
@@ -66,13 +77,18 @@ impl Connections {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let stopping = self.stopping.clone();
+        let header_timeout = self.header_timeout;
         Box::pin(async move {
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT);
-            builder.http2().timer(TokioTimer::new());
+                .header_read_timeout(header_timeout)
+                .max_buf_size(MAX_HEADER_BYTES);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_header_list_size(MAX_HEADER_BYTES as u32);
             let handler = service_fn(move |request| service.clone().handle(request));
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), handler);
             tokio::pin!(connection);

@@ -59,6 +59,11 @@ struct Options {
     #[arg(long, global = true)]
     upstream_ca: Option<PathBuf>,
 
+    /// Allow listening on a non-loopback --bind address. Requires proxy credentials
+    /// (clients.proxy_auth in the config, or ASSET_PROXY_AUTH=user:password).
+    #[arg(long, global = true)]
+    allow_remote: bool,
+
     /// Serve only from the cache (stale entries included) and never contact an origin; a
     /// miss gets a 504 naming the URL. For reproducible runs and working without a network.
     #[arg(long, global = true)]
@@ -228,6 +233,11 @@ fn load_config(options: &Options) -> anyhow::Result<(Config, Option<PathBuf>)> {
     config.upstream.extra_roots = options.upstream_ca.clone();
     config.policy.offline = options.offline;
     config.admin.token = options.admin_token.clone().filter(|t| !t.is_empty());
+    if let Ok(text) = std::env::var("ASSET_PROXY_AUTH") {
+        let credentials = asset_proxy::config::Credentials::parse(&text)
+            .context("ASSET_PROXY_AUTH must be user:password, both non-empty")?;
+        config.clients.credentials = Some(credentials);
+    }
     Ok((config, path))
 }
 
@@ -245,6 +255,17 @@ async fn serve(
     config_path: Option<PathBuf>,
     options: &Options,
 ) -> anyhow::Result<ExitCode> {
+    if !options.bind.is_loopback() {
+        anyhow::ensure!(
+            options.allow_remote,
+            "--bind {} lets other machines use the proxy: pass --allow-remote, and set proxy credentials",
+            options.bind
+        );
+        anyhow::ensure!(
+            config.clients.credentials.is_some(),
+            "--allow-remote needs proxy credentials: clients.proxy_auth in the config, or ASSET_PROXY_AUTH=user:password"
+        );
+    }
     let app = std::sync::Arc::new(App::new(config)?);
     let addr = SocketAddr::new(options.bind, options.port);
     let listener = tokio::net::TcpListener::bind(addr)

@@ -369,3 +369,99 @@ fn help_explains_every_option() {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
 }
+
+#[test]
+fn listening_beyond_loopback_needs_allow_remote_and_credentials() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let run = |args: &[&str], auth: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_proxy"));
+        command
+            .current_dir(dir.path())
+            .args(["--port", "0", "--bind", "0.0.0.0"])
+            .args(args)
+            .env_remove("ASSET_PROXY_AUTH");
+        if let Some(auth) = auth {
+            command.env("ASSET_PROXY_AUTH", auth);
+        }
+        command.output().expect("run proxy")
+    };
+    let refused = run(&[], None);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--allow-remote"));
+    let no_credentials = run(&["--allow-remote"], None);
+    assert!(!no_credentials.status.success());
+    assert!(String::from_utf8_lossy(&no_credentials.stderr).contains("ASSET_PROXY_AUTH"));
+    let bad_credentials = run(&["--allow-remote"], Some("nopassword"));
+    assert!(String::from_utf8_lossy(&bad_credentials.stderr).contains("user:password"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_never_show_credentials() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = TestCa::new(dir.path());
+    let origin = Origin::https(&ca).await;
+    origin.route("/app.js?v=1", Route::ok("app"));
+    let upstream_ca = ca.path.display().to_string();
+    let args = [
+        "--cache-dir",
+        "cache",
+        "--ca-dir",
+        "certs",
+        "--upstream-ca",
+        &upstream_ca,
+        "--bind",
+        "0.0.0.0",
+        "--allow-remote",
+        "--log",
+        "debug",
+    ];
+    // The child inherits this test process's environment (each test runs in its own process).
+    std::env::set_var("ASSET_PROXY_AUTH", "fleet:proxy-secret-3");
+    let proxy = start(
+        dir.path(),
+        &args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>(),
+    );
+    let ca_pem = std::fs::read_to_string(dir.path().join("certs/ca.pem")).expect("CA");
+    let proxy_url = reqwest::Proxy::all(format!("http://127.0.0.1:{}", proxy.addr.port()))
+        .expect("proxy")
+        .basic_auth("fleet", "proxy-secret-3");
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .proxy(proxy_url)
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("CA"))
+        .build()
+        .expect("client");
+    for _ in 0..2 {
+        let response = client
+            .get(origin.url("/app.js?v=1"))
+            .header("authorization", "Bearer auth-secret-1")
+            .header("cookie", "session=cookie-secret-2")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.text().await.expect("body"), "app");
+    }
+    let log = proxy.log();
+    assert!(tokio::task::spawn_blocking(move || proxy.terminate())
+        .await
+        .expect("stop")
+        .success());
+    assert!(
+        log.iter()
+            .any(|line| line.contains("request") && line.contains("/app.js?v=1")),
+        "the requests were logged"
+    );
+    let encoded = "ZmxlZXQ6cHJveHktc2VjcmV0LTM="; // base64 of fleet:proxy-secret-3
+    for secret in [
+        "auth-secret-1",
+        "cookie-secret-2",
+        "proxy-secret-3",
+        encoded,
+    ] {
+        assert!(
+            !log.iter().any(|line| line.contains(secret)),
+            "{secret} appears in the log"
+        );
+    }
+}

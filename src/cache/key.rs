@@ -7,10 +7,13 @@
 
 use std::fmt;
 
-use http::header::ACCEPT_ENCODING;
+use http::header::{ACCEPT_ENCODING, COOKIE};
 use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use url::Url;
+
+/// Request headers whose values are credentials: only their digests enter a key.
+const SECRET_HEADERS: [&str; 3] = ["cookie", "authorization", "proxy-authorization"];
 
 /// Codings a cached body may be stored in, in the order the class lists them.
 const KNOWN_CODINGS: [&str; 4] = ["br", "deflate", "gzip", "zstd"];
@@ -34,19 +37,40 @@ impl CacheKey {
     /// The key for a response that varies on `vary` (lower-case names, Accept-Encoding
     /// excluded: it is always part of the key).
     pub fn with_vary(url: &Url, headers: &HeaderMap, vary: &[String]) -> CacheKey {
+        CacheKey::for_request(url, headers, vary, true)
+    }
+
+    /// The key of a request: its URL, coding class and the values of `vary`. Unless
+    /// `shared`, a request that carries a cookie gets an entry of its own, keyed by the
+    /// cookie, so no other client is ever served it. Credentials enter the key only as
+    /// digests: keys are written to disk and to logs.
+    pub fn for_request(url: &Url, headers: &HeaderMap, vary: &[String], shared: bool) -> CacheKey {
         let mut url = url.clone();
         url.set_fragment(None);
         let mut varied = String::new();
-        for name in vary {
+        let per_user =
+            !shared && headers.contains_key(COOKIE) && !vary.iter().any(|n| n == "cookie");
+        let names = vary
+            .iter()
+            .map(String::as_str)
+            .chain(per_user.then_some("cookie"));
+        for name in names {
             let values: Vec<&str> = headers
-                .get_all(name.as_str())
+                .get_all(name)
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .map(str::trim)
                 .collect();
+            let value = values.join(", ");
             varied.push_str(name);
             varied.push_str(": ");
-            varied.push_str(&values.join(", "));
+            if SECRET_HEADERS.contains(&name) {
+                let digest = ring::digest::digest(&ring::digest::SHA256, value.as_bytes());
+                varied.push_str("sha256:");
+                varied.push_str(&hex(digest.as_ref()));
+            } else {
+                varied.push_str(&value);
+            }
             varied.push('\n');
         }
         CacheKey {
@@ -191,6 +215,27 @@ mod tests {
             CacheKey::with_vary(&url, &a, &vary),
             CacheKey::with_vary(&url, &a.clone(), &vary)
         );
+    }
+
+    #[test]
+    fn cookies_make_private_keys_unless_shared() {
+        let url = Url::parse("https://a.test/x.js?v=1").expect("url");
+        let with = |cookie: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(COOKIE, HeaderValue::from_static(cookie));
+            headers
+        };
+        let (alice, bob) = (with("session=alice"), with("session=bob"));
+        let private = |h: &HeaderMap| CacheKey::for_request(&url, h, &[], false);
+        assert_ne!(private(&alice), private(&bob));
+        assert_eq!(private(&alice), private(&with("session=alice")));
+        assert_ne!(private(&alice), private(&HeaderMap::new()));
+        assert!(
+            !private(&alice).to_string().contains("alice"),
+            "only a digest of the cookie"
+        );
+        let shared = |h: &HeaderMap| CacheKey::for_request(&url, h, &[], true);
+        assert_eq!(shared(&alice), shared(&bob));
     }
 
     #[test]

@@ -132,7 +132,7 @@ impl Cache {
 
     /// The key of a request for `url`: its coding class, and the values of the headers this
     /// URL's responses vary on.
-    pub async fn key_for(&self, url: &Url, headers: &HeaderMap) -> CacheKey {
+    pub async fn key_for(&self, url: &Url, headers: &HeaderMap, plan: &CachePlan) -> CacheKey {
         let names = match self.inner.vary.cached(url.as_str()) {
             Some(names) => names,
             None => {
@@ -142,7 +142,7 @@ impl Cache {
                     .unwrap_or_default()
             }
         };
-        CacheKey::with_vary(url, headers, &names)
+        CacheKey::for_request(url, headers, &names, plan.share_credentials)
     }
 
     /// The entry for `key` if the memory tier holds it.
@@ -363,7 +363,12 @@ impl Cache {
         let Ok(url) = Url::parse(fill_key.url()) else {
             return fill_key.clone();
         };
-        let key = CacheKey::with_vary(&url, fill.request.headers(), &names);
+        let key = CacheKey::for_request(
+            &url,
+            fill.request.headers(),
+            &names,
+            fill.plan.share_credentials,
+        );
         if key == *fill_key {
             return key;
         }

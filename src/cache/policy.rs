@@ -81,6 +81,9 @@ pub struct CachePlan {
     pub versioned: Option<VersionedAsset>,
     /// Fixed lifetime of versioned and rule-named entries; `None` under standard semantics.
     pub pinned_ttl: Option<Duration>,
+    /// A rule lets answers to requests with credentials be shared between clients; without
+    /// it they are kept per cookie (see `CacheKey::for_request`).
+    pub share_credentials: bool,
 }
 
 /// Whether a request may be answered from, and stored into, the cache.
@@ -111,14 +114,15 @@ pub fn classify_request(
     if versioned.is_none() && rule_ttl.is_none() && !standard {
         return Err(NoCacheReason::NotVersioned);
     }
-    let allow_authorization = rule.is_some_and(|rule| rule.allow_authorization);
-    if headers.contains_key(AUTHORIZATION) && !allow_authorization {
+    let share_credentials = rule.is_some_and(|rule| rule.share_credentials);
+    if headers.contains_key(AUTHORIZATION) && !share_credentials {
         return Err(NoCacheReason::Authorization);
     }
     let pinned_ttl = rule_ttl.or(versioned.is_some().then_some(max_age));
     Ok(CachePlan {
         versioned,
         pinned_ttl,
+        share_credentials,
     })
 }
 

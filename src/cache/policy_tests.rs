@@ -42,7 +42,7 @@ fn plan(config: &str, url: &str, req: Headers) -> Result<CachePlan, NoCacheReaso
 fn requests_are_classified() {
     let rules = r#"{"rules": [
         {"glob": "cdn.test/fonts/**", "action": "cache", "ttl_secs": 60},
-        {"glob": "cdn.test/private/**", "action": "cache", "allow_authorization": true},
+        {"glob": "cdn.test/private/**", "action": "cache", "share_credentials": true},
         {"regex": "^a\\.test/never/", "action": "bypass"},
         {"glob": "a.test/api/**", "standard_caching": false}
     ]}"#;

@@ -58,6 +58,10 @@ impl fmt::Display for Version {
 
 /// Splits a versioned asset URL into identity and version; `None` for anything else.
 pub fn detect(url: &Url, policy: &PolicyConfig) -> Option<VersionedAsset> {
+    // Only what the proxy fetches: an identity must be a URL with a host again.
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return None;
+    }
     let segments: Vec<&str> = url.path_segments()?.collect();
     let (file_name, dirs) = segments.split_last()?;
     let (stem, extension) = file_name.rsplit_once('.')?;
@@ -215,6 +219,8 @@ mod tests {
             "https://a.test/app.js?v=",
             "https://a.test/",
             "https://a.test/abc1234/app.js",
+            "http.:/v1//https:XN---%000x32..css?=2a0",
+            "file:///v1/app.js",
         ];
         for url in cases {
             assert_eq!(split(url), None, "{url}");

@@ -28,8 +28,6 @@ use rewind::Rewind;
 /// A client that sends nothing this long after CONNECT is assumed to wait for the server to
 /// speak first, and is tunnelled.
 const FIRST_BYTES_WAIT: Duration = Duration::from_secs(3);
-/// Limit for a client to complete its TLS handshake.
-const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
 /// The first byte of a TLS record carrying a handshake message.
 const TLS_HANDSHAKE: u8 = 0x16;
 
@@ -39,6 +37,9 @@ pub async fn connect(ctx: Arc<Context>, request: Request<Incoming>) -> Response<
         Ok(target) => target,
         Err(error) => return error.into_response(),
     };
+    if let Err(error) = ctx.check_not_self(&target.host, target.port) {
+        return error.into_response();
+    }
     // The proxy's own page is answered inside the tunnel, whatever the allow-list says.
     if target.host != crate::admin::CA_HOST {
         if let Err(error) = ctx.config.upstream.check_allowed(&target.host) {
@@ -105,7 +106,16 @@ impl Target {
             .host()
             .trim_start_matches('[')
             .trim_end_matches(']');
-        let port = authority.port_u16().unwrap_or(443);
+        // A port that is there but not a port (99999, "http") is an error, not 443.
+        let written_port = authority
+            .as_str()
+            .rsplit_once(']')
+            .map_or(authority.as_str(), |(_, rest)| rest)
+            .rsplit_once(':');
+        let port = match written_port {
+            None => 443,
+            Some((_, port)) => port.parse::<u16>().unwrap_or(0),
+        };
         if host.is_empty() || port == 0 {
             return Err(ProxyError::BadRequest(format!(
                 "bad CONNECT target {authority}"
@@ -163,8 +173,9 @@ impl Target {
         ctx: Arc<Context>,
         client: T,
     ) {
+        let limit = ctx.config.clients.tls_handshake_timeout;
         let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), client);
-        let start = match timeout(HANDSHAKE_LIMIT, acceptor).await {
+        let start = match timeout(limit, acceptor).await {
             Ok(Ok(start)) => start,
             Ok(Err(error)) => {
                 return debug!(error = %error, host = %self.host, "client hello unreadable")
@@ -179,7 +190,7 @@ impl Target {
             Ok(config) => config,
             Err(error) => return warn!(error = %error, host = %name, "cannot mint a certificate"),
         };
-        let tls = match timeout(HANDSHAKE_LIMIT, start.into_stream(config)).await {
+        let tls = match timeout(limit, start.into_stream(config)).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(error)) => {
                 return debug!(error = %error, host = %name, "client TLS handshake failed")

@@ -75,7 +75,7 @@ impl ProxyService {
         // revalidated for ten waiting requests is not revalidated ten more times).
         let mut waited_since: Option<u64> = None;
         for _ in 0..MAX_FOLLOWS {
-            let key = cache.key_for(url, head.headers()).await;
+            let key = cache.key_for(url, head.headers(), &plan).await;
             let stale = match cache.lookup(&key).await {
                 None => None,
                 Some((entry, tier)) => match self.judge(&entry, &head, waited_since) {

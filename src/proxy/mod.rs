@@ -9,6 +9,7 @@ pub mod respond;
 pub mod upstream;
 
 use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
@@ -19,6 +20,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use url::Url;
 
+use crate::auth::ProxyAuth;
 use crate::cache::policy;
 use crate::cache::Cache;
 use crate::config::{Config, PolicyConfig};
@@ -47,6 +49,10 @@ pub struct Context {
     pub connections: Connections,
     /// Rules and cache policy; replaced whole when the config is reloaded.
     pub policy: RwLock<Arc<PolicyConfig>>,
+    /// Credentials clients must present.
+    pub auth: ProxyAuth,
+    /// The proxy's own listening addresses: requests to them would loop.
+    pub own_addrs: RwLock<Vec<SocketAddr>>,
 }
 
 impl Context {
@@ -56,6 +62,39 @@ impl Context {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Refuses a target that is this proxy itself (or its admin API): the request would
+    /// loop. Only addresses are compared; names other than `localhost` are not resolved.
+    pub fn check_not_self(&self, host: &str, port: u16) -> Result<(), ProxyError> {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let targets: Vec<IpAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) if host.eq_ignore_ascii_case("localhost") => {
+                vec![
+                    IpAddr::from([127, 0, 0, 1]),
+                    IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+                ]
+            }
+            Err(_) => return Ok(()),
+        };
+        let own = self
+            .own_addrs
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let is_own = |ip: &IpAddr, addr: &SocketAddr| {
+            *ip == addr.ip()
+                || (addr.ip().is_unspecified() && (ip.is_loopback() || ip.is_unspecified()))
+        };
+        if own
+            .iter()
+            .any(|addr| addr.port() == port && targets.iter().any(|ip| is_own(ip, addr)))
+        {
+            return Err(ProxyError::Loop {
+                target: format!("{host}:{port}"),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -87,6 +126,10 @@ impl ProxyService {
         self,
         request: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, Infallible> {
+        if self.origin.is_none() && !self.ctx.auth.allows(request.headers()) {
+            return Ok(ProxyAuth::challenge());
+        }
+
         if request.method() == Method::CONNECT {
             if self.origin.is_some() {
                 let error =
@@ -104,6 +147,10 @@ impl ProxyService {
         };
         if url.host_str() == Some(crate::admin::CA_HOST) {
             return Ok(crate::admin::ca_response(&self.ctx, url.path()));
+        }
+        let port = url.port_or_known_default().unwrap_or(80);
+        if let Err(error) = self.ctx.check_not_self(url.host_str().unwrap_or(""), port) {
+            return Ok(error.into_response());
         }
         if let Err(error) = self
             .ctx

@@ -515,7 +515,12 @@ impl ProxyProcess {
     pub fn start(dir: &Path, args: &[&str]) -> ProxyProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_proxy"))
             .current_dir(dir)
-            .args(["--port", "0", "--log", "info"])
+            .args(["--port", "0"])
+            .args(if args.contains(&"--log") {
+                &[][..]
+            } else {
+                &["--log", "info"][..]
+            })
             .args(args)
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for SECONDS each (default 600), one after another, on the corpus in
+# fuzz/corpus/ (new interesting inputs are added to it). Needs the nightly toolchain and
+# cargo-fuzz (`cargo install cargo-fuzz`). A crash stops the run and leaves its input in
+# fuzz/artifacts/<target>/.
+#   scripts/fuzz.sh            # 10 minutes per target
+#   scripts/fuzz.sh 10         # the short run of the test command
+set -euo pipefail
+cd "$(dirname "$0")/../fuzz"
+seconds="${1:-600}"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+for target in version_and_url config entry_decode proxy_connection; do
+    echo "== fuzz $target for ${seconds}s"
+    mkdir -p "corpus/$target"
+    if ! cargo +nightly fuzz run --release "$target" "corpus/$target" -- \
+        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1; then
+        tail -n 60 "$log"
+        echo "fuzz target $target failed"
+        exit 1
+    fi
+    grep -E '^(stat::number_of_executed_units|stat::new_units_added|#[0-9]+ +DONE)' "$log" || true
+done
