@@ -5,12 +5,16 @@
 # fuzz/artifacts/<target>/.
 #   scripts/fuzz.sh            # 10 minutes per target
 #   scripts/fuzz.sh 10         # the short run of the test command
+#   scripts/fuzz.sh 600 config # one target
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 seconds="${1:-600}"
+shift || true
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(version_and_url config entry_decode proxy_connection)
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
-for target in version_and_url config entry_decode proxy_connection; do
+for target in "${targets[@]}"; do
     echo "== fuzz $target for ${seconds}s"
     mkdir -p "corpus/$target"
     if ! cargo +nightly fuzz run --release "$target" "corpus/$target" -- \

@@ -39,6 +39,14 @@ else
     cargo test --no-fail-fast
 fi
 
+echo "== fuzzing, a short run per target"
+if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+    command -v cargo-fuzz >/dev/null || cargo install --quiet --locked cargo-fuzz
+    scripts/fuzz.sh 10
+else
+    echo "skipped: no nightly toolchain (cargo fuzz needs it)"
+fi
+
 echo "== end-to-end tests (headless Chromium)"
 cargo build --quiet --bin proxy
 (cd tests/e2e && ASSET_PROXY_BIN="$PWD/../../target/debug/proxy" npm test --silent)

@@ -388,7 +388,7 @@ impl Config {
         let mut deserializer = serde_json::Deserializer::from_str(text);
         let raw: RawConfig = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
             let field = match e.path().to_string() {
-                path if path == "." || path == "?" => "(top level)".to_owned(),
+                path if path.is_empty() || path == "." || path == "?" => "(top level)".to_owned(),
                 path => path,
             };
             (field, e.into_inner().to_string())
@@ -636,6 +636,8 @@ mod tests {
             (r#"{"memory": {"max_mb": 0}}"#, "memory.max_mb"),
             (r#"{"memory": {"maxmb": 1}}"#, "memory.maxmb"),
             (r#"{"colour": 1}"#, "colour"),
+            (r#"{"": 1}"#, "(top level)"),
+            ("{\"\"action\":\"cach{\n  s\"}],\"m", "(top level)"),
             (r#"{"rules": [{"action": "cache"}]}"#, "rules[0]"),
             (r#"{"rules": [{"glob": "a/**"}]}"#, "rules[0]"),
             (

@@ -15,8 +15,9 @@ use super::disk::DiskError;
 use super::key::hex;
 use crate::atomic_file;
 
-/// URLs whose vary names are remembered in memory.
-const MEMORY_URLS: u64 = 100_000;
+/// URLs whose vary names are remembered in memory (most vary on nothing, which is
+/// remembered too, so hits need no disk look-up). About 250 bytes each.
+const MEMORY_URLS: u64 = 20_000;
 
 /// Header names per URL.
 pub struct VaryIndex {

@@ -142,9 +142,14 @@ impl ProxyService {
                             return self.reply(&entry, &head, status);
                         }
                     }
+                    let fetching_since = now_ms();
                     match self.fetch(&head, url, &plan, permit, stale, drain).await {
                         Fetched::Answer(response, status) => return (response, status),
-                        Fetched::Filling => continue,
+                        Fetched::Filling => {
+                            // What this fetch stores is fresh enough for this request.
+                            waited_since = Some(fetching_since);
+                            continue;
+                        }
                     }
                 }
                 Fill::Follower(waiter) => waiter,
@@ -310,7 +315,9 @@ impl ProxyService {
                 let tee = TeeBody::new(counted, self.ctx.cache.clone(), permit, fill, expected);
                 if drain {
                     tokio::spawn(async move {
-                        let _ = tee.collect().await;
+                        // Read to the end; the tee keeps the body, nothing else needs to.
+                        let mut tee = std::pin::pin!(tee);
+                        while let Some(Ok(_)) = tee.frame().await {}
                     });
                     return Fetched::Filling;
                 }

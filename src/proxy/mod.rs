@@ -145,20 +145,8 @@ impl ProxyService {
             Ok(url) => url,
             Err(error) => return Ok(error.into_response()),
         };
-        if url.host_str() == Some(crate::admin::CA_HOST) {
-            return Ok(crate::admin::ca_response(&self.ctx, url.path()));
-        }
-        let port = url.port_or_known_default().unwrap_or(80);
-        if let Err(error) = self.ctx.check_not_self(url.host_str().unwrap_or(""), port) {
-            return Ok(error.into_response());
-        }
-        if let Err(error) = self
-            .ctx
-            .config
-            .upstream
-            .check_allowed(url.host_str().unwrap_or(""))
-        {
-            return Ok(error.into_response());
+        if let Some(response) = self.answer_locally(&url) {
+            return Ok(response);
         }
         let plan = policy::classify_request(
             &method,
@@ -176,9 +164,13 @@ impl ProxyService {
         };
         let (response, cache_status) = match plan {
             Ok(plan) => self.cached(request, &url, plan).await,
-            Err(_) if self.ctx.policy().offline => self.failed(ProxyError::Offline {
-                url: url.to_string(),
-            }),
+            Err(_) if self.ctx.policy().offline => {
+                let error = ProxyError::Offline {
+                    url: url.to_string(),
+                };
+                let status = error.cache_status();
+                (error.into_response(), status)
+            }
             Err(reason) => {
                 self.ctx.stats.bypasses.inc();
                 self.forward(request, &url, CacheStatus::Bypass(reason))
@@ -195,6 +187,21 @@ impl ProxyService {
             stats: self.ctx.stats.clone(),
         };
         Ok(finish(response, summary))
+    }
+
+    /// The answer to a request the proxy does not forward: its own CA page, a loop back to
+    /// itself, a host outside the allow-list. `None` for everything else.
+    fn answer_locally(&self, url: &Url) -> Option<Response<ProxyBody>> {
+        let host = url.host_str().unwrap_or("");
+        if host == crate::admin::CA_HOST {
+            return Some(crate::admin::ca_response(&self.ctx, url.path()));
+        }
+        let port = url.port_or_known_default().unwrap_or(80);
+        let refused = self
+            .ctx
+            .check_not_self(host, port)
+            .and_then(|()| self.ctx.config.upstream.check_allowed(host));
+        refused.err().map(ProxyError::into_response)
     }
 
     fn target_url(&self, uri: &Uri) -> Result<Url, ProxyError> {

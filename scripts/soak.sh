@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Load and soak of a release build on loopback: 2,000 connections held open, then a steady
+# mixed load (default 10 minutes) sampling resident memory and open descriptors. Prints a
+# Markdown report (recorded in BENCHMARKS.md); the exit code says whether both stayed flat.
+#   scripts/soak.sh                      # 2000 connections, 600 s soak
+#   scripts/soak.sh --soak-seconds 60    # a shorter soak
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --quiet --bin proxy
+exec python3 scripts/soak.py target/release/proxy "$@"
