@@ -1,6 +1,8 @@
 //! Raw bytes from a client, fed to a proxy connection in-process: whatever arrives, the
-//! connection ends (the client closed its side) without a panic. The proxy may contact no
-//! origin (its allow-list names none), so nothing leaves the process.
+//! connection ends (the client closed its side) without a panic. The proxy runs offline, so
+//! it contacts no origin and looks up no name: nothing leaves the process. Connection tasks
+//! may outlive an input (a tunnel being torn down), so this target runs without libFuzzer's
+//! per-input leak check; memory over time is what `scripts/soak.sh` watches.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -23,6 +25,7 @@ fn harness() -> &'static Harness {
         let mut config = Config::parse(r#"{"upstream": {"allow_hosts": ["origin.fuzz.invalid"]}}"#).expect("config");
         config.cache.dir = dir.path().join("cache");
         config.mitm.ca_dir = dir.path().join("certs");
+        config.policy.offline = true;
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
         let app = runtime.block_on(async { App::new(config) }).expect("app");
         Harness { runtime, app, _dir: dir }
