@@ -131,7 +131,9 @@ impl Target {
     async fn dial(&self, ctx: &Context) -> Result<TcpStream, ProxyError> {
         if ctx.policy().offline {
             // A tunnel needs the origin; offline, nothing is contacted.
-            return Err(ProxyError::Offline { url: format!("tunnel to {}", self.authority) });
+            return Err(ProxyError::Offline {
+                url: format!("tunnel to {}", self.authority),
+            });
         }
         let limit = ctx.config.upstream.connect_timeout;
         match timeout(limit, TcpStream::connect((self.host.as_str(), self.port))).await {

@@ -426,20 +426,8 @@ impl ProxyService {
     /// Sends the request head as it is, without a body, and streams the answer back.
     async fn pass(&self, head: &Request<()>, url: &Url, status: CacheStatus) -> Fetched {
         let outgoing = clone_head(head).map(|()| empty_upstream_body());
-        match self.send(outgoing, url).await {
-            Ok(response) => {
-                let (mut parts, body) = response.into_parts();
-                remove_hop_by_hop(&mut parts.headers);
-                let body = CountedBody::new(body, self.ctx.stats.clone())
-                    .map_err(Into::into)
-                    .boxed();
-                Fetched::Answer(Response::from_parts(parts, body), status)
-            }
-            Err(error) => {
-                let (response, status) = self.failed(error);
-                Fetched::Answer(response, status)
-            }
-        }
+        let (response, status) = self.relay(outgoing, url, status).await;
+        Fetched::Answer(response, status)
     }
 }
 

@@ -236,7 +236,17 @@ impl ProxyService {
         url: &Url,
         status: CacheStatus,
     ) -> (Response<ProxyBody>, CacheStatus) {
-        let outgoing = request.map(|body| body.boxed());
+        self.relay(request.map(|body| body.boxed()), url, status)
+            .await
+    }
+
+    /// Sends `outgoing` and streams the origin's answer back, counted, under `status`.
+    async fn relay(
+        &self,
+        outgoing: Request<UpstreamBody>,
+        url: &Url,
+        status: CacheStatus,
+    ) -> (Response<ProxyBody>, CacheStatus) {
         match self.send(outgoing, url).await {
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
