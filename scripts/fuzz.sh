@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for SECONDS each (default 600), one after another, on the corpus in
-# fuzz/corpus/ (new interesting inputs are added to it). Needs the nightly toolchain and
+# fuzz/corpus/ (new interesting inputs are added to it) and the inputs of past crashes in
+# fuzz/regressions/. Needs the nightly toolchain and
 # cargo-fuzz (`cargo install cargo-fuzz`). A crash stops the run and leaves its input in
 # fuzz/artifacts/<target>/.
 #   scripts/fuzz.sh            # 10 minutes per target
@@ -16,11 +17,11 @@ log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 for target in "${targets[@]}"; do
     echo "== fuzz $target for ${seconds}s"
-    mkdir -p "corpus/$target"
+    mkdir -p "corpus/$target" "regressions/$target"
     extra=()
     # Connection tasks may outlive one input by design; see the target's doc.
     [ "$target" = proxy_connection ] && extra+=(-detect_leaks=0)
-    if ! cargo +nightly fuzz run --release "$target" "corpus/$target" -- \
+    if ! cargo +nightly fuzz run --release "$target" "corpus/$target" "regressions/$target" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 "${extra[@]}" >"$log" 2>&1; then
         tail -n 60 "$log"
         echo "fuzz target $target failed"
