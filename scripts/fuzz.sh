@@ -14,14 +14,22 @@ shift || true
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(version_and_url config entry_decode proxy_connection)
 log="$(mktemp)"
-trap 'rm -f "$log"' EXIT
+scratch="$(mktemp -d)"
+trap 'rm -rf "$log" "$scratch"' EXIT
 for target in "${targets[@]}"; do
     echo "== fuzz $target for ${seconds}s"
     mkdir -p "corpus/$target" "regressions/$target"
+    # New inputs go to the kept corpus on real runs; a short run (the test command's) leaves
+    # the work tree as it was.
+    output="corpus/$target"
+    if [ "$seconds" -lt 60 ]; then
+        output="$scratch/$target"
+        mkdir -p "$output"
+    fi
     extra=()
     # Connection tasks may outlive one input by design; see the target's doc.
     [ "$target" = proxy_connection ] && extra+=(-detect_leaks=0)
-    if ! cargo +nightly fuzz run --release "$target" "corpus/$target" "regressions/$target" -- \
+    if ! cargo +nightly fuzz run --release "$target" "$output" "corpus/$target" "regressions/$target" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 "${extra[@]}" >"$log" 2>&1; then
         tail -n 60 "$log"
         echo "fuzz target $target failed"
