@@ -132,7 +132,7 @@ impl DiskTier {
 
     /// Every entry file, for listing and purging.
     pub fn entry_paths(&self) -> Vec<PathBuf> {
-        super::versions::files_below(&self.root.join("entries"), "")
+        files_below(&self.root.join("entries"), "")
     }
 
     /// The metadata of the entry file at `path`, reading no body; with the file's size.
@@ -199,4 +199,31 @@ fn remove_temps(root: &Path) -> io::Result<usize> {
         }
     }
     Ok(removed)
+}
+
+/// Files with `extension` in the fan-out directories below `dir`.
+pub fn files_below(dir: &Path, extension: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(fan_out) = fs::read_dir(dir) else {
+        return out;
+    };
+    for sub in fan_out.flatten() {
+        let Ok(files) = fs::read_dir(sub.path()) else {
+            continue;
+        };
+        for file in files.flatten() {
+            let path = file.path();
+            let name = file.file_name();
+            let name = name.to_string_lossy();
+            let wanted = if extension.is_empty() {
+                !name.contains('.')
+            } else {
+                path.extension().is_some_and(|e| e == extension)
+            };
+            if wanted && !name.starts_with(atomic_file::TEMP_PREFIX) {
+                out.push(path);
+            }
+        }
+    }
+    out
 }

@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::disk::DiskError;
+use super::disk::{files_below, DiskError};
 use super::key::{hex, CacheKey};
 use super::version::{AssetId, Version};
 use crate::atomic_file;
@@ -207,33 +207,6 @@ impl VersionIndex {
             _ => Ok(()),
         }
     }
-}
-
-/// Files with `extension` in the fan-out directories below `dir`.
-pub fn files_below(dir: &Path, extension: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(fan_out) = fs::read_dir(dir) else {
-        return out;
-    };
-    for sub in fan_out.flatten() {
-        let Ok(files) = fs::read_dir(sub.path()) else {
-            continue;
-        };
-        for file in files.flatten() {
-            let path = file.path();
-            let name = file.file_name();
-            let name = name.to_string_lossy();
-            let wanted = if extension.is_empty() {
-                !name.contains('.')
-            } else {
-                path.extension().is_some_and(|e| e == extension)
-            };
-            if wanted && !name.starts_with(atomic_file::TEMP_PREFIX) {
-                out.push(path);
-            }
-        }
-    }
-    out
 }
 
 fn read_record(path: &Path) -> Result<AssetRecord, DiskError> {
