@@ -72,7 +72,7 @@ fn tiers(c: &mut Criterion) {
         SystemTime::now(),
         &body,
     );
-    let entry = CachedResponse { meta, body };
+    let entry = CachedResponse::new(meta, body);
     let memory = MemoryTier::new(1 << 30, Duration::from_secs(300));
     memory.insert(Arc::new(entry.clone()));
     let encoded = entry.encode();

@@ -108,6 +108,8 @@ pub struct CacheConfig {
     pub memory_max_bytes: u64,
     /// An entry unused this long leaves the memory tier.
     pub memory_idle: Duration,
+    /// Capacity of the disk tier in entry-file bytes; least recently used entries go first.
+    pub disk_max_bytes: u64,
     /// Entries older than this are fetched again.
     pub max_age: Duration,
     /// Versions of one asset kept; storing a newer one evicts the rest.
@@ -318,6 +320,7 @@ struct RawMemory {
 #[serde(deny_unknown_fields, default)]
 struct RawDisk {
     max_age_hours: Option<u64>,
+    max_mb: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -401,6 +404,7 @@ impl Config {
             dir: PathBuf::from("cache"),
             memory_max_bytes: positive("memory.max_mb", raw.memory.max_mb.unwrap_or(256))? * MIB,
             memory_idle: secs("memory.idle_secs", raw.memory.idle_secs.unwrap_or(300))?,
+            disk_max_bytes: positive("disk.max_mb", raw.disk.max_mb.unwrap_or(10_240))? * MIB,
             max_age: secs(
                 "disk.max_age_hours",
                 raw.disk.max_age_hours.unwrap_or(24).saturating_mul(3600),

@@ -248,6 +248,14 @@ pub struct Stats {
     pub corrupt_entries: Counter,
     /// Disk reads or writes that failed.
     pub disk_errors: Counter,
+    /// Entries written to disk.
+    pub disk_writes: Counter,
+    /// Entries not written to disk because the write queue was full (kept in memory).
+    pub disk_writes_skipped: Counter,
+    /// Entries removed from disk to keep it under `disk.max_mb`.
+    pub disk_evictions: Counter,
+    /// Bytes of those entries.
+    pub disk_evicted_bytes: Counter,
     /// Origin requests that failed (connect, TLS, timeout, broken body).
     pub upstream_errors: Counter,
     /// Body bytes sent to clients from the cache.
@@ -278,6 +286,10 @@ impl Default for Stats {
             version_evictions: Counter::default(),
             corrupt_entries: Counter::default(),
             disk_errors: Counter::default(),
+            disk_writes: Counter::default(),
+            disk_writes_skipped: Counter::default(),
+            disk_evictions: Counter::default(),
+            disk_evicted_bytes: Counter::default(),
             upstream_errors: Counter::default(),
             bytes_from_cache: Counter::default(),
             bytes_from_upstream: Counter::default(),

@@ -594,7 +594,7 @@ async fn entries_older_than_max_age_are_fetched_again() {
             stored_at,
             &body,
         );
-        disk.write(&CachedResponse { meta, body })
+        disk.write(&CachedResponse::new(meta, body))
             .expect("write old entry");
     }
     let proxy = TestProxy::start(dir.path(), "{}", Some(&ca.path)).await;

@@ -84,11 +84,8 @@ fn plant(
         body,
     );
     let (disk, _) = DiskTier::open(&dir.join("cache")).expect("disk tier");
-    disk.write(&CachedResponse {
-        meta,
-        body: Bytes::from_static(body),
-    })
-    .expect("plant entry");
+    disk.write(&CachedResponse::new(meta, Bytes::from_static(body)))
+        .expect("plant entry");
 }
 
 #[tokio::test]

@@ -15,7 +15,9 @@ use bytes::Bytes;
 use super::entry::{
     decode_metadata, metadata_len, CachedResponse, CorruptEntry, EntryMeta, PREAMBLE_LEN,
 };
-use super::key::CacheKey;
+use super::journal::Digest;
+use super::key::{hex, CacheKey};
+use super::layout::{self, LayoutError, Opened};
 use crate::atomic_file;
 use crate::file_lock::LockFile;
 
@@ -40,6 +42,9 @@ pub enum DiskError {
         /// What was wrong.
         reason: CorruptEntry,
     },
+    /// The directory's layout cannot be used.
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
 }
 
 fn io_error(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DiskError {
@@ -55,8 +60,10 @@ pub struct DiskTier {
 }
 
 /// What opening the tier found.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpenReport {
+    /// The layout found (and migrated when older).
+    pub layout: Opened,
     /// Temp files of a crashed writer that were removed.
     pub temps_removed: usize,
     /// Whether another process was using the directory (temp files then stay).
@@ -66,12 +73,17 @@ pub struct OpenReport {
 impl DiskTier {
     /// Opens (creating) the tier under `dir`.
     pub fn open(dir: &Path) -> Result<(DiskTier, OpenReport), DiskError> {
+        let layout = layout::open(dir)?;
         let root = dir.join("v1");
         let entries = root.join("entries");
         fs::create_dir_all(&entries).map_err(io_error("create", &entries))?;
         let lock_path = root.join(".lock");
         let presence = LockFile::open(&lock_path).map_err(io_error("open", &lock_path))?;
-        let mut report = OpenReport::default();
+        let mut report = OpenReport {
+            layout,
+            temps_removed: 0,
+            shared_with_another_process: false,
+        };
         if presence
             .try_lock_exclusive()
             .map_err(io_error("lock", &lock_path))?
@@ -98,8 +110,13 @@ impl DiskTier {
 
     /// Where the entry for `key` lives.
     pub fn path_of(&self, key: &CacheKey) -> PathBuf {
-        let digest = key.digest();
-        self.root.join("entries").join(&digest[..2]).join(digest)
+        self.path_of_digest(&key.digest_bytes())
+    }
+
+    /// Where the entry whose key has `digest` lives.
+    pub fn path_of_digest(&self, digest: &Digest) -> PathBuf {
+        let name = hex(digest);
+        self.root.join("entries").join(&name[..2]).join(name)
     }
 
     /// Reads and verifies the entry for `key`. A corrupt entry is removed and reported as an
@@ -122,12 +139,15 @@ impl DiskTier {
         }
     }
 
-    /// Stores `entry` atomically, replacing any older one under its key.
-    pub fn write(&self, entry: &CachedResponse) -> Result<(), DiskError> {
+    /// Stores `entry` atomically, replacing any older one under its key; returns the file's
+    /// size. Recreates the directories if they were deleted.
+    pub fn write(&self, entry: &CachedResponse) -> Result<u64, DiskError> {
         let path = self.path_of(&entry.meta.key);
         let dir = path.parent().unwrap_or(&self.root);
         fs::create_dir_all(dir).map_err(io_error("create", dir))?;
-        atomic_file::write(&path, &entry.encode(), 0o600).map_err(io_error("write", &path))
+        let bytes = entry.encode();
+        atomic_file::write(&path, &bytes, 0o600).map_err(io_error("write", &path))?;
+        Ok(bytes.len() as u64)
     }
 
     /// Every entry file, for listing and purging.
@@ -162,14 +182,23 @@ impl DiskTier {
         }
     }
 
-    /// Removes the entry for `key`; a missing entry is not an error.
-    pub fn remove(&self, key: &CacheKey) -> Result<(), DiskError> {
-        let path = self.path_of(key);
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error("remove", &path)(e)),
-            _ => Ok(()),
-        }
+    /// Removes the entry whose key has `digest`; a missing entry is not an error.
+    pub fn remove_digest(&self, digest: &Digest) -> Result<(), DiskError> {
+        self.remove_path(&self.path_of_digest(digest))
     }
+}
+
+/// The digest an entry file is named by; `None` for a file that is not an entry.
+pub fn digest_of_path(path: &Path) -> Option<Digest> {
+    let name = path.file_name()?.to_str()?;
+    if name.len() != 64 {
+        return None;
+    }
+    let mut digest = [0u8; 32];
+    for (n, byte) in digest.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(name.get(2 * n..2 * n + 2)?, 16).ok()?;
+    }
+    Some(digest)
 }
 
 /// Removes temp files in the fan-out directories below `root`; returns how many.

@@ -5,6 +5,7 @@
 //! the metadata as JSON, then the body. The metadata holds the body's length and xxh3, so a
 //! truncated, extended or bit-flipped file is always caught.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -63,6 +64,38 @@ pub struct CachedResponse {
     pub meta: EntryMeta,
     /// The body as received from the origin (content coding kept).
     pub body: Bytes,
+    /// When this copy was last served; the disk index learns it in batches.
+    pub used: UseStamp,
+}
+
+/// The last time an entry was served, in milliseconds since the Unix epoch: one relaxed
+/// atomic store per hit, so recency costs the hot path no lock and no disk write.
+#[derive(Debug, Default)]
+pub struct UseStamp(AtomicU64);
+
+impl UseStamp {
+    /// Records a use at `now_ms`.
+    pub fn mark(&self, now_ms: u64) {
+        self.0.fetch_max(now_ms, Ordering::Relaxed);
+    }
+
+    /// The last use recorded; 0 when never served.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Clone for UseStamp {
+    fn clone(&self) -> UseStamp {
+        UseStamp(AtomicU64::new(self.get()))
+    }
+}
+
+/// Now, in milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Why stored bytes are not a valid entry.
@@ -154,6 +187,15 @@ fn latin1(bytes: &[u8]) -> String {
 }
 
 impl CachedResponse {
+    /// A response with its metadata, not yet served.
+    pub fn new(meta: EntryMeta, body: Bytes) -> CachedResponse {
+        CachedResponse {
+            meta,
+            body,
+            used: UseStamp::default(),
+        }
+    }
+
     /// The entry in its on-disk layout.
     pub fn encode(&self) -> Bytes {
         // Serialising a struct of strings and integers cannot fail.
@@ -176,7 +218,7 @@ impl CachedResponse {
         if body.len() as u64 != meta.body_len || xxh3_64(&body) != meta.body_xxh3 {
             return Err(CorruptEntry::Body);
         }
-        Ok(CachedResponse { meta, body })
+        Ok(CachedResponse::new(meta, body))
     }
 }
 
@@ -239,7 +281,7 @@ mod tests {
             UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             &body,
         );
-        CachedResponse { meta, body }
+        CachedResponse::new(meta, body)
     }
 
     #[test]

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::entry::EntryMeta;
+use super::journal::Removal;
 use super::versions::AssetSummary;
 use super::Cache;
 
@@ -64,6 +65,14 @@ pub struct Usage {
     pub disk_entries: u64,
     /// Bytes of entry files on disk.
     pub disk_bytes: u64,
+    /// The disk tier's cap (`disk.max_mb`).
+    pub disk_max_bytes: u64,
+    /// Entries waiting for the disk writer.
+    pub write_queue_entries: u64,
+    /// Bytes waiting for the disk writer.
+    pub write_queue_bytes: u64,
+    /// Whether the last disk operation failed (read-only, full, deleted...).
+    pub disk_failing: bool,
 }
 
 /// One entry, as listed.
@@ -86,33 +95,28 @@ pub struct EntrySummary {
 }
 
 impl Cache {
-    /// Entries and bytes per tier. Walks the disk tier.
+    /// Entries and bytes per tier, the disk's from its index.
     pub async fn usage(&self) -> Usage {
         let (memory_entries, memory_bytes) = self.inner.memory.usage();
-        let disk = self.inner.disk.clone();
-        let (disk_entries, disk_bytes) = tokio::task::spawn_blocking(move || {
-            let paths = disk.entry_paths();
-            let bytes = paths
-                .iter()
-                .filter_map(|p| std::fs::metadata(p).ok())
-                .map(|m| m.len())
-                .sum();
-            (paths.len() as u64, bytes)
-        })
-        .await
-        .unwrap_or_default();
+        let (disk_entries, disk_bytes) = self.inner.store.index.usage();
+        let (write_queue_entries, write_queue_bytes) = self.inner.writer.depth();
         Usage {
             memory_entries,
             memory_bytes,
             disk_entries,
             disk_bytes,
+            disk_max_bytes: self.inner.config.disk_max_bytes,
+            write_queue_entries: write_queue_entries as u64,
+            write_queue_bytes,
+            disk_failing: self.inner.store.health.is_failing(),
         }
     }
 
     /// Entries on disk whose URL starts with `prefix`, sorted by URL, at most `limit`.
     pub async fn entries(&self, prefix: &str, limit: usize) -> Vec<EntrySummary> {
-        let (disk, prefix) = (self.inner.disk.clone(), prefix.to_owned());
+        let (store, prefix) = (self.inner.store.clone(), prefix.to_owned());
         tokio::task::spawn_blocking(move || {
+            let disk = &store.tier;
             let mut out: Vec<EntrySummary> = disk
                 .entry_paths()
                 .iter()
@@ -138,8 +142,9 @@ impl Cache {
 
     /// Every asset in the version index, with the bytes each held version takes on disk.
     pub async fn assets(&self) -> Vec<AssetSummary> {
-        let (index, disk) = (self.inner.index.clone(), self.inner.disk.clone());
+        let (index, store) = (self.inner.versions.clone(), self.inner.store.clone());
         tokio::task::spawn_blocking(move || {
+            let disk = &store.tier;
             let mut assets = index.list();
             for asset in &mut assets {
                 for held in &mut asset.versions {
@@ -166,15 +171,16 @@ impl Cache {
                 .memory
                 .remove_matching(move |entry| what.matches(&entry.meta))
         };
-        let (disk, index) = (self.inner.disk.clone(), self.inner.index.clone());
+        let (store, index) = (self.inner.store.clone(), self.inner.versions.clone());
         let removed = tokio::task::spawn_blocking(move || {
-            let mut removed = 0;
+            let disk = &store.tier;
+            let mut removed = Vec::new();
             for path in disk.entry_paths() {
                 let Ok((meta, _)) = disk.read_meta(&path) else {
                     continue;
                 };
                 if what.matches(&meta) && disk.remove_path(&path).is_ok() {
-                    removed += 1;
+                    removed.push(meta.key.digest_bytes());
                     if let (Some(asset), Purge::Asset(_) | Purge::All(true)) =
                         (&meta.asset, what.as_ref())
                     {
@@ -182,7 +188,9 @@ impl Cache {
                     }
                 }
             }
-            removed
+            // Recorded, so other processes drop their memory copies too.
+            store.remove(&removed, Removal::Purge);
+            removed.len()
         })
         .await
         .unwrap_or_default();

@@ -87,13 +87,20 @@ impl CacheKey {
 
     /// A stable hex digest of the key, used for file names: no request text reaches a path.
     pub fn digest(&self) -> String {
+        hex(&self.digest_bytes())
+    }
+
+    /// The digest as raw bytes (the disk index's name for the entry).
+    pub fn digest_bytes(&self) -> [u8; 32] {
         let mut context = ring::digest::Context::new(&ring::digest::SHA256);
         context.update(self.url.as_bytes());
         context.update(b"\n");
         context.update(self.codings.as_bytes());
         context.update(b"\n");
         context.update(self.varied.as_bytes());
-        hex(context.finish().as_ref())
+        let mut out = [0u8; 32];
+        out.copy_from_slice(context.finish().as_ref());
+        out
     }
 }
 

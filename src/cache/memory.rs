@@ -61,6 +61,17 @@ impl MemoryTier {
         (self.entries.entry_count(), self.entries.weighted_size())
     }
 
+    /// Keys of the entries served after `since_ms`, with when they were last served.
+    pub fn used_since(&self, since_ms: u64) -> Vec<(CacheKey, u64)> {
+        self.entries
+            .iter()
+            .filter_map(|(key, entry)| {
+                let at = entry.used.get();
+                (at > since_ms).then(|| (key.as_ref().clone(), at))
+            })
+            .collect()
+    }
+
     /// Drops the entry for `key`.
     pub fn remove(&self, key: &CacheKey) {
         self.entries.invalidate(key);

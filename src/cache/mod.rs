@@ -1,21 +1,29 @@
 //! The cache facade, the only door the proxy uses: `lookup` (memory, then disk, promoting disk
-//! hits), `begin_fill` (coalescing), and `commit` (version index, memory, disk — off the
-//! request path). A cache failure never fails a request: it is logged, counted, and becomes a
-//! miss.
+//! hits), `begin_fill` (coalescing), and `commit` (memory, version index, then the disk
+//! writer's queue — off the request path). A cache failure never fails a request: it is
+//! logged, counted, and becomes a miss.
 
 pub mod disk;
+pub mod disk_store;
 pub mod entry;
+pub mod health;
+pub mod index;
 pub mod inflight;
 pub mod inventory;
+pub mod journal;
 pub mod key;
+pub mod layout;
 pub mod memory;
 pub mod policy;
 pub mod tee;
+pub mod upkeep;
 pub mod vary;
+pub mod verify;
 pub mod version;
 pub mod versions;
+pub mod writer;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -27,15 +35,21 @@ use url::Url;
 use crate::config::CacheConfig;
 use crate::stats::Stats;
 use disk::{DiskError, DiskTier};
+use disk_store::{index_error, DiskStore};
 pub use entry::CachedResponse;
-use entry::{EntryMeta, Lifetime};
+use entry::{now_ms, EntryMeta, Lifetime};
+use health::DiskHealth;
+use index::DiskIndex;
 use inflight::{Fill, FillOutcome, FillPermit, InFlight};
+use journal::{Digest, Removal};
 use key::CacheKey;
+use layout::Opened;
 use memory::MemoryTier;
 use policy::CachePlan;
 use vary::VaryIndex;
 use version::{AssetId, Version};
 use versions::{Admission, VersionIndex};
+use writer::DiskWriter;
 
 /// Which tier answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,13 +79,28 @@ pub struct Cache {
 struct Inner {
     config: CacheConfig,
     memory: MemoryTier,
-    disk: Arc<DiskTier>,
-    index: Arc<VersionIndex>,
+    store: Arc<DiskStore>,
+    writer: DiskWriter,
+    versions: Arc<VersionIndex>,
     vary: Arc<VaryIndex>,
     inflight: InFlight,
     stats: Arc<Stats>,
-    /// Commits still writing; `settled` waits for zero.
+    /// Fills streaming and disk jobs queued or running; `settled` waits for zero.
     pending: watch::Sender<usize>,
+    /// Entries served from disk since the upkeep last recorded uses (they may leave memory
+    /// before it looks there).
+    disk_uses: Mutex<Vec<(Digest, u64)>>,
+}
+
+impl Inner {
+    fn take_disk_uses(&self) -> Vec<(Digest, u64)> {
+        std::mem::take(
+            &mut *self
+                .disk_uses
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
 }
 
 /// What is stored with a body: how the request was classified, what was asked of the
@@ -92,9 +121,18 @@ pub struct FillPlan {
 }
 
 impl Cache {
-    /// Opens the cache; blocking (directory creation, temp cleanup).
+    /// Opens the cache; blocking (layout check, directory creation, temp cleanup, reading
+    /// the index journal). Starts the disk writer and upkeep threads.
     pub fn open(config: &CacheConfig, stats: Arc<Stats>) -> Result<Cache, DiskError> {
-        let (disk, report) = DiskTier::open(&config.dir)?;
+        let (tier, report) = DiskTier::open(&config.dir)?;
+        if let Opened::Migrated { from } = report.layout {
+            info!(
+                dir = %config.dir.display(),
+                from,
+                to = layout::LAYOUT,
+                "cache layout migrated; the index is rebuilt from the entries in the background"
+            );
+        }
         if report.temps_removed > 0 {
             info!(
                 count = report.temps_removed,
@@ -104,20 +142,47 @@ impl Cache {
         if report.shared_with_another_process {
             info!(dir = %config.dir.display(), "cache directory shared with another running proxy");
         }
-        let index = VersionIndex::new(disk.root(), config.keep_versions);
-        let vary = VaryIndex::new(disk.root());
-        Ok(Cache {
-            inner: Arc::new(Inner {
-                config: config.clone(),
-                memory: MemoryTier::new(config.memory_max_bytes, config.memory_idle),
-                disk: Arc::new(disk),
-                index: Arc::new(index),
-                vary: Arc::new(vary),
-                inflight: InFlight::default(),
-                stats,
-                pending: watch::channel(0).0,
-            }),
-        })
+        let versions = VersionIndex::new(tier.root(), config.keep_versions);
+        let vary = VaryIndex::new(tier.root());
+        let (index, learned) = DiskIndex::open(tier.root()).map_err(index_error)?;
+        if learned.lost && report.layout == Opened::Current {
+            warn!("cache index missing or unreadable; rebuilding it from the entry files in the background");
+        }
+        let store = Arc::new(DiskStore {
+            tier,
+            index,
+            health: DiskHealth::new(stats.clone()),
+            stats: stats.clone(),
+        });
+        let start_error = |source| DiskError::Io {
+            op: "start a thread for",
+            path: config.dir.clone(),
+            source,
+        };
+        let writer = DiskWriter::start(store.clone()).map_err(start_error)?;
+        let inner = Arc::new(Inner {
+            config: config.clone(),
+            memory: MemoryTier::new(config.memory_max_bytes, config.memory_idle),
+            store,
+            writer,
+            versions: Arc::new(versions),
+            vary: Arc::new(vary),
+            inflight: InFlight::default(),
+            stats,
+            pending: watch::channel(0).0,
+            disk_uses: Mutex::new(Vec::new()),
+        });
+        // The first process on a directory checks the index against the files: a crash may
+        // have left a file the journal does not know of.
+        let check = learned.lost || !report.shared_with_another_process;
+        upkeep::start(Arc::downgrade(&inner), check).map_err(start_error)?;
+        Ok(Cache { inner })
+    }
+
+    /// Makes the disk index agree with the entry files now (the upkeep does it in the
+    /// background at start). Blocking. For commands working on a directory.
+    pub fn reconcile_now(&self) -> upkeep::Reconciled {
+        upkeep::reconcile(&self.inner.store)
     }
 
     /// The configuration the cache runs with.
@@ -127,7 +192,7 @@ impl Cache {
 
     /// Where the entry for `key` lives on disk.
     pub fn disk_path(&self, key: &CacheKey) -> std::path::PathBuf {
-        self.inner.disk.path_of(key)
+        self.inner.store.tier.path_of(key)
     }
 
     /// The key of a request for `url`: its coding class, and the values of the headers this
@@ -147,57 +212,63 @@ impl Cache {
 
     /// The entry for `key` if the memory tier holds it.
     pub fn memory_entry(&self, key: &CacheKey) -> Option<Arc<CachedResponse>> {
-        self.inner.memory.get(key)
+        let entry = self.inner.memory.get(key)?;
+        entry.used.mark(now_ms());
+        Some(entry)
     }
 
-    /// The entry for `key`, fresh or not, from memory, else from disk (then promoted).
+    /// The entry for `key`, fresh or not, from memory, else from disk (then promoted). A disk
+    /// entry of a version that another process (or a crash before its removal) left behind
+    /// after a newer one arrived is removed instead.
     pub async fn lookup(&self, key: &CacheKey) -> Option<(Arc<CachedResponse>, Tier)> {
-        let inner = &self.inner;
-        if let Some(entry) = inner.memory.get(key) {
+        if let Some(entry) = self.memory_entry(key) {
             return Some((entry, Tier::Memory));
         }
-        let disk = inner.disk.clone();
-        let owned_key = key.clone();
-        let read = tokio::task::spawn_blocking(move || disk.read(&owned_key)).await;
-        match read {
-            Ok(Ok(Some(entry))) => {
-                let entry = Arc::new(entry);
-                inner.memory.insert(entry.clone());
-                Some((entry, Tier::Disk))
-            }
-            Ok(Ok(None)) => None,
-            Ok(Err(e)) => {
-                match e {
-                    DiskError::Corrupt { .. } => inner.stats.corrupt_entries.inc(),
-                    DiskError::Io { .. } => inner.stats.disk_errors.inc(),
+        let inner = &self.inner;
+        let (store, versions, owned_key) =
+            (inner.store.clone(), inner.versions.clone(), key.clone());
+        let read = tokio::task::spawn_blocking(move || {
+            let entry = store.read(&owned_key)?;
+            if let (Some(asset), Some(version)) = (&entry.meta.asset, &entry.meta.version) {
+                if versions.is_retired(asset, version).unwrap_or(false) {
+                    store.remove_keys(&[owned_key], Removal::OlderVersion);
+                    return None;
                 }
-                warn!(error = %e, key = %key, "disk tier read failed; treated as a miss");
-                None
             }
-            Err(e) => {
-                warn!(error = %e, "disk read task failed");
-                None
-            }
-        }
+            Some(entry)
+        })
+        .await;
+        let entry = Arc::new(read.ok().flatten()?);
+        let now = now_ms();
+        entry.used.mark(now);
+        inner
+            .disk_uses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((key.digest_bytes(), now));
+        inner.memory.insert(entry.clone());
+        Some((entry, Tier::Disk))
     }
 
     /// Replaces an entry's metadata after a 304 (the body stays), then wakes the followers.
     pub fn refresh(&self, permit: FillPermit, entry: &CachedResponse, meta: EntryMeta) {
-        let refreshed = Arc::new(CachedResponse {
-            meta,
-            body: entry.body.clone(),
-        });
+        let refreshed = Arc::new(CachedResponse::new(meta, entry.body.clone()));
         self.inner.memory.insert(refreshed.clone());
         permit.complete(FillOutcome::Stored);
-        let (disk, stats) = (self.inner.disk.clone(), self.inner.stats.clone());
-        let guard = self.pending();
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = disk.write(&refreshed) {
-                stats.disk_errors.inc();
-                warn!(error = %e, "disk tier write failed; entry kept in memory only");
-            }
-            drop(guard);
-        });
+        self.queue_write(refreshed);
+    }
+
+    /// Hands an entry to the disk writer; counts it when the queue is full.
+    fn queue_write(&self, entry: Arc<CachedResponse>) {
+        if !self.inner.writer.store(entry, self.pending()) {
+            self.inner.stats.disk_writes_skipped.inc();
+            debug!("disk write queue full; entry kept in memory only");
+        }
+    }
+
+    /// Entries and bytes waiting for the disk writer.
+    pub fn write_queue(&self) -> (usize, u64) {
+        self.inner.writer.depth()
     }
 
     /// Leads or follows the fill of `key`.
@@ -211,9 +282,9 @@ impl Cache {
         let Some(versioned) = plan.versioned.clone() else {
             return false;
         };
-        let index = self.inner.index.clone();
+        let versions = self.inner.versions.clone();
         let checked = tokio::task::spawn_blocking(move || {
-            index.is_retired(&versioned.asset, &versioned.version)
+            versions.is_retired(&versioned.asset, &versioned.version)
         })
         .await;
         match checked {
@@ -227,8 +298,8 @@ impl Cache {
         }
     }
 
-    /// Stores a complete body in the background: version index, then memory (followers are
-    /// woken), then disk. The caller never waits for it.
+    /// Stores a complete body in the background: memory (followers are woken), version
+    /// index, then the disk writer's queue. The caller never waits for it.
     pub fn commit(&self, permit: FillPermit, fill: FillPlan, body: Bytes, guard: PendingGuard) {
         let cache = self.clone();
         tokio::spawn(async move {
@@ -250,8 +321,8 @@ impl Cache {
     }
 
     /// Memory first, so waiting requests are answered at once; then the version index, which
-    /// may say the entry is an older version after all (it then leaves memory again), then
-    /// the disk write and the evictions.
+    /// may say the entry is an older version after all (it then leaves memory again); then
+    /// the evicted versions leave memory and the disk writer gets the write and removals.
     async fn store(&self, permit: FillPermit, fill: FillPlan, body: Bytes) {
         let inner = &self.inner;
         let key = self.variant_key(permit.key(), &fill).await;
@@ -269,7 +340,7 @@ impl Cache {
         if let Some(previous) = &fill.previous {
             self.note_content_change(&previous.meta, &meta);
         }
-        let entry = Arc::new(CachedResponse { meta, body });
+        let entry = Arc::new(CachedResponse::new(meta, body));
         inner.memory.insert(entry.clone());
         permit.complete(FillOutcome::Stored);
 
@@ -303,31 +374,14 @@ impl Cache {
             },
         };
         inner.stats.stored.inc();
-
-        let disk = inner.disk.clone();
-        let to_evict = evicted.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            let mut errors = Vec::new();
-            if let Err(e) = disk.write(&entry) {
-                errors.push(e);
-            }
-            for key in &to_evict {
-                if let Err(e) = disk.remove(key) {
-                    errors.push(e);
-                }
-            }
-            errors
-        })
-        .await
-        .unwrap_or_default();
-        for e in written {
-            inner.stats.disk_errors.inc();
-            warn!(error = %e, "disk tier write failed; entry kept in memory only");
-        }
         for key in &evicted {
             inner.memory.remove(key);
             inner.stats.version_evictions.inc();
         }
+        self.queue_write(entry);
+        inner
+            .writer
+            .remove(evicted, Removal::OlderVersion, self.pending());
     }
 
     async fn admit(
@@ -338,7 +392,7 @@ impl Cache {
         now: SystemTime,
     ) -> Result<Admission, DiskError> {
         let (index, asset, version, key) = (
-            self.inner.index.clone(),
+            self.inner.versions.clone(),
             asset.clone(),
             version.clone(),
             key.clone(),

@@ -383,10 +383,7 @@ impl ProxyService {
         stats
             .bytes_saved_by_revalidation
             .add(stale.entry.body.len() as u64);
-        let refreshed = CachedResponse {
-            meta,
-            body: stale.entry.body.clone(),
-        };
+        let refreshed = CachedResponse::new(meta, stale.entry.body.clone());
         self.ctx
             .cache
             .refresh(permit, &stale.entry, refreshed.meta.clone());

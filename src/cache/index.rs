@@ -1,0 +1,389 @@
+//! The disk index: which entry files exist, their sizes and when each was last used, in
+//! memory, kept in step with the journal every process sharing the directory appends to.
+//! It gives usage without walking the directory and picks least-recently-used entries when
+//! the tier is over its cap. The files stay the truth: a lost index is rebuilt from them
+//! (`reconcile`).
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use super::journal::{Digest, Journal, Op, Record, Removal};
+
+/// One entry file, as the index knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    /// File size in bytes.
+    pub size: u64,
+    /// Last use (or write), in milliseconds since the Unix epoch.
+    pub used_ms: u64,
+}
+
+/// The entries and their total size. Pure.
+#[derive(Debug, Default)]
+pub struct IndexState {
+    slots: HashMap<Digest, Slot>,
+    bytes: u64,
+}
+
+impl IndexState {
+    /// Applies one record.
+    pub fn apply(&mut self, record: &Record) {
+        match record.op {
+            Op::Put { size } => {
+                let slot = Slot {
+                    size,
+                    used_ms: record.at_ms,
+                };
+                if let Some(old) = self.slots.insert(record.digest, slot) {
+                    self.bytes -= old.size;
+                }
+                self.bytes += size;
+            }
+            Op::Touch => {
+                if let Some(slot) = self.slots.get_mut(&record.digest) {
+                    slot.used_ms = slot.used_ms.max(record.at_ms);
+                }
+            }
+            Op::Remove(_) => {
+                if let Some(old) = self.slots.remove(&record.digest) {
+                    self.bytes -= old.size;
+                }
+            }
+        }
+    }
+
+    /// Entries and bytes.
+    pub fn usage(&self) -> (u64, u64) {
+        (self.slots.len() as u64, self.bytes)
+    }
+
+    /// The entry for `digest`.
+    pub fn get(&self, digest: &Digest) -> Option<Slot> {
+        self.slots.get(digest).copied()
+    }
+
+    /// Every entry.
+    pub fn slots(&self) -> impl Iterator<Item = (&Digest, &Slot)> {
+        self.slots.iter()
+    }
+
+    /// The least recently used entries whose removal brings the total to `target` bytes or
+    /// below, oldest first.
+    pub fn victims(&self, target: u64) -> Vec<(Digest, Slot)> {
+        if self.bytes <= target {
+            return Vec::new();
+        }
+        let mut all: Vec<(Digest, Slot)> = self.slots.iter().map(|(d, s)| (*d, *s)).collect();
+        all.sort_unstable_by_key(|(digest, slot)| (slot.used_ms, *digest));
+        let mut excess = self.bytes - target;
+        let mut out = Vec::new();
+        for (digest, slot) in all {
+            if excess == 0 {
+                break;
+            }
+            excess = excess.saturating_sub(slot.size);
+            out.push((digest, slot));
+        }
+        out
+    }
+
+    /// One `Put` per entry, for compaction.
+    fn live_records(&self, writer: u64) -> Vec<Record> {
+        self.slots
+            .iter()
+            .map(|(digest, slot)| Record {
+                op: Op::Put { size: slot.size },
+                digest: *digest,
+                at_ms: slot.used_ms,
+                writer,
+            })
+            .collect()
+    }
+}
+
+/// What a sync learned from other processes.
+#[derive(Debug, Default)]
+pub struct Learned {
+    /// Entries another process removed in a way that makes copies invalid (an older version,
+    /// a purge): drop them from memory.
+    pub invalidated: Vec<Digest>,
+    /// Whether the journal was missing or unreadable: the index must be rebuilt from files.
+    pub lost: bool,
+}
+
+/// The index and its journal, shared by the components of one process.
+pub struct DiskIndex {
+    inner: Mutex<Locked>,
+    /// This process's mark on its records, so it can tell its own from others'.
+    writer: u64,
+}
+
+struct Locked {
+    journal: Journal,
+    state: IndexState,
+}
+
+/// Compact when the journal holds this many times more records than there are entries.
+const COMPACT_FACTOR: u64 = 4;
+/// ...and at least this many records (small journals are cheap to replay as they are).
+const COMPACT_MIN_RECORDS: u64 = 50_000;
+
+impl DiskIndex {
+    /// The index of the tier rooted at `root`, read from the journal. `Learned::lost` says
+    /// whether it must be rebuilt from the files.
+    pub fn open(root: &std::path::Path) -> io::Result<(DiskIndex, Learned)> {
+        let index = DiskIndex {
+            inner: Mutex::new(Locked {
+                journal: Journal::open(root)?,
+                state: IndexState::default(),
+            }),
+            writer: writer_id(),
+        };
+        let learned = index.sync()?;
+        Ok((index, learned))
+    }
+
+    fn locked(&self) -> MutexGuard<'_, Locked> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records written entry files: `(digest, size, last used)`.
+    pub fn put(&self, files: &[(Digest, u64, u64)]) -> io::Result<Learned> {
+        let records: Vec<Record> = files
+            .iter()
+            .map(|(digest, size, at_ms)| Record {
+                op: Op::Put { size: *size },
+                digest: *digest,
+                at_ms: *at_ms,
+                writer: self.writer,
+            })
+            .collect();
+        self.append(&records)
+    }
+
+    /// Records removed entry files.
+    pub fn remove(&self, digests: &[Digest], why: Removal, now_ms: u64) -> io::Result<Learned> {
+        let records: Vec<Record> = digests
+            .iter()
+            .map(|digest| Record {
+                op: Op::Remove(why),
+                digest: *digest,
+                at_ms: now_ms,
+                writer: self.writer,
+            })
+            .collect();
+        self.append(&records)
+    }
+
+    /// Records uses of entries (batched: recency costs no disk write per hit). Entries the
+    /// index does not hold are left out.
+    pub fn touch(&self, used: &[(Digest, u64)]) -> io::Result<Learned> {
+        let records: Vec<Record> = {
+            let locked = self.locked();
+            used.iter()
+                .filter(|(digest, at)| {
+                    locked
+                        .state
+                        .get(digest)
+                        .is_some_and(|slot| slot.used_ms < *at)
+                })
+                .map(|(digest, at)| Record {
+                    op: Op::Touch,
+                    digest: *digest,
+                    at_ms: *at,
+                    writer: self.writer,
+                })
+                .collect()
+        };
+        self.append(&records)
+    }
+
+    fn append(&self, records: &[Record]) -> io::Result<Learned> {
+        let mut locked = self.locked();
+        let Locked { journal, state } = &mut *locked;
+        let replay = journal.lock()?.append(records)?;
+        let learned = self.absorb(state, replay);
+        for record in records {
+            state.apply(record);
+        }
+        Ok(learned)
+    }
+
+    /// Reads what other processes appended.
+    pub fn sync(&self) -> io::Result<Learned> {
+        let mut locked = self.locked();
+        let Locked { journal, state } = &mut *locked;
+        let replay = journal.lock()?.read_new()?;
+        Ok(self.absorb(state, replay))
+    }
+
+    fn absorb(&self, state: &mut IndexState, replay: super::journal::Replay) -> Learned {
+        if replay.restarted {
+            *state = IndexState::default();
+        }
+        let mut learned = Learned {
+            lost: replay.lost,
+            ..Learned::default()
+        };
+        for record in &replay.records {
+            state.apply(record);
+            if let Op::Remove(why) = record.op {
+                if why.invalidates_copies() && record.writer != self.writer {
+                    learned.invalidated.push(record.digest);
+                }
+            }
+        }
+        learned
+    }
+
+    /// Rewrites the journal as one record per entry when it has grown well past that.
+    /// Returns whether it did.
+    pub fn compact_if_long(&self) -> io::Result<bool> {
+        let mut locked = self.locked();
+        let Locked { journal, state } = &mut *locked;
+        let records = journal.bytes_read() / super::journal::RECORD_LEN as u64;
+        let live = state.usage().0;
+        if records < COMPACT_MIN_RECORDS || records < live.saturating_mul(COMPACT_FACTOR) {
+            return Ok(false);
+        }
+        self.compact_locked(journal, state)?;
+        Ok(true)
+    }
+
+    /// Rewrites the journal as one record per entry.
+    pub fn compact(&self) -> io::Result<()> {
+        let mut locked = self.locked();
+        let Locked { journal, state } = &mut *locked;
+        self.compact_locked(journal, state)
+    }
+
+    fn compact_locked(&self, journal: &mut Journal, state: &mut IndexState) -> io::Result<()> {
+        let mut held = journal.lock()?;
+        let replay = held.read_new()?;
+        // Others' invalidations are learned on their next sync from the files themselves;
+        // here only the state must be complete before it is written.
+        self.absorb(state, replay);
+        held.rewrite(&state.live_records(self.writer))
+    }
+
+    /// Entries and bytes.
+    pub fn usage(&self) -> (u64, u64) {
+        self.locked().state.usage()
+    }
+
+    /// What the index knows of `digest`.
+    pub fn get(&self, digest: &Digest) -> Option<Slot> {
+        self.locked().state.get(digest)
+    }
+
+    /// The least recently used entries to remove to get to `target` bytes.
+    pub fn victims(&self, target: u64) -> Vec<(Digest, Slot)> {
+        self.locked().state.victims(target)
+    }
+
+    /// A copy of every entry the index holds.
+    pub fn snapshot(&self) -> HashMap<Digest, Slot> {
+        self.locked().state.slots().map(|(d, s)| (*d, *s)).collect()
+    }
+}
+
+/// A mark for this process's records: its pid and start time, so a restarted process with a
+/// reused pid does not take an old process's records for its own.
+fn writer_id() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    (u64::from(std::process::id()) << 32) | u64::from(nanos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(op: Op, n: u8, at_ms: u64) -> Record {
+        Record {
+            op,
+            digest: [n; 32],
+            at_ms,
+            writer: 1,
+        }
+    }
+
+    #[test]
+    fn state_follows_puts_touches_and_removes() {
+        let mut state = IndexState::default();
+        let steps = [
+            (record(Op::Put { size: 100 }, 1, 10), (1, 100)),
+            (record(Op::Put { size: 50 }, 2, 20), (2, 150)),
+            (record(Op::Put { size: 70 }, 1, 30), (2, 120)),
+            (record(Op::Touch, 3, 40), (2, 120)),
+            (record(Op::Remove(Removal::Capacity), 2, 50), (1, 70)),
+            (record(Op::Remove(Removal::Purge), 9, 60), (1, 70)),
+        ];
+        for (n, (record, want)) in steps.iter().enumerate() {
+            state.apply(record);
+            assert_eq!(state.usage(), *want, "step {n}");
+        }
+    }
+
+    #[test]
+    fn victims_are_the_least_recently_used_down_to_the_target() {
+        let mut state = IndexState::default();
+        for (n, used) in [(1u8, 50u64), (2, 10), (3, 40), (4, 20)] {
+            state.apply(&record(Op::Put { size: 100 }, n, used));
+        }
+        state.apply(&record(Op::Touch, 2, 60));
+        let names = |target| -> Vec<u8> { state.victims(target).iter().map(|v| v.0[0]).collect() };
+        let cases: [(u64, &[u8]); 5] = [
+            (400, &[]),
+            (399, &[4]),
+            (300, &[4]),
+            (250, &[4, 3]),
+            (0, &[4, 3, 1, 2]),
+        ];
+        for (target, want) in cases {
+            assert_eq!(names(target), want, "target {target}");
+        }
+    }
+
+    #[test]
+    fn two_indexes_share_one_journal_and_learn_invalidations() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (a, learned) = DiskIndex::open(dir.path()).expect("open a");
+        assert!(learned.lost, "a new directory has no journal");
+        let (b, learned) = DiskIndex::open(dir.path()).expect("open b");
+        assert!(!learned.lost);
+        a.put(&[([1; 32], 100, 1), ([2; 32], 200, 2)]).expect("put");
+        b.sync().expect("sync");
+        assert_eq!(b.usage(), (2, 300));
+
+        let learned = a
+            .remove(&[[1; 32]], Removal::OlderVersion, 3)
+            .expect("remove");
+        assert!(learned.invalidated.is_empty(), "its own removal");
+        let learned = b.remove(&[[2; 32]], Removal::Capacity, 4).expect("remove");
+        assert_eq!(
+            learned.invalidated,
+            vec![[1; 32]],
+            "learned while appending"
+        );
+        assert!(b.sync().expect("sync").invalidated.is_empty());
+        assert_eq!(a.sync().expect("sync").invalidated, Vec::<Digest>::new());
+        assert_eq!((a.usage(), b.usage()), ((0, 0), (0, 0)));
+
+        a.put(&[([3; 32], 30, 5)]).expect("put");
+        a.compact().expect("compact");
+        b.sync().expect("sync");
+        assert_eq!(b.usage(), (1, 30));
+        let (c, learned) = DiskIndex::open(dir.path()).expect("reopen");
+        assert!(!learned.lost);
+        assert_eq!(
+            c.get(&[3; 32]),
+            Some(Slot {
+                size: 30,
+                used_ms: 5
+            })
+        );
+    }
+}
