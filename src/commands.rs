@@ -1,6 +1,6 @@
 //! The operator commands of the `proxy` binary besides running it: `cache stats | ls | purge`
 //! (through a running proxy's admin API when one answers, else directly on the cache
-//! directory), `ca path | export`, and `warm` (fetch a list of URLs into the cache through a
+//! directory), `cache verify` (always on the directory), `ca path | export`, and `warm` (fetch a list of URLs into the cache through a
 //! running proxy, or through one started for the purpose).
 
 use std::io::IsTerminal;
@@ -21,6 +21,7 @@ use tokio::sync::Semaphore;
 use crate::admin::client::AdminClient;
 use crate::app::{App, StartError};
 use crate::cache::inventory::Purge;
+use crate::cache::verify::verify_dir;
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::stats::Stats;
@@ -40,6 +41,33 @@ pub enum CommandError {
     /// Something the user asked for is wrong.
     #[error("{0}")]
     Usage(String),
+}
+
+/// Verifies the cache in `dir`, printing each problem and a summary; `true` when nothing
+/// was wrong.
+pub async fn verify(dir: &std::path::Path, repair: bool) -> Result<bool, CommandError> {
+    let dir = dir.to_owned();
+    let report = tokio::task::spawn_blocking(move || verify_dir(&dir, repair))
+        .await
+        .map_err(|e| CommandError::Io(std::io::Error::other(e)))?
+        .map_err(StartError::from)?;
+    for finding in &report.findings {
+        let repaired = if finding.repaired { " (repaired)" } else { "" };
+        println!(
+            "bad  {}  {}{repaired}",
+            finding.path.display(),
+            finding.problem
+        );
+    }
+    let repaired = report.findings.iter().filter(|f| f.repaired).count();
+    println!(
+        "checked {} entries ({} bytes): {} problems, {} repaired",
+        report.entries_checked,
+        report.bytes_checked,
+        report.findings.len(),
+        repaired
+    );
+    Ok(report.clean())
 }
 
 /// Where the cache commands act.
@@ -62,6 +90,9 @@ impl CacheTarget {
         }
         let cache =
             Cache::open(&config.cache, Arc::new(Stats::default())).map_err(StartError::from)?;
+        // No proxy keeps the index current: make it agree with the files before answering.
+        let checking = cache.clone();
+        let _ = tokio::task::spawn_blocking(move || checking.reconcile_now()).await;
         Ok(CacheTarget::Directory(cache))
     }
 

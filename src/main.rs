@@ -148,6 +148,13 @@ enum CacheCommand {
         #[arg(long, conflicts_with = "url")]
         all: bool,
     },
+    /// Read every entry and check it by checksum, and the index against the files; exits 1
+    /// when anything is wrong. Works on --cache-dir, also while proxies run on it.
+    Verify {
+        /// Remove bad entries and leftovers and correct the index.
+        #[arg(long)]
+        repair: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -330,6 +337,14 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 
 async fn operate(command: Command, config: Config, options: &Options) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Cache(CacheCommand::Verify { repair }) => {
+            let clean = asset_proxy::commands::verify(&config.cache.dir, repair).await?;
+            Ok(if clean {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Cache(command) => {
             let target =
                 CacheTarget::find(admin_addr(options), options.admin_token.clone(), &config)
@@ -431,6 +446,7 @@ async fn cache_command(command: CacheCommand, target: &CacheTarget) -> anyhow::R
                 report["memory"], report["disk"]
             );
         }
+        CacheCommand::Verify { .. } => {}
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -35,6 +35,10 @@ pub async fn stats(ctx: &Context) -> Value {
         "version_changes": s.version_changes.get(),
         "version_evictions": s.version_evictions.get(),
         "disk_errors": s.disk_errors.get(),
+        "disk_writes": s.disk_writes.get(),
+        "disk_writes_skipped": s.disk_writes_skipped.get(),
+        "disk_evictions": s.disk_evictions.get(),
+        "disk_evicted_bytes": s.disk_evicted_bytes.get(),
         "corrupt_entries": s.corrupt_entries.get(),
         "upstream_errors": s.upstream_errors.get(),
         "latency": { "hits": s.latency_hits, "misses": s.latency_misses },
@@ -79,7 +83,7 @@ pub async fn metrics(ctx: &Context) -> String {
     let s = &ctx.stats;
     let usage = ctx.cache.usage().await;
     let mut out = String::new();
-    let counters: [(&str, &str, u64); 17] = [
+    let counters: [(&str, &str, u64); 21] = [
         (
             "requests",
             "Requests answered (CONNECTs excluded).",
@@ -142,6 +146,26 @@ pub async fn metrics(ctx: &Context) -> String {
             s.corrupt_entries.get(),
         ),
         (
+            "disk_writes",
+            "Entries written to disk.",
+            s.disk_writes.get(),
+        ),
+        (
+            "disk_writes_skipped",
+            "Entries not written to disk because the write queue was full.",
+            s.disk_writes_skipped.get(),
+        ),
+        (
+            "disk_evictions",
+            "Entries removed from disk to keep it under disk.max_mb.",
+            s.disk_evictions.get(),
+        ),
+        (
+            "disk_evicted_bytes",
+            "Bytes of entries removed from disk to keep it under disk.max_mb.",
+            s.disk_evicted_bytes.get(),
+        ),
+        (
             "upstream_errors",
             "Origin requests that failed.",
             s.upstream_errors.get(),
@@ -165,7 +189,7 @@ pub async fn metrics(ctx: &Context) -> String {
     for (name, help, value) in counters {
         let _ = writeln!(out, "# HELP asset_proxy_{name}_total {help}\n# TYPE asset_proxy_{name}_total counter\nasset_proxy_{name}_total {value}");
     }
-    let gauges: [(&str, &str, f64); 6] = [
+    let gauges: [(&str, &str, f64); 8] = [
         (
             "memory_entries",
             "Entries in the memory tier.",
@@ -185,6 +209,16 @@ pub async fn metrics(ctx: &Context) -> String {
             "disk_bytes",
             "Bytes in the disk tier.",
             usage.disk_bytes as f64,
+        ),
+        (
+            "disk_max_bytes",
+            "Capacity of the disk tier (disk.max_mb).",
+            usage.disk_max_bytes as f64,
+        ),
+        (
+            "disk_write_queue_entries",
+            "Entries waiting for the disk writer.",
+            usage.write_queue_entries as f64,
         ),
         ("hit_ratio", "Hits over cacheable requests.", s.hit_ratio()),
         (

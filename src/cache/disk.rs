@@ -56,7 +56,7 @@ fn io_error(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DiskErro
 pub struct DiskTier {
     root: PathBuf,
     /// Held (shared) for the life of the process; see the module doc.
-    _presence: LockFile,
+    presence: LockFile,
 }
 
 /// What opening the tier found.
@@ -73,6 +73,15 @@ pub struct OpenReport {
 impl DiskTier {
     /// Opens (creating) the tier under `dir`.
     pub fn open(dir: &Path) -> Result<(DiskTier, OpenReport), DiskError> {
+        DiskTier::open_with(dir, true)
+    }
+
+    /// Opens the tier to inspect it: temp files are left for the caller to report.
+    pub fn inspect(dir: &Path) -> Result<(DiskTier, OpenReport), DiskError> {
+        DiskTier::open_with(dir, false)
+    }
+
+    fn open_with(dir: &Path, clean: bool) -> Result<(DiskTier, OpenReport), DiskError> {
         let layout = layout::open(dir)?;
         let root = dir.join("v1");
         let entries = root.join("entries");
@@ -88,7 +97,9 @@ impl DiskTier {
             .try_lock_exclusive()
             .map_err(io_error("lock", &lock_path))?
         {
-            report.temps_removed = remove_temps(&root).map_err(io_error("clean", &root))?;
+            if clean {
+                report.temps_removed = remove_temps(&root).map_err(io_error("clean", &root))?;
+            }
             presence.unlock().map_err(io_error("unlock", &lock_path))?;
         } else {
             report.shared_with_another_process = true;
@@ -98,9 +109,20 @@ impl DiskTier {
             .map_err(io_error("lock", &lock_path))?;
         let tier = DiskTier {
             root,
-            _presence: presence,
+            presence,
         };
         Ok((tier, report))
+    }
+
+    /// Whether no other process has the tier open (checked now).
+    pub fn is_sole_user(&self) -> bool {
+        let sole = self.presence.try_lock_exclusive().unwrap_or(false);
+        if sole {
+            // Back to sharing; a failure leaves the lock exclusive, which only makes another
+            // process believe it is not alone.
+            let _ = self.presence.lock_shared();
+        }
+        sole
     }
 
     /// The directory holding the tier's files (`<cache-dir>/v1`).

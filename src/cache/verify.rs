@@ -10,12 +10,17 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::disk::{digest_of_path, files_below};
-use super::disk_store::DiskStore;
+use std::sync::Arc;
+
+use super::disk::{digest_of_path, files_below, DiskError, DiskTier};
+use super::disk_store::{index_error, DiskStore};
+use super::health::DiskHealth;
+use super::index::DiskIndex;
 use super::entry::CachedResponse;
 use super::journal::{Digest, Removal};
 use super::upkeep;
 use crate::atomic_file;
+use crate::stats::Stats;
 
 /// One problem found.
 #[derive(Debug, Clone, Serialize)]
@@ -44,6 +49,21 @@ impl VerifyReport {
     pub fn clean(&self) -> bool {
         self.findings.is_empty()
     }
+}
+
+/// Verifies the cache in `dir` (and with `repair`, fixes what it finds).
+pub fn verify_dir(dir: &Path, repair: bool) -> Result<VerifyReport, DiskError> {
+    let stats = Arc::new(Stats::default());
+    let (tier, _) = DiskTier::inspect(dir)?;
+    let (index, _) = DiskIndex::open(tier.root()).map_err(index_error)?;
+    let store = DiskStore {
+        tier,
+        index,
+        health: DiskHealth::new(stats.clone()),
+        stats,
+    };
+    let sole_user = store.tier.is_sole_user();
+    Ok(verify(&store, repair, sole_user))
 }
 
 /// Verifies the tier of `store`; `sole_user` says whether no proxy runs on it (temp files
