@@ -107,10 +107,7 @@ impl DiskTier {
         presence
             .lock_shared()
             .map_err(io_error("lock", &lock_path))?;
-        let tier = DiskTier {
-            root,
-            presence,
-        };
+        let tier = DiskTier { root, presence };
         Ok((tier, report))
     }
 

@@ -10,6 +10,7 @@ use super::health::DiskHealth;
 use super::index::DiskIndex;
 use super::journal::{Digest, Removal};
 use super::key::CacheKey;
+use super::versions::VersionIndex;
 use crate::stats::Stats;
 
 /// Entry files, index and health.
@@ -20,14 +21,26 @@ pub struct DiskStore {
     pub index: DiskIndex,
     /// Whether the disk works.
     pub health: DiskHealth,
+    /// Which versions of each asset are current.
+    pub versions: Arc<VersionIndex>,
     /// Counters.
     pub stats: Arc<Stats>,
 }
 
 impl DiskStore {
     /// Writes `entry` and records it; a failure is reported and the entry stays in memory
-    /// only.
+    /// only. A version that became retired while it waited is removed again: another process
+    /// may have retired it and removed its file before this write landed.
     pub fn write(&self, entry: &CachedResponse) {
+        self.write_file(entry);
+        if let (Some(asset), Some(version)) = (&entry.meta.asset, &entry.meta.version) {
+            if self.versions.is_retired(asset, version).unwrap_or(false) {
+                self.remove_keys(&[entry.meta.key.clone()], Removal::OlderVersion);
+            }
+        }
+    }
+
+    fn write_file(&self, entry: &CachedResponse) {
         let size = match self.tier.write(entry) {
             Ok(size) => size,
             Err(e) => return self.health.failed(&e),

@@ -122,6 +122,8 @@ pub struct DiskIndex {
 struct Locked {
     journal: Journal,
     state: IndexState,
+    /// What was learned from others' records while appending, until the next `sync`.
+    learned: Learned,
 }
 
 /// Compact when the journal holds this many times more records than there are entries.
@@ -137,6 +139,7 @@ impl DiskIndex {
             inner: Mutex::new(Locked {
                 journal: Journal::open(root)?,
                 state: IndexState::default(),
+                learned: Learned::default(),
             }),
             writer: writer_id(),
         };
@@ -149,7 +152,7 @@ impl DiskIndex {
     }
 
     /// Records written entry files: `(digest, size, last used)`.
-    pub fn put(&self, files: &[(Digest, u64, u64)]) -> io::Result<Learned> {
+    pub fn put(&self, files: &[(Digest, u64, u64)]) -> io::Result<()> {
         let records: Vec<Record> = files
             .iter()
             .map(|(digest, size, at_ms)| Record {
@@ -163,7 +166,7 @@ impl DiskIndex {
     }
 
     /// Records removed entry files.
-    pub fn remove(&self, digests: &[Digest], why: Removal, now_ms: u64) -> io::Result<Learned> {
+    pub fn remove(&self, digests: &[Digest], why: Removal, now_ms: u64) -> io::Result<()> {
         let records: Vec<Record> = digests
             .iter()
             .map(|digest| Record {
@@ -178,7 +181,7 @@ impl DiskIndex {
 
     /// Records uses of entries (batched: recency costs no disk write per hit). Entries the
     /// index does not hold are left out.
-    pub fn touch(&self, used: &[(Digest, u64)]) -> io::Result<Learned> {
+    pub fn touch(&self, used: &[(Digest, u64)]) -> io::Result<()> {
         let records: Vec<Record> = {
             let locked = self.locked();
             used.iter()
@@ -199,33 +202,45 @@ impl DiskIndex {
         self.append(&records)
     }
 
-    fn append(&self, records: &[Record]) -> io::Result<Learned> {
+    fn append(&self, records: &[Record]) -> io::Result<()> {
         let mut locked = self.locked();
-        let Locked { journal, state } = &mut *locked;
+        let Locked {
+            journal,
+            state,
+            learned,
+        } = &mut *locked;
         let replay = journal.lock()?.append(records)?;
-        let learned = self.absorb(state, replay);
+        self.absorb(state, learned, replay);
         for record in records {
             state.apply(record);
         }
-        Ok(learned)
+        Ok(())
     }
 
-    /// Reads what other processes appended.
+    /// Reads what other processes appended; returns what was learned from them since the
+    /// last sync (appends read their records too).
     pub fn sync(&self) -> io::Result<Learned> {
         let mut locked = self.locked();
-        let Locked { journal, state } = &mut *locked;
+        let Locked {
+            journal,
+            state,
+            learned,
+        } = &mut *locked;
         let replay = journal.lock()?.read_new()?;
-        Ok(self.absorb(state, replay))
+        self.absorb(state, learned, replay);
+        Ok(std::mem::take(learned))
     }
 
-    fn absorb(&self, state: &mut IndexState, replay: super::journal::Replay) -> Learned {
+    fn absorb(
+        &self,
+        state: &mut IndexState,
+        learned: &mut Learned,
+        replay: super::journal::Replay,
+    ) {
         if replay.restarted {
             *state = IndexState::default();
         }
-        let mut learned = Learned {
-            lost: replay.lost,
-            ..Learned::default()
-        };
+        learned.lost |= replay.lost;
         for record in &replay.records {
             state.apply(record);
             if let Op::Remove(why) = record.op {
@@ -234,36 +249,46 @@ impl DiskIndex {
                 }
             }
         }
-        learned
     }
 
     /// Rewrites the journal as one record per entry when it has grown well past that.
     /// Returns whether it did.
     pub fn compact_if_long(&self) -> io::Result<bool> {
         let mut locked = self.locked();
-        let Locked { journal, state } = &mut *locked;
+        let Locked {
+            journal,
+            state,
+            learned,
+        } = &mut *locked;
         let records = journal.bytes_read() / super::journal::RECORD_LEN as u64;
         let live = state.usage().0;
         if records < COMPACT_MIN_RECORDS || records < live.saturating_mul(COMPACT_FACTOR) {
             return Ok(false);
         }
-        self.compact_locked(journal, state)?;
+        self.compact_locked(journal, state, learned)?;
         Ok(true)
     }
 
     /// Rewrites the journal as one record per entry.
     pub fn compact(&self) -> io::Result<()> {
         let mut locked = self.locked();
-        let Locked { journal, state } = &mut *locked;
-        self.compact_locked(journal, state)
+        let Locked {
+            journal,
+            state,
+            learned,
+        } = &mut *locked;
+        self.compact_locked(journal, state, learned)
     }
 
-    fn compact_locked(&self, journal: &mut Journal, state: &mut IndexState) -> io::Result<()> {
+    fn compact_locked(
+        &self,
+        journal: &mut Journal,
+        state: &mut IndexState,
+        learned: &mut Learned,
+    ) -> io::Result<()> {
         let mut held = journal.lock()?;
         let replay = held.read_new()?;
-        // Others' invalidations are learned on their next sync from the files themselves;
-        // here only the state must be complete before it is written.
-        self.absorb(state, replay);
+        self.absorb(state, learned, replay);
         held.rewrite(&state.live_records(self.writer))
     }
 
@@ -358,11 +383,14 @@ mod tests {
         b.sync().expect("sync");
         assert_eq!(b.usage(), (2, 300));
 
-        let learned = a
-            .remove(&[[1; 32]], Removal::OlderVersion, 3)
+        a.remove(&[[1; 32]], Removal::OlderVersion, 3)
             .expect("remove");
-        assert!(learned.invalidated.is_empty(), "its own removal");
-        let learned = b.remove(&[[2; 32]], Removal::Capacity, 4).expect("remove");
+        assert!(
+            a.sync().expect("sync").invalidated.is_empty(),
+            "its own removal"
+        );
+        b.remove(&[[2; 32]], Removal::Capacity, 4).expect("remove");
+        let learned = b.sync().expect("sync");
         assert_eq!(
             learned.invalidated,
             vec![[1; 32]],

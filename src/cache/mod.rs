@@ -148,10 +148,12 @@ impl Cache {
         if learned.lost && report.layout == Opened::Current {
             warn!("cache index missing or unreadable; rebuilding it from the entry files in the background");
         }
+        let versions = Arc::new(versions);
         let store = Arc::new(DiskStore {
             tier,
             index,
             health: DiskHealth::new(stats.clone()),
+            versions: versions.clone(),
             stats: stats.clone(),
         });
         let start_error = |source| DiskError::Io {
@@ -165,7 +167,7 @@ impl Cache {
             memory: MemoryTier::new(config.memory_max_bytes, config.memory_idle),
             store,
             writer,
-            versions: Arc::new(versions),
+            versions,
             vary: Arc::new(vary),
             inflight: InFlight::default(),
             stats,

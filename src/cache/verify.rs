@@ -14,11 +14,12 @@ use std::sync::Arc;
 
 use super::disk::{digest_of_path, files_below, DiskError, DiskTier};
 use super::disk_store::{index_error, DiskStore};
+use super::entry::CachedResponse;
 use super::health::DiskHealth;
 use super::index::DiskIndex;
-use super::entry::CachedResponse;
 use super::journal::{Digest, Removal};
 use super::upkeep;
+use super::versions::VersionIndex;
 use crate::atomic_file;
 use crate::stats::Stats;
 
@@ -56,10 +57,12 @@ pub fn verify_dir(dir: &Path, repair: bool) -> Result<VerifyReport, DiskError> {
     let stats = Arc::new(Stats::default());
     let (tier, _) = DiskTier::inspect(dir)?;
     let (index, _) = DiskIndex::open(tier.root()).map_err(index_error)?;
+    let versions = Arc::new(VersionIndex::new(tier.root(), 1));
     let store = DiskStore {
         tier,
         index,
         health: DiskHealth::new(stats.clone()),
+        versions,
         stats,
     };
     let sole_user = store.tier.is_sole_user();

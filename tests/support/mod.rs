@@ -612,3 +612,56 @@ impl Drop for ProxyProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A client through the proxy at `addr` for plain-HTTP origins.
+pub fn plain_client(addr: SocketAddr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .proxy(reqwest::Proxy::http(format!("http://{addr}")).expect("proxy URL"))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// GETs a JSON document from an admin API.
+pub async fn admin_json(admin: SocketAddr, path: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(format!("http://{admin}{path}"))
+        .send()
+        .await
+        .expect("admin request")
+        .json()
+        .await
+        .expect("admin JSON")
+}
+
+/// Every file below `dir`, recursively.
+pub fn files_in(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in read.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_in(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Runs `proxy` with `args` to completion: exit code and standard output.
+pub fn run_proxy(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_proxy"))
+        .current_dir(dir)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run proxy");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
