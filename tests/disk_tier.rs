@@ -340,10 +340,8 @@ async fn two_processes_share_one_cache_directory() {
     origin.route("/evict.js?v=2", Route::ok(random_bytes(20_000, 2)));
     let (v1, v2) = (origin.url("/evict.js?v=1"), origin.url("/evict.js?v=2"));
     get(&client_b, &v1).await;
-    assert_eq!(
-        get(&client_b, &v1).await.1,
-        "asset-proxy; hit; detail=memory"
-    );
+    let (_, cache, _) = get(&client_b, &v1).await;
+    assert!(cache.contains("hit") && cache.contains("memory"), "{cache}");
     get(&client_a, &v2).await;
     eventually("B drops the retired version", || async {
         !get(&client_b, &v1).await.1.contains("hit")
