@@ -174,10 +174,14 @@ impl Cache {
             pending: watch::channel(0).0,
             disk_uses: Mutex::new(Vec::new()),
         });
-        // The first process on a directory checks the index against the files: a crash may
-        // have left a file the journal does not know of.
-        let check = learned.lost || !report.shared_with_another_process;
-        upkeep::start(Arc::downgrade(&inner), check).map_err(start_error)?;
+        // The first process on a directory checks the index against the files before it
+        // serves: a crash may have left a file the journal does not know of, or a record of
+        // one it removed. That reads no bodies and only the metadata of unknown files. A lost
+        // index is rebuilt in the background instead: that reads every entry's metadata.
+        if !report.shared_with_another_process && !learned.lost {
+            upkeep::reconcile_logged(&inner.store);
+        }
+        upkeep::start(Arc::downgrade(&inner), learned.lost).map_err(start_error)?;
         Ok(Cache { inner })
     }
 

@@ -182,7 +182,8 @@ pub struct Reconciled {
     pub damaged: u64,
 }
 
-fn reconcile_logged(store: &DiskStore) {
+/// Reconciles, and logs what was corrected.
+pub fn reconcile_logged(store: &DiskStore) {
     let started = Instant::now();
     let found = reconcile(store);
     if found != Reconciled::default() {
