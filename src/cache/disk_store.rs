@@ -35,7 +35,7 @@ impl DiskStore {
         self.write_file(entry);
         if let (Some(asset), Some(version)) = (&entry.meta.asset, &entry.meta.version) {
             if self.versions.is_retired(asset, version).unwrap_or(false) {
-                self.remove_keys(&[entry.meta.key.clone()], Removal::OlderVersion);
+                self.remove_keys(std::slice::from_ref(&entry.meta.key), Removal::OlderVersion);
             }
         }
     }
