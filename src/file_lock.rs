@@ -11,14 +11,21 @@ use fs4::FileExt;
 pub struct LockFile(File);
 
 impl LockFile {
-    /// Opens (creating) the lock file at `path`, unlocked.
+    /// Opens (creating) the lock file at `path`, unlocked. It is held open read-only: a
+    /// file system with no file open for writing can be remounted read-only under a
+    /// running proxy (it then forwards until the disk is writable again).
     pub fn open(path: &Path) -> io::Result<LockFile> {
-        OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .map(LockFile)
+        match File::open(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(path)?;
+                File::open(path).map(LockFile)
+            }
+            opened => opened.map(LockFile),
+        }
     }
 
     /// Waits for the lock, exclusively.

@@ -8,7 +8,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use xxhash_rust::xxh3::xxh3_64;
@@ -240,7 +240,7 @@ impl LockedJournal<'_> {
         if !journal.is_current()? {
             replay.restarted = true;
             journal.offset = 0;
-            journal.file = match open_append(&journal.path) {
+            journal.file = match File::open(&journal.path) {
                 Ok(file) => Some(file),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => None,
                 Err(e) => return Err(e),
@@ -297,9 +297,8 @@ impl LockedJournal<'_> {
             return Ok(replay);
         }
         let journal = &mut *self.journal;
-        let Some(file) = journal.file.as_mut() else {
-            return Ok(replay);
-        };
+        // Opened for each append, so no file stays open for writing between them.
+        let mut file = open_append(&journal.path)?;
         let len = file.metadata()?.len();
         if len != journal.offset {
             file.set_len(journal.offset)?;
@@ -326,7 +325,7 @@ impl LockedJournal<'_> {
             fs::create_dir_all(dir)?;
         }
         atomic_file::write(&journal.path, &bytes, 0o600)?;
-        journal.file = Some(open_append(&journal.path)?);
+        journal.file = Some(File::open(&journal.path)?);
         journal.offset = bytes.len() as u64;
         Ok(())
     }
@@ -341,7 +340,7 @@ impl Drop for LockedJournal<'_> {
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new().read(true).append(true).open(path)
+    OpenOptions::new().append(true).open(path)
 }
 
 /// A new journal holding only its header, replacing whatever was at `path`.
@@ -350,11 +349,7 @@ fn create(path: &Path) -> io::Result<File> {
         fs::create_dir_all(dir)?;
     }
     atomic_file::write(path, &header(), 0o600)?;
-    OpenOptions::new()
-        .read(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
+    File::open(path)
 }
 
 #[cfg(test)]
