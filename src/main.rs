@@ -176,7 +176,26 @@ enum ConfigCommand {
 
 const DEFAULT_CONFIG: &str = "config/proxy.json";
 
+/// Sends allocations of 256 KiB and more (response bodies) to mmap, so that freeing them
+/// gives the memory back. By default glibc raises this threshold by itself after the first
+/// large free, and MiB-sized bodies then come from per-thread arenas that keep what is freed:
+/// under a sustained load of new assets resident memory grew well past `memory.max_mb` + 64
+/// MiB (see BENCHMARKS.md). Called first thing, before any thread exists.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn return_large_allocations() {
+    // SAFETY: mallopt only sets an allocator parameter, takes no pointers, and is called
+    // before any other thread is started.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn return_large_allocations() {}
+
 fn main() -> ExitCode {
+    return_large_allocations();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

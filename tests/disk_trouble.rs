@@ -91,7 +91,7 @@ async fn full_read_only_and_deleted_disks_are_survived_and_caching_resumes() {
     let proxy = ProxyProcess::start(dir.path(), &["--cache-dir", &cache_arg, "--ca-dir", &certs]);
     let client = plain_client(proxy.addr);
     let mut next = 0u64;
-    let mut fetch = |n: &mut u64| {
+    let fetch = |n: &mut u64| {
         *n += 1;
         let path = format!("/trouble{n}.js?v=1");
         origin.route(&path, Route::ok(random_bytes(700_000, *n)));

@@ -2,14 +2,16 @@
 //! tier's health together, so that every write and removal is recorded in the index and
 //! every failure is counted and reported in one place. Blocking.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::disk::{DiskError, DiskTier};
 use super::entry::{now_ms, CachedResponse};
+use super::eviction::Eviction;
 use super::health::DiskHealth;
 use super::index::DiskIndex;
 use super::journal::{Digest, Removal};
 use super::key::CacheKey;
+use super::memory::MemoryTier;
 use super::versions::VersionIndex;
 use crate::stats::Stats;
 
@@ -23,11 +25,73 @@ pub struct DiskStore {
     pub health: DiskHealth,
     /// Which versions of each asset are current.
     pub versions: Arc<VersionIndex>,
+    /// The cap, kept by removing least recently used entries.
+    pub eviction: Eviction,
+    /// The memory tier, whose entries carry when they were last served.
+    memory: MemoryTier,
+    /// Uses not yet recorded in the index.
+    uses: Mutex<Uses>,
     /// Counters.
     pub stats: Arc<Stats>,
 }
 
 impl DiskStore {
+    /// The tier with its index, counting into `stats`, capped at `max_bytes`.
+    pub fn new(
+        tier: DiskTier,
+        index: DiskIndex,
+        versions: Arc<VersionIndex>,
+        memory: MemoryTier,
+        stats: Arc<Stats>,
+        max_bytes: u64,
+    ) -> DiskStore {
+        DiskStore {
+            tier,
+            index,
+            health: DiskHealth::new(stats.clone()),
+            versions,
+            eviction: Eviction::new(max_bytes),
+            memory,
+            uses: Mutex::new(Uses {
+                recorded_up_to: now_ms(),
+                from_disk: Vec::new(),
+            }),
+            stats,
+        }
+    }
+
+    /// Notes that an entry was served from disk (it may leave memory before its use is
+    /// recorded).
+    pub fn note_disk_use(&self, digest: Digest, at_ms: u64) {
+        self.uses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .from_disk
+            .push((digest, at_ms));
+    }
+
+    /// Tells the index which entries were served since the last time: those in memory by
+    /// their stamps, those read from disk from the notes. Called periodically and before
+    /// every eviction, so recency costs the hot path no disk write.
+    pub fn record_uses(&self) {
+        let mut uses = self.uses.lock().unwrap_or_else(PoisonError::into_inner);
+        let since = std::mem::replace(&mut uses.recorded_up_to, now_ms());
+        let mut used = std::mem::take(&mut uses.from_disk);
+        drop(uses);
+        used.extend(
+            self.memory
+                .used_since(since)
+                .into_iter()
+                .map(|(key, at)| (key.digest_bytes(), at)),
+        );
+        if used.is_empty() {
+            return;
+        }
+        if let Err(e) = self.index.touch(&used) {
+            self.health.failed(&index_error(e));
+        }
+    }
+
     /// Writes `entry` and records it; a failure is reported and the entry stays in memory
     /// only. A version that became retired while it waited is removed again: another process
     /// may have retired it and removed its file before this write landed.
@@ -41,6 +105,7 @@ impl DiskStore {
     }
 
     fn write_file(&self, entry: &CachedResponse) {
+        self.eviction.make_room(self, entry.body.len() as u64);
         let size = match self.tier.write(entry) {
             Ok(size) => size,
             Err(e) => return self.health.failed(&e),
@@ -96,4 +161,12 @@ pub fn index_error(source: std::io::Error) -> DiskError {
         path: "index.journal".into(),
         source,
     }
+}
+
+/// Uses waiting to be recorded.
+struct Uses {
+    /// Memory uses up to this time are recorded.
+    recorded_up_to: u64,
+    /// Disk reads since then.
+    from_disk: Vec<(Digest, u64)>,
 }

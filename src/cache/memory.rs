@@ -36,9 +36,12 @@ impl MemoryTier {
         self.entries.get(key)
     }
 
-    /// Holds `entry` under its key.
+    /// Holds `entry` under its key, evicting at once what no longer fits: moka otherwise
+    /// evicts in batches, and a burst of multi-MiB inserts would overshoot the cap by
+    /// the batch. Inserts happen once per fill, never per hit.
     pub fn insert(&self, entry: Arc<CachedResponse>) {
         self.entries.insert(entry.meta.key.clone(), entry);
+        self.entries.run_pending_tasks();
     }
 
     /// Drops every entry `matches` accepts; returns how many.

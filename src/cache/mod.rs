@@ -6,6 +6,7 @@
 pub mod disk;
 pub mod disk_store;
 pub mod entry;
+pub mod eviction;
 pub mod health;
 pub mod index;
 pub mod inflight;
@@ -23,7 +24,7 @@ pub mod version;
 pub mod versions;
 pub mod writer;
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -38,10 +39,9 @@ use disk::{DiskError, DiskTier};
 use disk_store::{index_error, DiskStore};
 pub use entry::CachedResponse;
 use entry::{now_ms, EntryMeta, Lifetime};
-use health::DiskHealth;
 use index::DiskIndex;
 use inflight::{Fill, FillOutcome, FillPermit, InFlight};
-use journal::{Digest, Removal};
+use journal::Removal;
 use key::CacheKey;
 use layout::Opened;
 use memory::MemoryTier;
@@ -87,20 +87,6 @@ struct Inner {
     stats: Arc<Stats>,
     /// Fills streaming and disk jobs queued or running; `settled` waits for zero.
     pending: watch::Sender<usize>,
-    /// Entries served from disk since the upkeep last recorded uses (they may leave memory
-    /// before it looks there).
-    disk_uses: Mutex<Vec<(Digest, u64)>>,
-}
-
-impl Inner {
-    fn take_disk_uses(&self) -> Vec<(Digest, u64)> {
-        std::mem::take(
-            &mut *self
-                .disk_uses
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        )
-    }
 }
 
 /// What is stored with a body: how the request was classified, what was asked of the
@@ -149,13 +135,15 @@ impl Cache {
             warn!("cache index missing or unreadable; rebuilding it from the entry files in the background");
         }
         let versions = Arc::new(versions);
-        let store = Arc::new(DiskStore {
+        let memory = MemoryTier::new(config.memory_max_bytes, config.memory_idle);
+        let store = Arc::new(DiskStore::new(
             tier,
             index,
-            health: DiskHealth::new(stats.clone()),
-            versions: versions.clone(),
-            stats: stats.clone(),
-        });
+            versions.clone(),
+            memory.clone(),
+            stats.clone(),
+            config.disk_max_bytes,
+        ));
         let start_error = |source| DiskError::Io {
             op: "start a thread for",
             path: config.dir.clone(),
@@ -164,7 +152,7 @@ impl Cache {
         let writer = DiskWriter::start(store.clone()).map_err(start_error)?;
         let inner = Arc::new(Inner {
             config: config.clone(),
-            memory: MemoryTier::new(config.memory_max_bytes, config.memory_idle),
+            memory,
             store,
             writer,
             versions,
@@ -172,7 +160,6 @@ impl Cache {
             inflight: InFlight::default(),
             stats,
             pending: watch::channel(0).0,
-            disk_uses: Mutex::new(Vec::new()),
         });
         // The first process on a directory checks the index against the files before it
         // serves: a crash may have left a file the journal does not know of, or a record of
@@ -247,11 +234,7 @@ impl Cache {
         let entry = Arc::new(read.ok().flatten()?);
         let now = now_ms();
         entry.used.mark(now);
-        inner
-            .disk_uses
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push((key.digest_bytes(), now));
+        inner.store.note_disk_use(key.digest_bytes(), now);
         inner.memory.insert(entry.clone());
         Some((entry, Tier::Disk))
     }

@@ -1,11 +1,10 @@
 //! Background upkeep of the disk tier, on a thread of its own, every half second:
 //! learn what other processes sharing the directory did (dropping from memory what they
-//! retired or purged), record which entries were used, keep the tier under `disk.max_mb` by
-//! removing the least recently used entries, rebuild the index from the files when it was
+//! retired or purged), record which entries were used, evict when other processes pushed the
+//! tier over `disk.max_mb`, rebuild the index from the files when it was
 //! lost, and compact the journal. Nothing here is on a request's path.
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::sync::Weak;
 use std::time::{Duration, Instant};
 
@@ -16,27 +15,18 @@ use super::disk_store::{index_error, DiskStore};
 use super::entry::now_ms;
 use super::journal::{Digest, Removal};
 use super::Inner;
-use crate::file_lock::LockFile;
 
 const TICK: Duration = Duration::from_millis(500);
 /// Uses are recorded every this many ticks (and before every eviction).
 const TOUCH_EVERY: u64 = 4;
 /// The journal is checked for compaction every this many ticks.
 const COMPACT_EVERY: u64 = 120;
-/// Eviction brings usage down to this share of the cap, so it does not run for every write.
-const LOW_WATER_PERCENT: u64 = 90;
-/// Eviction summaries are logged at most this often.
-const LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// Starts the upkeep thread; it ends when the cache is dropped.
 pub(super) fn start(cache: Weak<Inner>, rebuild: bool) -> std::io::Result<()> {
     let mut upkeep = Upkeep {
         ticks: 0,
-        touched_up_to: now_ms(),
         reconcile: rebuild,
-        evict_lock: None,
-        evicted_since_log: (0, 0),
-        last_logged: None,
     };
     std::thread::Builder::new()
         .name("cache-upkeep".into())
@@ -50,13 +40,8 @@ pub(super) fn start(cache: Weak<Inner>, rebuild: bool) -> std::io::Result<()> {
 
 struct Upkeep {
     ticks: u64,
-    /// Uses up to this time are recorded in the index.
-    touched_up_to: u64,
     /// Whether the index must be checked against the files.
     reconcile: bool,
-    evict_lock: Option<LockFile>,
-    evicted_since_log: (u64, u64),
-    last_logged: Option<Instant>,
 }
 
 impl Upkeep {
@@ -79,82 +64,18 @@ impl Upkeep {
             self.reconcile = false;
             reconcile_logged(store);
         }
-        let over_cap = store.index.usage().1 > inner.config.disk_max_bytes;
+        let over_cap = store.index.usage().1 > store.eviction.max_bytes();
         if over_cap || self.ticks % TOUCH_EVERY == 0 {
-            self.record_uses(inner);
+            store.record_uses();
         }
         if over_cap {
-            self.evict(inner);
+            store.eviction.make_room(store, 0);
         }
         if self.ticks % COMPACT_EVERY == 0 {
             if let Err(e) = store.index.compact_if_long() {
                 store.health.failed(&index_error(e));
             }
         }
-    }
-
-    /// Tells the index which entries in memory were served since the last time.
-    fn record_uses(&mut self, inner: &Inner) {
-        let since = self.touched_up_to;
-        self.touched_up_to = now_ms();
-        let mut used: Vec<(Digest, u64)> = inner
-            .memory
-            .used_since(since)
-            .into_iter()
-            .map(|(key, at)| (key.digest_bytes(), at))
-            .collect();
-        used.append(&mut inner.take_disk_uses());
-        if used.is_empty() {
-            return;
-        }
-        if let Err(e) = inner.store.index.touch(&used) {
-            inner.store.health.failed(&index_error(e));
-        }
-    }
-
-    /// Removes least recently used entries until the tier is under its low-water mark. One
-    /// process at a time evicts (`v1/evict.lock`), so two do not both remove for the same
-    /// excess.
-    fn evict(&mut self, inner: &Inner) {
-        let store = &inner.store;
-        if !self.hold_evict_lock(store.tier.root()) {
-            return;
-        }
-        let target = inner.config.disk_max_bytes / 100 * LOW_WATER_PERCENT;
-        let victims = store.index.victims(target);
-        let digests: Vec<Digest> = victims.iter().map(|(digest, _)| *digest).collect();
-        let bytes: u64 = victims.iter().map(|(_, slot)| slot.size).sum();
-        store.remove(&digests, Removal::Capacity);
-        if let Some(lock) = &self.evict_lock {
-            let _ = lock.unlock();
-        }
-        store.stats.disk_evictions.add(digests.len() as u64);
-        store.stats.disk_evicted_bytes.add(bytes);
-        debug!(
-            entries = digests.len(),
-            bytes, "disk tier over its cap; evicted"
-        );
-        self.evicted_since_log.0 += digests.len() as u64;
-        self.evicted_since_log.1 += bytes;
-        if self.last_logged.is_none_or(|at| at.elapsed() >= LOG_EVERY) {
-            let (entries, bytes) = std::mem::take(&mut self.evicted_since_log);
-            self.last_logged = Some(Instant::now());
-            info!(
-                entries,
-                bytes,
-                cap_bytes = inner.config.disk_max_bytes,
-                "disk tier at its cap: least recently used entries evicted"
-            );
-        }
-    }
-
-    fn hold_evict_lock(&mut self, root: &Path) -> bool {
-        if self.evict_lock.is_none() {
-            self.evict_lock = LockFile::open(&root.join("evict.lock")).ok();
-        }
-        self.evict_lock
-            .as_ref()
-            .is_some_and(|lock| lock.try_lock_exclusive().unwrap_or(false))
     }
 }
 

@@ -15,9 +15,9 @@ use std::sync::Arc;
 use super::disk::{digest_of_path, files_below, DiskError, DiskTier};
 use super::disk_store::{index_error, DiskStore};
 use super::entry::CachedResponse;
-use super::health::DiskHealth;
 use super::index::DiskIndex;
 use super::journal::{Digest, Removal};
+use super::memory::MemoryTier;
 use super::upkeep;
 use super::versions::VersionIndex;
 use crate::atomic_file;
@@ -58,13 +58,9 @@ pub fn verify_dir(dir: &Path, repair: bool) -> Result<VerifyReport, DiskError> {
     let (tier, _) = DiskTier::inspect(dir)?;
     let (index, _) = DiskIndex::open(tier.root()).map_err(index_error)?;
     let versions = Arc::new(VersionIndex::new(tier.root(), 1));
-    let store = DiskStore {
-        tier,
-        index,
-        health: DiskHealth::new(stats.clone()),
-        versions,
-        stats,
-    };
+    // Verifying removes nothing for capacity.
+    let memory = MemoryTier::new(0, std::time::Duration::from_secs(1));
+    let store = DiskStore::new(tier, index, versions, memory, stats, u64::MAX);
     let sole_user = store.tier.is_sole_user();
     Ok(verify(&store, repair, sole_user))
 }

@@ -20,7 +20,7 @@ use super::PendingGuard;
 /// Entries waiting to be written, at most.
 pub const MAX_QUEUED_STORES: usize = 64;
 /// Bytes of entries waiting to be written, at most.
-pub const MAX_QUEUED_BYTES: u64 = 64 * 1024 * 1024;
+pub const MAX_QUEUED_BYTES: u64 = 16 * 1024 * 1024;
 
 enum Job {
     Store(Arc<CachedResponse>),
