@@ -219,9 +219,9 @@ fn start_times(work: &Path, entries: u64) {
     let target = bench_url(entries / 2);
     let mut rows = Vec::new();
     for (name, cache, lose_index) in [
-        ("1 entry (peer)", &small, false),
-        ("100k entries, index present", &large, false),
-        ("100k entries, index lost", &large, true),
+        ("1 entry (peer)".to_owned(), &small, false),
+        (format!("{entries} entries, index present"), &large, false),
+        (format!("{entries} entries, index lost"), &large, true),
     ] {
         let mut listening = Vec::new();
         let mut answered = Vec::new();

@@ -16,8 +16,14 @@
 //!                            │               ▼ Leader
 //!                            └────────▶ upstream (pooled, rustls) ─▶ TeeBody: to client + collect
 //!                                            ▼ clean end
-//!                                   cache.commit: version index ─▶ memory ─▶ disk (atomic)
+//!                                   cache.commit: memory ─▶ version index ─▶ write queue
+//!                                            ▼ writer thread
+//!                                   make room (LRU) ─▶ entry file (atomic) ─▶ index journal
 //! ```
+//!
+//! Beside the requests, the cache's upkeep thread follows the index journal that every
+//! process sharing the directory appends to, records which entries were used, evicts, and
+//! rebuilds the index when it was lost.
 //!
 //! Every response carries `Cache-Status` (RFC 9211), and every request is logged once.
 #![forbid(unsafe_code)]
