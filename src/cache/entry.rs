@@ -6,6 +6,7 @@
 //! truncated, extended or bit-flipped file is always caught.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -55,6 +56,9 @@ pub struct EntryMeta {
     pub body_len: u64,
     /// xxh3-64 of the body.
     pub body_xxh3: u64,
+    /// `headers` parsed, kept after the first use: every hit reads them several times.
+    #[serde(skip)]
+    parsed: OnceLock<HeaderMap>,
 }
 
 /// A complete cached response. Cloning shares the body: a hit copies no body bytes.
@@ -135,6 +139,7 @@ impl EntryMeta {
             lifetime,
             body_len: body.len() as u64,
             body_xxh3: xxh3_64(body),
+            parsed: OnceLock::new(),
         };
         meta.set_headers(headers);
         meta.set_stored_at(stored_at);
@@ -147,6 +152,7 @@ impl EntryMeta {
             .iter()
             .map(|(name, value)| (name.as_str().to_owned(), latin1(value.as_bytes())))
             .collect();
+        self.parsed = OnceLock::new();
     }
 
     /// Sets when the entry was stored (or revalidated).
@@ -167,7 +173,11 @@ impl EntryMeta {
     }
 
     /// The stored headers as a map; a header that no longer parses is left out.
-    pub fn header_map(&self) -> HeaderMap {
+    pub fn header_map(&self) -> &HeaderMap {
+        self.parsed.get_or_init(|| self.parse_headers())
+    }
+
+    fn parse_headers(&self) -> HeaderMap {
         let mut map = HeaderMap::with_capacity(self.headers.len());
         for (name, value) in &self.headers {
             let bytes: Vec<u8> = value.chars().map(|c| c as u32 as u8).collect();

@@ -248,7 +248,7 @@ pub fn freshness(
             }
             let staleness = age - ttl;
             let negative = meta.status != StatusCode::OK.as_u16();
-            let (mut revalidate_window, mut error_window) = stale_windows(&headers);
+            let (mut revalidate_window, mut error_window) = stale_windows(headers);
             if meta.version.is_some() && !negative {
                 revalidate_window = revalidate_window.max(policy.versioned_stale_while_revalidate);
                 error_window = error_window.max(policy.versioned_stale_if_error);
@@ -261,9 +261,9 @@ pub fn freshness(
         Lifetime::Standard(cache_policy) => match cache_policy.before_request(request, now) {
             BeforeRequest::Fresh(_) => Freshness::Fresh,
             BeforeRequest::Stale { .. } => {
-                if has_directive(&headers, "must-revalidate")
-                    || has_directive(&headers, "proxy-revalidate")
-                    || has_directive(&headers, "no-cache")
+                if has_directive(headers, "must-revalidate")
+                    || has_directive(headers, "proxy-revalidate")
+                    || has_directive(headers, "no-cache")
                     || has_directive(request.headers(), "no-cache")
                 {
                     return Freshness::Stale(StaleUse::default());
@@ -273,7 +273,7 @@ pub fn freshness(
                     .duration_since(meta.stored_at())
                     .unwrap_or_default()
                     .saturating_sub(lifetime);
-                let (revalidate_window, error_window) = stale_windows(&headers);
+                let (revalidate_window, error_window) = stale_windows(headers);
                 Freshness::Stale(StaleUse {
                     while_revalidating: staleness < revalidate_window,
                     on_error: staleness < error_window,
@@ -346,7 +346,7 @@ pub fn refreshed(
             if new_etag.is_some_and(|new| stored_etag.as_ref() != Some(new)) {
                 return None;
             }
-            let mut headers = meta.header_map();
+            let mut headers = meta.header_map().clone();
             for (name, value) in not_modified.headers() {
                 if !KEPT_ON_REVALIDATION.contains(&name.as_str()) {
                     headers.insert(name.clone(), value.clone());

@@ -144,7 +144,7 @@ pub fn respond(
     request: &Request<()>,
     age: Duration,
 ) -> Response<ProxyBody> {
-    let stored = entry.meta.header_map();
+    let stored = entry.meta.header_map().clone();
     let len = entry.body.len() as u64;
     let reply = if entry.meta.status() == StatusCode::OK {
         choose(request.method(), request.headers(), &stored, len)
