@@ -193,6 +193,9 @@ impl Journal {
     pub fn lock(&mut self) -> io::Result<LockedJournal<'_>> {
         if !self.lock_path_exists() {
             // The directory was deleted under us: a new lock file, or we would lock alone.
+            if let Some(dir) = self.path.parent() {
+                fs::create_dir_all(dir)?;
+            }
             self.lock = LockFile::open(&self.lock_path())?;
         }
         self.lock.lock_exclusive()?;
