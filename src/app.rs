@@ -49,6 +49,12 @@ impl App {
         let cache = Cache::open(&config.cache, stats.clone())?;
         let ca = CertAuthority::load_or_create(&config.mitm.ca_dir, provider.clone())?;
         let upstream = Upstream::new(&config.upstream, provider)?;
+        if let Some(proxy) = upstream.chain() {
+            tracing::info!(
+                proxy = proxy.display(),
+                "origin connections go through an upstream proxy"
+            );
+        }
         let connections = Connections::new(config.clients.header_timeout);
         let policy = RwLock::new(Arc::new(config.policy.clone()));
         let ctx = Context {

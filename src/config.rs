@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::proxy::chain::ChainProxy;
 use globset::{Glob, GlobBuilder, GlobMatcher};
 use regex::Regex;
 use serde::Deserialize;
@@ -200,6 +201,8 @@ pub struct Rule {
     /// Share answers to requests that carry `Cookie` or `Authorization` between clients
     /// (off unless said: such answers are kept per cookie, and `Authorization` bypasses).
     pub share_credentials: bool,
+    /// Fetch these URLs directly, not through `upstream.proxy`.
+    pub direct: bool,
 }
 
 /// A rule's URL pattern, matched against `host[:port]/path`.
@@ -244,9 +247,22 @@ pub struct UpstreamConfig {
     pub idle_timeout: Duration,
     /// Hosts the proxy may contact; empty means any.
     pub allow_hosts: Vec<GlobMatcher>,
+    /// The HTTP proxy origin connections go through (`CONNECT`); none: direct.
+    pub proxy: Option<ChainProxy>,
+    /// Hosts reached directly even with `proxy` set.
+    pub no_proxy: Vec<GlobMatcher>,
 }
 
 impl UpstreamConfig {
+    /// Whether connections to `host` go through `proxy` (set, and `host` not in `no_proxy`).
+    pub fn chains(&self, host: &str) -> bool {
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        self.proxy.is_some() && !self.no_proxy.iter().any(|glob| glob.is_match(&host))
+    }
+
     /// Refuses a host outside `allow_hosts`, before any DNS lookup or connection.
     pub fn check_allowed(&self, host: &str) -> Result<(), crate::error::ProxyError> {
         let host = host
@@ -339,6 +355,8 @@ struct RawUpstream {
     response_timeout_secs: Option<u64>,
     idle_timeout_secs: Option<u64>,
     allow_hosts: Vec<String>,
+    proxy: Option<String>,
+    no_proxy: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -350,6 +368,8 @@ struct RawRule {
     ttl_secs: Option<u64>,
     #[serde(default)]
     share_credentials: bool,
+    #[serde(default)]
+    direct: bool,
     standard_caching: Option<bool>,
 }
 
@@ -461,6 +481,14 @@ impl Config {
                 raw.upstream.idle_timeout_secs.unwrap_or(90),
             )?,
             allow_hosts: host_globs("upstream.allow_hosts", &raw.upstream.allow_hosts)?,
+            proxy: raw
+                .upstream
+                .proxy
+                .as_deref()
+                .map(ChainProxy::parse)
+                .transpose()
+                .map_err(|e| ("upstream.proxy".to_owned(), e))?,
+            no_proxy: host_globs("upstream.no_proxy", &raw.upstream.no_proxy)?,
         };
         let passthrough = host_globs("passthrough", &raw.passthrough)?;
         let mitm = MitmConfig {
@@ -529,10 +557,15 @@ impl RawRule {
             .ttl_secs
             .map(|ttl| secs(&field("ttl_secs"), ttl))
             .transpose()?;
-        if self.action.is_none() && self.standard_caching.is_none() && !self.share_credentials {
+        if self.action.is_none()
+            && self.standard_caching.is_none()
+            && !self.share_credentials
+            && !self.direct
+        {
             return Err((
                 format!("rules[{index}]"),
-                "a rule needs `action`, `standard_caching` or `share_credentials`".to_owned(),
+                "a rule needs `action`, `standard_caching`, `share_credentials` or `direct`"
+                    .to_owned(),
             ));
         }
         if self.action == Some(RuleAction::Bypass) && self.share_credentials {
@@ -553,6 +586,7 @@ impl RawRule {
             standard_caching: self.standard_caching,
             ttl,
             share_credentials: self.share_credentials,
+            direct: self.direct,
         })
     }
 }

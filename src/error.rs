@@ -41,7 +41,16 @@ pub enum ProxyError {
         /// Why (refused, no route, DNS...).
         detail: String,
     },
+    /// The upstream proxy refused, failed or did not answer.
+    #[error("upstream proxy {proxy}: {detail}")]
+    UpstreamProxy {
+        /// The proxy, without its password.
+        proxy: String,
+        /// What went wrong.
+        detail: String,
+    },
     /// The TLS handshake with the origin failed (certificate, protocol).
+
     #[error("TLS handshake with {origin} failed: {detail}")]
     Tls {
         /// `host:port`.
@@ -75,9 +84,10 @@ impl ProxyError {
             ProxyError::HostNotAllowed { .. } => StatusCode::FORBIDDEN,
             ProxyError::Loop { .. } => StatusCode::LOOP_DETECTED,
             ProxyError::Timeout { .. } | ProxyError::Offline { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::Connect { .. } | ProxyError::Tls { .. } | ProxyError::Upstream { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            ProxyError::Connect { .. }
+            | ProxyError::Tls { .. }
+            | ProxyError::Upstream { .. }
+            | ProxyError::UpstreamProxy { .. } => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -92,6 +102,7 @@ impl ProxyError {
             ProxyError::Tls { .. } => "upstream-tls",
             ProxyError::Timeout { .. } => "upstream-timeout",
             ProxyError::Upstream { .. } => "upstream-error",
+            ProxyError::UpstreamProxy { .. } => "upstream-proxy",
         }
     }
 

@@ -59,6 +59,16 @@ struct Options {
     #[arg(long, global = true)]
     upstream_ca: Option<PathBuf>,
 
+    /// An HTTP proxy to reach origins through, with CONNECT: http://[user:password@]host:port
+    /// (overrides upstream.proxy). Cache hits never go through it.
+    #[arg(
+        long,
+        global = true,
+        env = "ASSET_PROXY_UPSTREAM_PROXY",
+        hide_env_values = true
+    )]
+    upstream_proxy: Option<String>,
+
     /// Allow listening on a non-loopback --bind address. Requires proxy credentials
     /// (clients.proxy_auth in the config, or ASSET_PROXY_AUTH=user:password).
     #[arg(long, global = true)]
@@ -257,6 +267,11 @@ fn load_config(options: &Options) -> anyhow::Result<(Config, Option<PathBuf>)> {
     config.cache.dir = options.cache_dir.clone();
     config.mitm.ca_dir = options.ca_dir.clone();
     config.upstream.extra_roots = options.upstream_ca.clone();
+    if let Some(url) = options.upstream_proxy.as_deref().filter(|u| !u.is_empty()) {
+        let proxy = asset_proxy::proxy::chain::ChainProxy::parse(url)
+            .map_err(|e| anyhow::anyhow!("--upstream-proxy: {e}"))?;
+        config.upstream.proxy = Some(proxy);
+    }
     config.policy.offline = options.offline;
     config.admin.token = options.admin_token.clone().filter(|t| !t.is_empty());
     if let Ok(text) = std::env::var("ASSET_PROXY_AUTH") {

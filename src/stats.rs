@@ -262,6 +262,8 @@ pub struct Stats {
     pub bytes_from_cache: Counter,
     /// Body bytes received from origins.
     pub bytes_from_upstream: Counter,
+    /// Of those, the bytes that came through the upstream proxy.
+    pub bytes_via_upstream_proxy: Counter,
 }
 
 impl Default for Stats {
@@ -293,6 +295,7 @@ impl Default for Stats {
             upstream_errors: Counter::default(),
             bytes_from_cache: Counter::default(),
             bytes_from_upstream: Counter::default(),
+            bytes_via_upstream_proxy: Counter::default(),
         }
     }
 }

@@ -28,6 +28,11 @@ pub async fn stats(ctx: &Context) -> Value {
         "hit_ratio": round(s.hit_ratio()),
         "bytes_from_cache": s.bytes_from_cache.get(),
         "bytes_from_upstream": s.bytes_from_upstream.get(),
+        "upstream_proxy": {
+            "url": ctx.upstream.chain().map(|p| p.display().to_owned()),
+            "bytes_through": s.bytes_via_upstream_proxy.get(),
+            "bytes_not_through": s.bytes_from_cache.get(),
+        },
         "bytes_saved_by_revalidation": s.bytes_saved_by_revalidation.get(),
         "bandwidth_saved_percent": round(s.bandwidth_saved() * 100.0),
         "stored": s.stored.get(),
@@ -83,7 +88,7 @@ pub async fn metrics(ctx: &Context) -> String {
     let s = &ctx.stats;
     let usage = ctx.cache.usage().await;
     let mut out = String::new();
-    let counters: [(&str, &str, u64); 21] = [
+    let counters: [(&str, &str, u64); 22] = [
         (
             "requests",
             "Requests answered (CONNECTs excluded).",
@@ -179,6 +184,11 @@ pub async fn metrics(ctx: &Context) -> String {
             "upstream_bytes",
             "Body bytes received from origins.",
             s.bytes_from_upstream.get(),
+        ),
+        (
+            "upstream_proxy_bytes",
+            "Body bytes received from origins through the upstream proxy.",
+            s.bytes_via_upstream_proxy.get(),
         ),
         (
             "revalidation_saved_bytes",

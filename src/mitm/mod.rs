@@ -22,8 +22,10 @@ use tracing::{debug, warn};
 use crate::error::ProxyError;
 use crate::proxy::body::{empty, ProxyBody};
 use crate::proxy::headers::{CACHE_STATUS, PROXY_NAME};
+use crate::proxy::upstream::Route;
 use crate::proxy::{Context, ProxyService};
 use rewind::Rewind;
+use url::Url;
 
 /// A client that sends nothing this long after CONNECT is assumed to wait for the server to
 /// speak first, and is tunnelled.
@@ -135,18 +137,9 @@ impl Target {
                 url: format!("tunnel to {}", self.authority),
             });
         }
-        let limit = ctx.config.upstream.connect_timeout;
-        match timeout(limit, TcpStream::connect((self.host.as_str(), self.port))).await {
-            Ok(Ok(stream)) => Ok(stream),
-            Ok(Err(e)) => Err(ProxyError::Connect {
-                origin: self.authority.clone(),
-                detail: e.to_string(),
-            }),
-            Err(_) => Err(ProxyError::Timeout {
-                origin: self.authority.clone(),
-                after: limit,
-            }),
-        }
+        let route = Url::parse(&format!("https://{}/", self.authority))
+            .map_or(Route::Direct, |url| ctx.route(&url));
+        ctx.upstream.dial(&self.host, self.port, route).await
     }
 
     /// Intercepts TLS, tunnels anything else.

@@ -2,6 +2,7 @@
 //! stale where a window allows it), follow another request's fetch, or lead a fetch — a
 //! revalidation when a stale entry has validators.
 
+use super::upstream::Route;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -289,7 +290,8 @@ impl ProxyService {
         }
         let (mut parts, body) = response.into_parts();
         remove_hop_by_hop(&mut parts.headers);
-        let counted = CountedBody::new(body, stats.clone());
+        let chained = parts.extensions.get::<Route>() == Some(&Route::Chained);
+        let counted = CountedBody::new(body, stats.clone(), chained);
         let limits = StoreLimits {
             max_object_bytes: self.ctx.cache.config().max_object_bytes,
             negative_ttl: self.ctx.policy().negative_ttl,

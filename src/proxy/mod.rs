@@ -3,6 +3,7 @@
 
 pub mod body;
 mod cached;
+pub mod chain;
 pub mod headers;
 pub mod log;
 pub mod respond;
@@ -31,7 +32,7 @@ use crate::stats::Stats;
 use body::ProxyBody;
 use headers::{add_via, remove_hop_by_hop, CacheStatus, CACHE_STATUS};
 use log::{LoggedBody, RequestSummary};
-use upstream::{Upstream, UpstreamBody};
+use upstream::{Route, Upstream, UpstreamBody};
 
 /// Everything a request may need, built once by `App`.
 pub struct Context {
@@ -62,6 +63,26 @@ impl Context {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// How a request for `url` reaches its origin: through the upstream proxy unless none
+    /// is set, the host is in `upstream.no_proxy`, or a rule says `direct`.
+    pub fn route(&self, url: &Url) -> Route {
+        let host = url.host_str().unwrap_or("");
+        if !self.config.upstream.chains(host) {
+            return Route::Direct;
+        }
+        let text = crate::cache::policy::match_text(url);
+        let direct = self
+            .policy()
+            .rules
+            .iter()
+            .any(|rule| rule.direct && rule.pattern.is_match(&text));
+        if direct {
+            Route::Direct
+        } else {
+            Route::Chained
+        }
     }
 
     /// Refuses a target that is this proxy itself (or its admin API): the request would
@@ -251,7 +272,8 @@ impl ProxyService {
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
                 remove_hop_by_hop(&mut parts.headers);
-                let body = CountedBody::new(body, self.ctx.stats.clone())
+                let chained = parts.extensions.get::<Route>() == Some(&Route::Chained);
+                let body = CountedBody::new(body, self.ctx.stats.clone(), chained)
                     .map_err(Into::into)
                     .boxed();
                 (Response::from_parts(parts, body), status)
@@ -276,10 +298,14 @@ impl ProxyService {
         parts.headers.remove(HOST);
         add_via(&mut parts.headers, parts.version);
         parts.version = http::Version::HTTP_11;
-        self.ctx
+        let route = self.ctx.route(url);
+        let mut response = self
+            .ctx
             .upstream
-            .send(Request::from_parts(parts, body))
-            .await
+            .send(Request::from_parts(parts, body), route)
+            .await?;
+        response.extensions_mut().insert(route);
+        Ok(response)
     }
 
     fn failed(&self, error: ProxyError) -> (Response<ProxyBody>, CacheStatus) {
@@ -304,14 +330,20 @@ fn finish(response: Response<ProxyBody>, summary: RequestSummary) -> Response<Pr
 }
 
 /// An origin body whose bytes are counted as they arrive.
-struct CountedBody {
+pub(crate) struct CountedBody {
     inner: Incoming,
     stats: Arc<Stats>,
+    /// Whether the bytes came through the upstream proxy.
+    chained: bool,
 }
 
 impl CountedBody {
-    fn new(inner: Incoming, stats: Arc<Stats>) -> CountedBody {
-        CountedBody { inner, stats }
+    pub(crate) fn new(inner: Incoming, stats: Arc<Stats>, chained: bool) -> CountedBody {
+        CountedBody {
+            inner,
+            stats,
+            chained,
+        }
     }
 }
 
@@ -327,6 +359,9 @@ impl http_body::Body for CountedBody {
         if let std::task::Poll::Ready(Some(Ok(frame))) = &polled {
             if let Some(data) = frame.data_ref() {
                 self.stats.bytes_from_upstream.add(data.len() as u64);
+                if self.chained {
+                    self.stats.bytes_via_upstream_proxy.add(data.len() as u64);
+                }
             }
         }
         polled

@@ -1,6 +1,7 @@
 //! `Upstream`: the client that talks to origins — hyper-util's pooled client over
 //! hyper-rustls (HTTP/1.1 and HTTP/2 by ALPN), trusting the standard web roots plus any extra
-//! PEM roots given with `--upstream-ca`.
+//! PEM roots given with `--upstream-ca`; with an upstream proxy configured, a second pool
+//! whose connections are tunnels through it (`chain`).
 
 use std::error::Error as StdError;
 use std::io;
@@ -20,7 +21,9 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore};
+use tokio::net::TcpStream;
 
+use super::chain::{ChainConnector, ChainError, ChainProxy};
 use crate::config::UpstreamConfig;
 use crate::error::ProxyError;
 
@@ -43,12 +46,25 @@ pub enum UpstreamSetupError {
     Tls(#[from] rustls::Error),
 }
 
-/// The connection pool to origins.
+/// The connection pools to origins: direct, and through the upstream proxy when one is set.
 #[derive(Clone)]
 pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
+    chained: Option<(
+        ChainProxy,
+        Client<HttpsConnector<ChainConnector>, UpstreamBody>,
+    )>,
     connect_timeout: Duration,
     response_timeout: Duration,
+}
+
+/// How a request reaches its origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// A connection of our own.
+    Direct,
+    /// A tunnel through the upstream proxy.
+    Chained,
 }
 
 impl Upstream {
@@ -71,33 +87,74 @@ impl Upstream {
         http.enforce_http(false);
         http.set_connect_timeout(Some(config.connect_timeout));
         http.set_nodelay(true);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_all_versions()
-            .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(config.idle_timeout)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
-            .build(connector);
+            .build(tls_over(http, tls.clone()));
+        let chained = config.proxy.clone().map(|proxy| {
+            let connector = ChainConnector::new(proxy.clone(), config.connect_timeout);
+            let client = Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(config.idle_timeout)
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .build(tls_over(connector, tls.clone()));
+            (proxy, client)
+        });
         Ok(Upstream {
             client,
+            chained,
             connect_timeout: config.connect_timeout,
             response_timeout: config.response_timeout,
         })
     }
 
-    /// Sends `request` (absolute URI) and waits for the response headers, within the limit.
+    /// The upstream proxy, if one is configured.
+    pub fn chain(&self) -> Option<&ChainProxy> {
+        self.chained.as_ref().map(|(proxy, _)| proxy)
+    }
+
+    /// A TCP stream to `host:port` for a tunnel, by `route`.
+    pub async fn dial(&self, host: &str, port: u16, route: Route) -> Result<TcpStream, ProxyError> {
+        let authority = format!("{host}:{port}");
+        if let (Route::Chained, Some((proxy, _))) = (route, &self.chained) {
+            return proxy
+                .dial(host, port, self.connect_timeout)
+                .await
+                .map_err(|e| ProxyError::UpstreamProxy {
+                    proxy: e.proxy,
+                    detail: e.detail,
+                });
+        }
+        match tokio::time::timeout(self.connect_timeout, TcpStream::connect((host, port))).await {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(e)) => Err(ProxyError::Connect {
+                origin: authority,
+                detail: e.to_string(),
+            }),
+            Err(_) => Err(ProxyError::Timeout {
+                origin: authority,
+                after: self.connect_timeout,
+            }),
+        }
+    }
+
+    /// Sends `request` (absolute URI) by `route` and waits for the response headers, within
+    /// the limit.
     pub async fn send(
         &self,
         request: Request<UpstreamBody>,
+        route: Route,
     ) -> Result<Response<Incoming>, ProxyError> {
         let origin = request
             .uri()
             .authority()
             .map_or_else(String::new, |a| a.to_string());
-        match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
+        let sent = match (route, &self.chained) {
+            (Route::Chained, Some((_, client))) => client.request(request),
+            _ => self.client.request(request),
+        };
+        match tokio::time::timeout(self.response_timeout, sent).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(error)) => Err(classify(origin, &error, self.connect_timeout)),
             Err(_) => Err(ProxyError::Timeout {
@@ -106,6 +163,15 @@ impl Upstream {
             }),
         }
     }
+}
+
+/// TLS (or plain HTTP) over `connector`'s streams, HTTP/2 or HTTP/1.1 by ALPN.
+fn tls_over<C>(connector: C, tls: ClientConfig) -> HttpsConnector<C> {
+    hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_all_versions()
+        .wrap_connector(connector)
 }
 
 fn add_pem_roots(roots: &mut RootCertStore, path: &Path) -> Result<(), UpstreamSetupError> {
@@ -133,6 +199,15 @@ fn classify(
     connect_timeout: Duration,
 ) -> ProxyError {
     let causes = causes(error);
+    if let Some(chain) = causes
+        .iter()
+        .find_map(|cause| cause.downcast_ref::<ChainError>())
+    {
+        return ProxyError::UpstreamProxy {
+            proxy: chain.proxy.clone(),
+            detail: chain.detail.clone(),
+        };
+    }
     if let Some(tls) = causes
         .iter()
         .find_map(|cause| cause.downcast_ref::<rustls::Error>())

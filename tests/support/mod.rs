@@ -665,3 +665,112 @@ pub fn run_proxy(dir: &Path, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// How a test upstream proxy behaves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum ChainMode {
+    /// Tunnels every CONNECT.
+    Open,
+    /// Answers 407 unless `Proxy-Authorization` carries `user:secret`.
+    NeedsAuth,
+    /// Accepts connections and never answers.
+    Silent,
+}
+
+/// A small HTTP CONNECT proxy on loopback, as paid upstream proxies are: it counts the tunnels
+/// it opened, to which targets, and the bytes it carried.
+pub struct ConnectProxy {
+    pub addr: SocketAddr,
+    pub tunnels: Arc<Mutex<Vec<String>>>,
+    pub bytes: Arc<std::sync::atomic::AtomicU64>,
+    pub auth_seen: Arc<Mutex<Vec<Option<String>>>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for ConnectProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ConnectProxy {
+    pub async fn start(mode: ChainMode) -> ConnectProxy {
+        use base64::Engine as _;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let tunnels = Arc::new(Mutex::new(Vec::new()));
+        let bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let auth_seen = Arc::new(Mutex::new(Vec::new()));
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("user:secret")
+        );
+        let (t, b, a) = (tunnels.clone(), bytes.clone(), auth_seen.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                let (tunnels, bytes, auth_seen, expected) =
+                    (t.clone(), b.clone(), a.clone(), expected.clone());
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if client.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    if mode == ChainMode::Silent {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                        return;
+                    }
+                    let text = String::from_utf8_lossy(&head).into_owned();
+                    let target = text.split_whitespace().nth(1).unwrap_or("").to_owned();
+                    let auth = text
+                        .lines()
+                        .find(|l| l.to_ascii_lowercase().starts_with("proxy-authorization:"))
+                        .map(|l| l.split_once(':').map_or("", |(_, v)| v).trim().to_owned());
+                    auth_seen.lock().expect("auth").push(auth.clone());
+                    if mode == ChainMode::NeedsAuth && auth.as_deref() != Some(expected.as_str()) {
+                        let _ = client
+                            .write_all(b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"test\"\r\nContent-Length: 0\r\n\r\n")
+                            .await;
+                        return;
+                    }
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                        let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
+                        return;
+                    };
+                    tunnels.lock().expect("tunnels").push(target);
+                    if client
+                        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    if let Ok((up, down)) =
+                        tokio::io::copy_bidirectional(&mut client, &mut server).await
+                    {
+                        bytes.fetch_add(up + down, std::sync::atomic::Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        ConnectProxy {
+            addr,
+            tunnels,
+            bytes,
+            auth_seen,
+            task,
+        }
+    }
+
+    /// Tunnels opened so far.
+    pub fn tunnel_count(&self) -> usize {
+        self.tunnels.lock().expect("tunnels").len()
+    }
+}
