@@ -3,7 +3,9 @@
 //! 1. Start: time from spawning the proxy to the answer of a disk hit, over a cache of one
 //!    entry (the peer) and over 100,000 entries — with their index, and with the index lost
 //!    (the proxy serves at once and rebuilds it in the background; the rebuild is timed too).
-//! 2. Memory bound: peak resident memory of the proxy under sustained load that misses, hits
+//! 2. Pre-warming: the first requests after a restart, for 100 recently used 256 KiB assets,
+//!    with the memory tier pre-warmed from disk and without (each then a disk hit).
+//! 3. Memory bound: peak resident memory of the proxy under sustained load that misses, hits
 //!    and evicts, against `memory.max_mb` + 64 MiB; disk usage against `disk.max_mb`.
 //!
 //! Sizes can be changed with `DISK_BENCH_ENTRIES` and `DISK_BENCH_LOAD_SECS`.
@@ -39,6 +41,7 @@ fn main() {
     let work = tempfile::tempdir().expect("temp dir");
     println!("disk tier benchmark: {entries} entries, {load_secs} s of load");
     start_times(work.path(), entries);
+    first_requests_after_restart(work.path());
     memory_bound(work.path(), load_secs);
 }
 
@@ -149,11 +152,15 @@ fn bench_url(n: u64) -> String {
 
 /// Writes `count` small entries straight into the layout, as a long-running proxy would have.
 fn populate(cache: &Path, count: u64) {
+    populate_sized(cache, count, 1024);
+}
+
+fn populate_sized(cache: &Path, count: u64, body_len: usize) {
     let (tier, _) = DiskTier::open(cache).expect("open tier");
     let tier = Arc::new(tier);
     let mut headers = HeaderMap::new();
     headers.insert("content-type", HeaderValue::from_static("text/javascript"));
-    let body = Bytes::from(vec![b'x'; 1024]);
+    let body = Bytes::from(vec![b'x'; body_len]);
     let threads: Vec<_> = (0..2u64)
         .map(|part| {
             let (tier, headers, body) = (tier.clone(), headers.clone(), body.clone());
@@ -193,6 +200,59 @@ fn time_start(dir: &Path, cache: &Path, url: &str) -> (f64, f64, Proxy) {
     let answered = started.elapsed().as_secs_f64() * 1000.0;
     assert!(status.contains("hit"), "a disk hit: {status}");
     (listening, answered, proxy)
+}
+
+/// Milliseconds for the first request of each of `count` assets after a restart, with and
+/// without pre-warming.
+fn first_requests_after_restart(work: &Path) {
+    let count = 100;
+    let cache = work.join("prewarm-cache");
+    populate_sized(&cache, count, 256 * 1024);
+    // A first start builds the index (the entries were written straight into the layout).
+    let mut first = Proxy::spawn(work, &cache, &[]);
+    first.wait_for("corrected");
+    first.stop();
+    let mut rows = Vec::new();
+    for prewarm in [false, true] {
+        let config = work.join(format!("prewarm-{prewarm}.json"));
+        std::fs::write(
+            &config,
+            format!(r#"{{"memory": {{"prewarm": {prewarm}}}}}"#),
+        )
+        .expect("config");
+        let config_arg = config.display().to_string();
+        let mut proxy = Proxy::spawn(work, &cache, &["--config", &config_arg]);
+        if prewarm {
+            proxy.wait_for("pre-warmed");
+        }
+        let started = Instant::now();
+        let mut tiers = (0, 0);
+        for n in 0..count {
+            let status = get_through(proxy.addr, &bench_url(n));
+            if status.contains("detail=memory") {
+                tiers.0 += 1;
+            } else if status.contains("detail=disk") {
+                tiers.1 += 1;
+            }
+        }
+        let per_request = started.elapsed().as_secs_f64() * 1000.0 / count as f64;
+        proxy.stop();
+        rows.push((prewarm, per_request, tiers));
+    }
+    let without = rows[0].1;
+    println!("\n| first request after a restart ({count} assets of 256 KiB, one at a time) | ms per request | memory / disk hits | ratio to without |");
+    println!("|---|---:|---:|---:|");
+    for (prewarm, per_request, (memory, disk)) in rows {
+        let name = if prewarm {
+            "pre-warmed"
+        } else {
+            "without pre-warming (peer)"
+        };
+        println!(
+            "| {name} | {per_request:.3} | {memory} / {disk} | {:.2}x |",
+            per_request / without
+        );
+    }
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

@@ -88,8 +88,11 @@ impl CacheTarget {
         if let Some(client) = AdminClient::connect(admin, token).await {
             return Ok(CacheTarget::Running(client));
         }
+        // A command reads and removes; filling a memory tier it will not serve from is waste.
+        let mut cache_config = config.cache.clone();
+        cache_config.prewarm = false;
         let cache =
-            Cache::open(&config.cache, Arc::new(Stats::default())).map_err(StartError::from)?;
+            Cache::open(&cache_config, Arc::new(Stats::default())).map_err(StartError::from)?;
         // No proxy keeps the index current: make it agree with the files before answering.
         let checking = cache.clone();
         let _ = tokio::task::spawn_blocking(move || checking.reconcile_now()).await;

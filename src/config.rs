@@ -109,6 +109,8 @@ pub struct CacheConfig {
     pub memory_max_bytes: u64,
     /// An entry unused this long leaves the memory tier.
     pub memory_idle: Duration,
+    /// Fill the memory tier from disk with the most recently used entries at start.
+    pub prewarm: bool,
     /// Capacity of the disk tier in entry-file bytes; least recently used entries go first.
     pub disk_max_bytes: u64,
     /// Entries older than this are fetched again.
@@ -330,6 +332,7 @@ struct RawCredentials {
 struct RawMemory {
     max_mb: Option<u64>,
     idle_secs: Option<u64>,
+    prewarm: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -424,6 +427,7 @@ impl Config {
             dir: PathBuf::from("cache"),
             memory_max_bytes: positive("memory.max_mb", raw.memory.max_mb.unwrap_or(256))? * MIB,
             memory_idle: secs("memory.idle_secs", raw.memory.idle_secs.unwrap_or(300))?,
+            prewarm: raw.memory.prewarm.unwrap_or(true),
             disk_max_bytes: positive("disk.max_mb", raw.disk.max_mb.unwrap_or(10_240))? * MIB,
             max_age: secs(
                 "disk.max_age_hours",

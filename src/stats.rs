@@ -264,6 +264,10 @@ pub struct Stats {
     pub bytes_from_upstream: Counter,
     /// Of those, the bytes that came through the upstream proxy.
     pub bytes_via_upstream_proxy: Counter,
+    /// Entries the memory tier was filled with from disk at start.
+    pub prewarmed_entries: Counter,
+    /// Their body bytes.
+    pub prewarmed_bytes: Counter,
 }
 
 impl Default for Stats {
@@ -296,6 +300,8 @@ impl Default for Stats {
             bytes_from_cache: Counter::default(),
             bytes_from_upstream: Counter::default(),
             bytes_via_upstream_proxy: Counter::default(),
+            prewarmed_entries: Counter::default(),
+            prewarmed_bytes: Counter::default(),
         }
     }
 }

@@ -110,7 +110,9 @@ async fn entries_survive_a_restart_and_are_served_from_disk() {
     assert_eq!(get(&s.proxy.client(), &url).await.1, STORED);
     s.proxy.stop().await;
 
-    let proxy = TestProxy::start(&s.dir, "{}", Some(&s.ca.path)).await;
+    // Without pre-warming, so that the first read is the disk tier's.
+    let config = r#"{"memory": {"prewarm": false}}"#;
+    let proxy = TestProxy::start(&s.dir, config, Some(&s.ca.path)).await;
     let client = proxy.client();
     let (status, cache, got) = get(&client, &url).await;
     assert_eq!((status, cache.as_str()), (200, DISK_HIT));

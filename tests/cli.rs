@@ -165,7 +165,7 @@ async fn warm_fetches_a_list_into_the_cache_and_reports_failures() {
         "plain progress lines off a terminal: {progress}"
     );
 
-    // A proxy started afterwards serves them from disk.
+    // A proxy started afterwards serves them from the cache.
     let running = ProxyProcess::start(dir.path(), &["--upstream-ca", &upstream_ca]);
     let ca_pem = std::fs::read_to_string(dir.path().join("certs/ca.pem")).expect("CA");
     let (_, cache, _) = get(
@@ -173,7 +173,7 @@ async fn warm_fetches_a_list_into_the_cache_and_reports_failures() {
         &origin.url("/main.dart.js?v=7"),
     )
     .await;
-    assert_eq!(cache, "asset-proxy; hit; detail=disk");
+    assert!(cache.starts_with("asset-proxy; hit;"), "{cache}");
     assert_eq!(origin.hits("/main.dart.js?v=7"), 1);
 
     // Through the running proxy, from standard input.

@@ -16,8 +16,14 @@ use support::{
 
 const DISK_HIT: &str = "asset-proxy; hit; detail=disk";
 
+/// Arguments for a proxy on `dir`, without pre-warming: these tests are about what the disk
+/// tier itself serves.
 fn args(dir: &Path, extra: &[&str]) -> Vec<String> {
+    let config = dir.join("disk-only.json");
+    std::fs::write(&config, r#"{"memory": {"prewarm": false}}"#).expect("config");
     let mut out = vec![
+        "--config".to_owned(),
+        config.display().to_string(),
         "--cache-dir".to_owned(),
         dir.join("cache").display().to_string(),
         "--ca-dir".to_owned(),

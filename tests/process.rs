@@ -87,7 +87,7 @@ async fn curl_through_the_proxy_with_its_ca() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_exits_cleanly_and_a_restart_serves_from_disk() {
+async fn sigterm_exits_cleanly_and_a_restart_serves_from_memory_filled_from_disk() {
     let dir = tempfile::tempdir().expect("temp dir");
     let ca = TestCa::new(dir.path());
     let origin = Origin::https(&ca).await;
@@ -111,12 +111,18 @@ async fn sigterm_exits_cleanly_and_a_restart_serves_from_disk() {
         .expect("terminate");
     assert!(exit.success(), "exit status {exit:?}");
 
+    // Pre-warming fills memory from disk before the first request asks.
     let proxy = start(dir.path(), &args);
+    let line = proxy.wait_for_line(|l| l.contains("memory tier pre-warmed"));
+    assert!(line.contains("entries=1"), "{line}");
     let (status, cache, got) = get(&client_via(proxy.addr, &ca_pem), &url).await;
     assert_eq!(
         (status, cache.as_str(), got == body),
-        (200, "asset-proxy; hit; detail=disk", true)
+        (200, "asset-proxy; hit; detail=memory", true)
     );
+    let stats = support::admin_json(proxy.admin, "/stats").await;
+    assert_eq!(stats["prewarmed"]["entries"], 1, "{stats}");
+    assert_eq!(stats["prewarmed"]["bytes"], 1_000_000, "{stats}");
     assert_eq!(origin.hits("/canvaskit/0123456789abcdef/canvaskit.wasm"), 1);
 }
 

@@ -36,6 +36,7 @@ pub async fn stats(ctx: &Context) -> Value {
         "bytes_saved_by_revalidation": s.bytes_saved_by_revalidation.get(),
         "bandwidth_saved_percent": round(s.bandwidth_saved() * 100.0),
         "stored": s.stored.get(),
+        "prewarmed": { "entries": s.prewarmed_entries.get(), "bytes": s.prewarmed_bytes.get() },
         "tiers": usage,
         "version_changes": s.version_changes.get(),
         "version_evictions": s.version_evictions.get(),

@@ -158,6 +158,25 @@ impl DiskTier {
         }
     }
 
+    /// Reads and verifies the entry whose key has `digest`, whatever its key. A corrupt entry
+    /// is removed and reported.
+    pub fn read_digest(&self, digest: &Digest) -> Result<Option<CachedResponse>, DiskError> {
+        let path = self.path_of_digest(digest);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => Bytes::from(bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error("read", &path)(e)),
+        };
+        match CachedResponse::decode(bytes) {
+            Ok(entry) if entry.meta.key.digest_bytes() == *digest => Ok(Some(entry)),
+            Ok(_) => Ok(None),
+            Err(reason) => {
+                let _ = fs::remove_file(&path);
+                Err(DiskError::Corrupt { path, reason })
+            }
+        }
+    }
+
     /// Stores `entry` atomically, replacing any older one under its key; returns the file's
     /// size. Recreates the directories if they were deleted.
     pub fn write(&self, entry: &CachedResponse) -> Result<u64, DiskError> {

@@ -16,6 +16,7 @@ pub mod key;
 pub mod layout;
 pub mod memory;
 pub mod policy;
+pub mod prewarm;
 pub mod tee;
 pub mod upkeep;
 pub mod vary;
@@ -169,6 +170,9 @@ impl Cache {
             upkeep::reconcile_logged(&inner.store);
         }
         upkeep::start(Arc::downgrade(&inner), learned.lost).map_err(start_error)?;
+        if config.prewarm {
+            prewarm::start(Arc::downgrade(&inner)).map_err(start_error)?;
+        }
         Ok(Cache { inner })
     }
 
