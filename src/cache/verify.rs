@@ -173,40 +173,22 @@ fn check_asset_records(root: &Path, repair: bool, report: &mut VerifyReport) {
     }
 }
 
+/// Temp files in the fan-out directories and directly under the root (the journal's).
 fn temp_files(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
+    let mut dirs = vec![root.to_owned()];
     for area in ["entries", "assets", "vary"] {
-        let Ok(fan_out) = fs::read_dir(root.join(area)) else {
-            continue;
-        };
-        for dir in fan_out.flatten() {
-            let Ok(files) = fs::read_dir(dir.path()) else {
-                continue;
-            };
-            out.extend(
-                files
-                    .flatten()
-                    .filter(|f| {
-                        f.file_name()
-                            .to_string_lossy()
-                            .starts_with(atomic_file::TEMP_PREFIX)
-                    })
-                    .map(|f| f.path()),
-            );
+        if let Ok(fan_out) = fs::read_dir(root.join(area)) {
+            dirs.extend(fan_out.flatten().map(|dir| dir.path()));
         }
     }
-    // Files written directly under the root (the journal, the layout marker's directory).
-    if let Ok(files) = fs::read_dir(root) {
-        out.extend(
-            files
-                .flatten()
-                .filter(|f| {
-                    f.file_name()
-                        .to_string_lossy()
-                        .starts_with(atomic_file::TEMP_PREFIX)
-                })
-                .map(|f| f.path()),
-        );
-    }
-    out
+    dirs.iter()
+        .filter_map(|dir| fs::read_dir(dir).ok())
+        .flat_map(|files| files.flatten())
+        .filter(|file| {
+            file.file_name()
+                .to_string_lossy()
+                .starts_with(atomic_file::TEMP_PREFIX)
+        })
+        .map(|file| file.path())
+        .collect()
 }
