@@ -237,9 +237,7 @@ impl DiskIndex {
         learned: &mut Learned,
         replay: super::journal::Replay,
     ) {
-        if replay.restarted {
-            *state = IndexState::default();
-        }
+        let before = replay.restarted.then(|| std::mem::take(state));
         learned.lost |= replay.lost;
         for record in &replay.records {
             state.apply(record);
@@ -248,6 +246,20 @@ impl DiskIndex {
                     learned.invalidated.push(record.digest);
                 }
             }
+        }
+        // Another process compacted the journal: removals this one had not read yet are now
+        // only missing records, and which of them made copies invalid is not known. Every
+        // entry that vanished is treated as if it had (a copy dropped for nothing costs a
+        // refetch; a retired version served from memory would be wrong). A lost journal says
+        // nothing about the entries, so it invalidates nothing.
+        if let Some(before) = before.filter(|_| !replay.lost) {
+            learned.invalidated.extend(
+                before
+                    .slots
+                    .keys()
+                    .filter(|digest| state.get(digest).is_none())
+                    .copied(),
+            );
         }
     }
 
@@ -400,10 +412,17 @@ mod tests {
         assert_eq!(a.sync().expect("sync").invalidated, Vec::<Digest>::new());
         assert_eq!((a.usage(), b.usage()), ((0, 0), (0, 0)));
 
-        a.put(&[([3; 32], 30, 5)]).expect("put");
-        a.compact().expect("compact");
+        a.put(&[([3; 32], 30, 5), ([4; 32], 40, 5)]).expect("put");
         b.sync().expect("sync");
+        a.remove(&[[4; 32]], Removal::Purge, 6).expect("remove");
+        a.compact().expect("compact");
+        let learned = b.sync().expect("sync");
         assert_eq!(b.usage(), (1, 30));
+        assert_eq!(
+            learned.invalidated,
+            vec![[4; 32]],
+            "a removal folded into a compaction still reaches the others"
+        );
         let (c, learned) = DiskIndex::open(dir.path()).expect("reopen");
         assert!(!learned.lost);
         assert_eq!(
