@@ -141,21 +141,9 @@ impl DiskTier {
     /// Reads and verifies the entry for `key`. A corrupt entry is removed and reported as an
     /// error; the caller treats it as a miss.
     pub fn read(&self, key: &CacheKey) -> Result<Option<CachedResponse>, DiskError> {
-        let path = self.path_of(key);
-        let bytes = match fs::read(&path) {
-            Ok(bytes) => Bytes::from(bytes),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_error("read", &path)(e)),
-        };
-        match CachedResponse::decode(bytes) {
-            // A different key with the same digest is not ours to serve (nor to remove).
-            Ok(entry) if entry.meta.key != *key => Ok(None),
-            Ok(entry) => Ok(Some(entry)),
-            Err(reason) => {
-                let _ = fs::remove_file(&path);
-                Err(DiskError::Corrupt { path, reason })
-            }
-        }
+        let entry = self.read_digest(&key.digest_bytes())?;
+        // A different key with the same digest is not ours to serve (nor to remove).
+        Ok(entry.filter(|entry| entry.meta.key == *key))
     }
 
     /// Reads and verifies the entry whose key has `digest`, whatever its key. A corrupt entry
@@ -239,33 +227,33 @@ pub fn digest_of_path(path: &Path) -> Option<Digest> {
     Some(digest)
 }
 
-/// Removes temp files in the fan-out directories below `root`; returns how many.
+/// Removes the temp files below `root`; returns how many.
 fn remove_temps(root: &Path) -> io::Result<usize> {
-    let mut removed = 0;
-    for area in ["entries", "assets"] {
-        let area = root.join(area);
-        let Ok(fan_out) = fs::read_dir(&area) else {
-            continue;
-        };
-        for dir in fan_out {
-            let dir = dir?.path();
-            if !dir.is_dir() {
-                continue;
-            }
-            for file in fs::read_dir(&dir)? {
-                let file = file?;
-                if file
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with(atomic_file::TEMP_PREFIX)
-                {
-                    fs::remove_file(file.path())?;
-                    removed += 1;
-                }
-            }
+    let temps = temp_files(root);
+    for path in &temps {
+        fs::remove_file(path)?;
+    }
+    Ok(temps.len())
+}
+
+/// Temp files in the fan-out directories and directly under the root (the journal's).
+pub fn temp_files(root: &Path) -> Vec<PathBuf> {
+    let mut dirs = vec![root.to_owned()];
+    for area in ["entries", "assets", "vary"] {
+        if let Ok(fan_out) = fs::read_dir(root.join(area)) {
+            dirs.extend(fan_out.flatten().map(|dir| dir.path()));
         }
     }
-    Ok(removed)
+    dirs.iter()
+        .filter_map(|dir| fs::read_dir(dir).ok())
+        .flat_map(|files| files.flatten())
+        .filter(|file| {
+            file.file_name()
+                .to_string_lossy()
+                .starts_with(atomic_file::TEMP_PREFIX)
+        })
+        .map(|file| file.path())
+        .collect()
 }
 
 /// Files with `extension` in the fan-out directories below `dir`.

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::io;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use super::journal::{Digest, Journal, Op, Record, Removal};
+use super::journal::{Digest, Journal, Op, Record, Removal, Replay};
 
 /// One entry file, as the index knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,9 +121,57 @@ pub struct DiskIndex {
 
 struct Locked {
     journal: Journal,
+    known: Known,
+}
+
+/// What this process knows from the journal.
+#[derive(Default)]
+struct Known {
     state: IndexState,
     /// What was learned from others' records while appending, until the next `sync`.
     learned: Learned,
+}
+
+impl Known {
+    /// Applies what was read from the journal; `writer` tells this process's records apart.
+    fn absorb(&mut self, replay: Replay, writer: u64) {
+        let before = replay.restarted.then(|| std::mem::take(&mut self.state));
+        self.learned.lost |= replay.lost;
+        for record in &replay.records {
+            self.state.apply(record);
+            if let Op::Remove(why) = record.op {
+                if why.invalidates_copies() && record.writer != writer {
+                    self.learned.invalidated.push(record.digest);
+                }
+            }
+        }
+        // Another process compacted the journal: removals this one had not read yet are now
+        // only missing records, and which of them made copies invalid is not known. Every
+        // entry that vanished is treated as if it had (a copy dropped for nothing costs a
+        // refetch; a retired version served from memory would be wrong). A lost journal says
+        // nothing about the entries, so it invalidates nothing.
+        if let Some(before) = before.filter(|_| !replay.lost) {
+            let state = &self.state;
+            self.learned.invalidated.extend(
+                before
+                    .slots
+                    .keys()
+                    .filter(|digest| state.get(digest).is_none())
+                    .copied(),
+            );
+        }
+    }
+}
+
+impl Locked {
+    /// Catches up with the journal, then rewrites it as one `Put` per entry, holding the
+    /// journal's lock throughout so that nothing appended meanwhile is lost.
+    fn compact(&mut self, writer: u64) -> io::Result<()> {
+        let mut held = self.journal.lock()?;
+        let replay = held.read_new()?;
+        self.known.absorb(replay, writer);
+        held.rewrite(&self.known.state.live_records(writer))
+    }
 }
 
 /// Compact when the journal holds this many times more records than there are entries.
@@ -138,8 +186,7 @@ impl DiskIndex {
         let index = DiskIndex {
             inner: Mutex::new(Locked {
                 journal: Journal::open(root)?,
-                state: IndexState::default(),
-                learned: Learned::default(),
+                known: Known::default(),
             }),
             writer: writer_id(),
         };
@@ -187,6 +234,7 @@ impl DiskIndex {
             used.iter()
                 .filter(|(digest, at)| {
                     locked
+                        .known
                         .state
                         .get(digest)
                         .is_some_and(|slot| slot.used_ms < *at)
@@ -204,15 +252,10 @@ impl DiskIndex {
 
     fn append(&self, records: &[Record]) -> io::Result<()> {
         let mut locked = self.locked();
-        let Locked {
-            journal,
-            state,
-            learned,
-        } = &mut *locked;
-        let replay = journal.lock()?.append(records)?;
-        self.absorb(state, learned, replay);
+        let replay = locked.journal.lock()?.append(records)?;
+        locked.known.absorb(replay, self.writer);
         for record in records {
-            state.apply(record);
+            locked.known.state.apply(record);
         }
         Ok(())
     }
@@ -221,107 +264,52 @@ impl DiskIndex {
     /// last sync (appends read their records too).
     pub fn sync(&self) -> io::Result<Learned> {
         let mut locked = self.locked();
-        let Locked {
-            journal,
-            state,
-            learned,
-        } = &mut *locked;
-        let replay = journal.lock()?.read_new()?;
-        self.absorb(state, learned, replay);
-        Ok(std::mem::take(learned))
-    }
-
-    fn absorb(
-        &self,
-        state: &mut IndexState,
-        learned: &mut Learned,
-        replay: super::journal::Replay,
-    ) {
-        let before = replay.restarted.then(|| std::mem::take(state));
-        learned.lost |= replay.lost;
-        for record in &replay.records {
-            state.apply(record);
-            if let Op::Remove(why) = record.op {
-                if why.invalidates_copies() && record.writer != self.writer {
-                    learned.invalidated.push(record.digest);
-                }
-            }
-        }
-        // Another process compacted the journal: removals this one had not read yet are now
-        // only missing records, and which of them made copies invalid is not known. Every
-        // entry that vanished is treated as if it had (a copy dropped for nothing costs a
-        // refetch; a retired version served from memory would be wrong). A lost journal says
-        // nothing about the entries, so it invalidates nothing.
-        if let Some(before) = before.filter(|_| !replay.lost) {
-            learned.invalidated.extend(
-                before
-                    .slots
-                    .keys()
-                    .filter(|digest| state.get(digest).is_none())
-                    .copied(),
-            );
-        }
+        let replay = locked.journal.lock()?.read_new()?;
+        locked.known.absorb(replay, self.writer);
+        Ok(std::mem::take(&mut locked.known.learned))
     }
 
     /// Rewrites the journal as one record per entry when it has grown well past that.
     /// Returns whether it did.
     pub fn compact_if_long(&self) -> io::Result<bool> {
         let mut locked = self.locked();
-        let Locked {
-            journal,
-            state,
-            learned,
-        } = &mut *locked;
-        let records = journal.bytes_read() / super::journal::RECORD_LEN as u64;
-        let live = state.usage().0;
+        let records = locked.journal.bytes_read() / super::journal::RECORD_LEN as u64;
+        let live = locked.known.state.usage().0;
         if records < COMPACT_MIN_RECORDS || records < live.saturating_mul(COMPACT_FACTOR) {
             return Ok(false);
         }
-        self.compact_locked(journal, state, learned)?;
+        locked.compact(self.writer)?;
         Ok(true)
     }
 
     /// Rewrites the journal as one record per entry.
     pub fn compact(&self) -> io::Result<()> {
-        let mut locked = self.locked();
-        let Locked {
-            journal,
-            state,
-            learned,
-        } = &mut *locked;
-        self.compact_locked(journal, state, learned)
-    }
-
-    fn compact_locked(
-        &self,
-        journal: &mut Journal,
-        state: &mut IndexState,
-        learned: &mut Learned,
-    ) -> io::Result<()> {
-        let mut held = journal.lock()?;
-        let replay = held.read_new()?;
-        self.absorb(state, learned, replay);
-        held.rewrite(&state.live_records(self.writer))
+        self.locked().compact(self.writer)
     }
 
     /// Entries and bytes.
     pub fn usage(&self) -> (u64, u64) {
-        self.locked().state.usage()
+        self.locked().known.state.usage()
     }
 
     /// What the index knows of `digest`.
     pub fn get(&self, digest: &Digest) -> Option<Slot> {
-        self.locked().state.get(digest)
+        self.locked().known.state.get(digest)
     }
 
     /// The least recently used entries to remove to get to `target` bytes.
     pub fn victims(&self, target: u64) -> Vec<(Digest, Slot)> {
-        self.locked().state.victims(target)
+        self.locked().known.state.victims(target)
     }
 
     /// A copy of every entry the index holds.
     pub fn snapshot(&self) -> HashMap<Digest, Slot> {
-        self.locked().state.slots().map(|(d, s)| (*d, *s)).collect()
+        self.locked()
+            .known
+            .state
+            .slots()
+            .map(|(d, s)| (*d, *s))
+            .collect()
     }
 }
 

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use std::sync::Arc;
 
-use super::disk::{digest_of_path, files_below, DiskError, DiskTier};
+use super::disk::{digest_of_path, files_below, temp_files, DiskError, DiskTier};
 use super::disk_store::{index_error, DiskStore};
 use super::entry::CachedResponse;
 use super::index::DiskIndex;
@@ -20,7 +20,6 @@ use super::journal::{Digest, Removal};
 use super::memory::MemoryTier;
 use super::upkeep;
 use super::versions::VersionIndex;
-use crate::atomic_file;
 use crate::stats::Stats;
 
 /// One problem found.
@@ -171,24 +170,4 @@ fn check_asset_records(root: &Path, repair: bool, report: &mut VerifyReport) {
             });
         }
     }
-}
-
-/// Temp files in the fan-out directories and directly under the root (the journal's).
-fn temp_files(root: &Path) -> Vec<PathBuf> {
-    let mut dirs = vec![root.to_owned()];
-    for area in ["entries", "assets", "vary"] {
-        if let Ok(fan_out) = fs::read_dir(root.join(area)) {
-            dirs.extend(fan_out.flatten().map(|dir| dir.path()));
-        }
-    }
-    dirs.iter()
-        .filter_map(|dir| fs::read_dir(dir).ok())
-        .flat_map(|files| files.flatten())
-        .filter(|file| {
-            file.file_name()
-                .to_string_lossy()
-                .starts_with(atomic_file::TEMP_PREFIX)
-        })
-        .map(|file| file.path())
-        .collect()
 }
