@@ -134,6 +134,10 @@ impl App {
             .own_addrs
             .write()
             .unwrap_or_else(PoisonError::into_inner) = own;
+        self.ctx.cache.start_sharing();
+        if let Some(shared) = self.ctx.cache.shared() {
+            info!(redis = %shared.display(), "shared cache tier configured");
+        }
         if let Some(addr) = admin.as_ref().and_then(|a| a.local_addr().ok()) {
             info!(%addr, "admin API listening");
         }

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::cache::shared::link::RedisNode;
 use crate::proxy::chain::ChainProxy;
 use globset::{Glob, GlobBuilder, GlobMatcher};
 use regex::Regex;
@@ -121,7 +122,34 @@ pub struct CacheConfig {
     pub max_object_bytes: u64,
     /// How long a request waits for another's fetch of the same URL before fetching itself.
     pub coalesce_wait: Duration,
+    /// The fleet's shared tier on Redis (off when it names no node).
+    pub shared: SharedConfig,
 }
+
+/// The shared tier: a Redis (or Redis Cluster) that a fleet of proxies shares.
+#[derive(Debug, Clone)]
+pub struct SharedConfig {
+    /// The nodes to connect to, tried in order; a cluster is discovered from any of them.
+    /// None: no shared tier.
+    pub nodes: Vec<RedisNode>,
+    /// Prefix of every key and channel, so that several fleets can share one Redis.
+    pub prefix: String,
+    /// Limit for one Redis command on a request's path (a lookup, taking the fill lock).
+    pub timeout: Duration,
+    /// How long a fleet-wide fill lock outlives a holder that stopped renewing it.
+    pub lock_ttl: Duration,
+}
+
+impl SharedConfig {
+    /// Sets the nodes from comma-separated `redis://` URLs.
+    pub fn set_nodes(&mut self, urls: &str) -> Result<(), String> {
+        self.nodes = RedisNode::parse_list(urls)?;
+        Ok(())
+    }
+}
+
+/// Key and channel prefix of the shared tier when the config names none.
+pub const DEFAULT_SHARED_PREFIX: &str = "asset-proxy:";
 
 /// What the proxy may cache.
 #[derive(Debug, Clone)]
@@ -310,6 +338,16 @@ struct RawConfig {
     upstream: RawUpstream,
     rules: Vec<RawRule>,
     clients: RawClients,
+    shared: RawShared,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawShared {
+    redis: Option<String>,
+    prefix: Option<String>,
+    timeout_ms: Option<u64>,
+    lock_ttl_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -437,6 +475,7 @@ impl Config {
                 as usize,
             max_object_bytes: positive("max_object_mb", raw.max_object_mb.unwrap_or(64))? * MIB,
             coalesce_wait: secs("coalesce_wait_secs", raw.coalesce_wait_secs.unwrap_or(30))?,
+            shared: shared_config(raw.shared)?,
         };
         let policy = PolicyConfig {
             version_query_params: word_list(
@@ -605,6 +644,26 @@ fn host_globs(field: &str, hosts: &[String]) -> Result<Vec<GlobMatcher>, (String
                 .map_err(|e| (format!("{field}[{index}]"), e.to_string()))
         })
         .collect()
+}
+
+fn shared_config(raw: RawShared) -> Result<SharedConfig, (String, String)> {
+    let mut shared = SharedConfig {
+        nodes: Vec::new(),
+        prefix: raw
+            .prefix
+            .unwrap_or_else(|| DEFAULT_SHARED_PREFIX.to_owned()),
+        timeout: Duration::from_millis(positive(
+            "shared.timeout_ms",
+            raw.timeout_ms.unwrap_or(500),
+        )?),
+        lock_ttl: secs("shared.lock_ttl_secs", raw.lock_ttl_secs.unwrap_or(10))?,
+    };
+    if let Some(urls) = raw.redis.filter(|urls| !urls.trim().is_empty()) {
+        shared
+            .set_nodes(&urls)
+            .map_err(|e| ("shared.redis".to_owned(), e))?;
+    }
+    Ok(shared)
 }
 
 fn positive(field: &str, value: u64) -> Result<u64, (String, String)> {

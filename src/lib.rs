@@ -41,6 +41,7 @@ pub mod listener;
 pub mod mitm;
 pub mod proxy;
 pub mod stats;
+pub mod trouble;
 
 pub use app::App;
 pub use config::Config;

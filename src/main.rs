@@ -69,6 +69,16 @@ struct Options {
     )]
     upstream_proxy: Option<String>,
 
+    /// A Redis the proxies of a fleet share as a third cache tier: redis://[user:password@]host:port
+    /// (several comma-separated nodes for a Redis Cluster; overrides shared.redis).
+    #[arg(
+        long,
+        global = true,
+        env = "ASSET_PROXY_SHARED_CACHE",
+        hide_env_values = true
+    )]
+    shared_cache: Option<String>,
+
     /// Allow listening on a non-loopback --bind address. Requires proxy credentials
     /// (clients.proxy_auth in the config, or ASSET_PROXY_AUTH=user:password).
     #[arg(long, global = true)]
@@ -271,6 +281,13 @@ fn load_config(options: &Options) -> anyhow::Result<(Config, Option<PathBuf>)> {
         let proxy = asset_proxy::proxy::chain::ChainProxy::parse(url)
             .map_err(|e| anyhow::anyhow!("--upstream-proxy: {e}"))?;
         config.upstream.proxy = Some(proxy);
+    }
+    if let Some(urls) = options.shared_cache.as_deref().filter(|u| !u.is_empty()) {
+        config
+            .cache
+            .shared
+            .set_nodes(urls)
+            .map_err(|e| anyhow::anyhow!("--shared-cache: {e}"))?;
     }
     config.policy.offline = options.offline;
     config.admin.token = options.admin_token.clone().filter(|t| !t.is_empty());

@@ -224,6 +224,8 @@ pub struct Stats {
     pub hits_memory: Counter,
     /// Answered from the disk tier.
     pub hits_disk: Counter,
+    /// Answered from the shared tier (Redis).
+    pub hits_shared: Counter,
     /// Cacheable requests fetched from the origin.
     pub misses: Counter,
     /// Requests forwarded without the cache.
@@ -268,6 +270,20 @@ pub struct Stats {
     pub prewarmed_entries: Counter,
     /// Their body bytes.
     pub prewarmed_bytes: Counter,
+    /// Cold keys the shared tier did not hold.
+    pub shared_misses: Counter,
+    /// Entries written to the shared tier.
+    pub shared_writes: Counter,
+    /// Entries not written to the shared tier (down, or too many bytes being written).
+    pub shared_writes_skipped: Counter,
+    /// Shared-tier commands that failed or timed out, and lost connections.
+    pub shared_errors: Counter,
+    /// Shared-tier entries that failed verification.
+    pub shared_corrupt: Counter,
+    /// Cold requests that waited for another proxy of the fleet to fetch.
+    pub shared_lock_waits: Counter,
+    /// Version announcements received from other proxies of the fleet.
+    pub shared_versions_received: Counter,
 }
 
 impl Default for Stats {
@@ -280,6 +296,7 @@ impl Default for Stats {
             requests: Counter::default(),
             hits_memory: Counter::default(),
             hits_disk: Counter::default(),
+            hits_shared: Counter::default(),
             misses: Counter::default(),
             bypasses: Counter::default(),
             coalesced_waits: Counter::default(),
@@ -302,6 +319,13 @@ impl Default for Stats {
             bytes_via_upstream_proxy: Counter::default(),
             prewarmed_entries: Counter::default(),
             prewarmed_bytes: Counter::default(),
+            shared_misses: Counter::default(),
+            shared_writes: Counter::default(),
+            shared_writes_skipped: Counter::default(),
+            shared_errors: Counter::default(),
+            shared_corrupt: Counter::default(),
+            shared_lock_waits: Counter::default(),
+            shared_versions_received: Counter::default(),
         }
     }
 }
@@ -316,6 +340,7 @@ impl Stats {
     pub fn hit_ratio(&self) -> f64 {
         let hits = self.hits_memory.get()
             + self.hits_disk.get()
+            + self.hits_shared.get()
             + self.stale_served.get()
             + self.not_modified.get();
         let total = hits + self.misses.get();

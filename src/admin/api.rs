@@ -18,7 +18,11 @@ pub async fn stats(ctx: &Context) -> Value {
     json!({
         "uptime_secs": s.started.elapsed().as_secs(),
         "requests": s.requests.get(),
-        "hits": { "memory": s.hits_memory.get(), "disk": s.hits_disk.get() },
+        "hits": {
+            "memory": s.hits_memory.get(),
+            "disk": s.hits_disk.get(),
+            "shared": s.hits_shared.get(),
+        },
         "misses": s.misses.get(),
         "bypasses": s.bypasses.get(),
         "coalesced_waits": s.coalesced_waits.get(),
@@ -33,6 +37,7 @@ pub async fn stats(ctx: &Context) -> Value {
             "bytes_through": s.bytes_via_upstream_proxy.get(),
             "bytes_not_through": s.bytes_from_cache.get(),
         },
+        "shared": shared(ctx),
         "bytes_saved_by_revalidation": s.bytes_saved_by_revalidation.get(),
         "bandwidth_saved_percent": round(s.bandwidth_saved() * 100.0),
         "stored": s.stored.get(),
@@ -48,6 +53,24 @@ pub async fn stats(ctx: &Context) -> Value {
         "corrupt_entries": s.corrupt_entries.get(),
         "upstream_errors": s.upstream_errors.get(),
         "latency": { "hits": s.latency_hits, "misses": s.latency_misses },
+    })
+}
+
+/// The shared tier's figures (`redis` is null when none is configured).
+fn shared(ctx: &Context) -> Value {
+    let s = &ctx.stats;
+    let tier = ctx.cache.shared();
+    json!({
+        "redis": tier.map(|t| t.display()),
+        "up": tier.is_some_and(|t| t.is_up()),
+        "hits": s.hits_shared.get(),
+        "misses": s.shared_misses.get(),
+        "writes": s.shared_writes.get(),
+        "writes_skipped": s.shared_writes_skipped.get(),
+        "errors": s.shared_errors.get(),
+        "corrupt": s.shared_corrupt.get(),
+        "fleet_waits": s.shared_lock_waits.get(),
+        "versions_received": s.shared_versions_received.get(),
     })
 }
 
@@ -89,7 +112,7 @@ pub async fn metrics(ctx: &Context) -> String {
     let s = &ctx.stats;
     let usage = ctx.cache.usage().await;
     let mut out = String::new();
-    let counters: [(&str, &str, u64); 22] = [
+    let counters: [(&str, &str, u64); 29] = [
         (
             "requests",
             "Requests answered (CONNECTs excluded).",
@@ -104,6 +127,41 @@ pub async fn metrics(ctx: &Context) -> String {
             "hits_disk",
             "Requests answered from the disk tier.",
             s.hits_disk.get(),
+        ),
+        (
+            "hits_shared",
+            "Requests answered from the shared tier (Redis).",
+            s.hits_shared.get(),
+        ),
+        (
+            "shared_misses",
+            "Cold keys the shared tier did not hold.",
+            s.shared_misses.get(),
+        ),
+        (
+            "shared_writes",
+            "Entries written to the shared tier.",
+            s.shared_writes.get(),
+        ),
+        (
+            "shared_writes_skipped",
+            "Entries not written to the shared tier (down or busy).",
+            s.shared_writes_skipped.get(),
+        ),
+        (
+            "shared_errors",
+            "Shared-tier commands that failed or timed out, and lost connections.",
+            s.shared_errors.get(),
+        ),
+        (
+            "shared_fleet_waits",
+            "Cold requests that waited for another proxy of the fleet to fetch.",
+            s.shared_lock_waits.get(),
+        ),
+        (
+            "shared_versions_received",
+            "Version announcements received from other proxies of the fleet.",
+            s.shared_versions_received.get(),
         ),
         (
             "misses",
@@ -200,7 +258,8 @@ pub async fn metrics(ctx: &Context) -> String {
     for (name, help, value) in counters {
         let _ = writeln!(out, "# HELP asset_proxy_{name}_total {help}\n# TYPE asset_proxy_{name}_total counter\nasset_proxy_{name}_total {value}");
     }
-    let gauges: [(&str, &str, f64); 8] = [
+    let shared_up = ctx.cache.shared().is_some_and(|t| t.is_up());
+    let gauges: [(&str, &str, f64); 9] = [
         (
             "memory_entries",
             "Entries in the memory tier.",
@@ -230,6 +289,11 @@ pub async fn metrics(ctx: &Context) -> String {
             "disk_write_queue_entries",
             "Entries waiting for the disk writer.",
             usage.write_queue_entries as f64,
+        ),
+        (
+            "shared_up",
+            "1 when the shared tier (Redis) is connected.",
+            f64::from(u8::from(shared_up)),
         ),
         ("hit_ratio", "Hits over cacheable requests.", s.hit_ratio()),
         (

@@ -7,6 +7,7 @@ pub mod disk;
 pub mod disk_store;
 pub mod entry;
 pub mod eviction;
+mod fleet;
 pub mod health;
 pub mod index;
 pub mod inflight;
@@ -17,6 +18,7 @@ pub mod layout;
 pub mod memory;
 pub mod policy;
 pub mod prewarm;
+pub mod shared;
 pub mod tee;
 pub mod upkeep;
 pub mod vary;
@@ -25,12 +27,12 @@ pub mod version;
 pub mod versions;
 pub mod writer;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 use url::Url;
 
@@ -47,6 +49,7 @@ use key::CacheKey;
 use layout::Opened;
 use memory::MemoryTier;
 use policy::CachePlan;
+use shared::{FleetLock, SharedTier, VersionNews};
 use vary::VaryIndex;
 use version::{AssetId, Version};
 use versions::{Admission, VersionIndex};
@@ -59,6 +62,8 @@ pub enum Tier {
     Memory,
     /// The disk tier.
     Disk,
+    /// The fleet's shared tier (Redis).
+    Shared,
 }
 
 impl Tier {
@@ -67,6 +72,7 @@ impl Tier {
         match self {
             Tier::Memory => "memory",
             Tier::Disk => "disk",
+            Tier::Shared => "shared",
         }
     }
 }
@@ -86,6 +92,10 @@ struct Inner {
     vary: Arc<VaryIndex>,
     inflight: InFlight,
     stats: Arc<Stats>,
+    /// The fleet's shared tier, when configured.
+    shared: Option<SharedTier>,
+    /// Other proxies' version announcements, until `start_sharing` takes them.
+    news: Mutex<Option<mpsc::Receiver<VersionNews>>>,
     /// Fills streaming and disk jobs queued or running; `settled` waits for zero.
     pending: watch::Sender<usize>,
 }
@@ -105,6 +115,8 @@ pub struct FillPlan {
     pub lifetime: Lifetime,
     /// The stale entry this response replaces, if any.
     pub previous: Option<Arc<CachedResponse>>,
+    /// The fleet's fill lock for this key, let go once the entry is in the shared tier.
+    pub fleet_lock: Option<FleetLock>,
 }
 
 impl Cache {
@@ -151,6 +163,12 @@ impl Cache {
             source,
         };
         let writer = DiskWriter::start(store.clone()).map_err(start_error)?;
+        let (shared, news) = if config.shared.nodes.is_empty() {
+            (None, None)
+        } else {
+            let (tier, news) = SharedTier::new(config.shared.clone(), stats.clone());
+            (Some(tier), Some(news))
+        };
         let inner = Arc::new(Inner {
             config: config.clone(),
             memory,
@@ -160,6 +178,8 @@ impl Cache {
             vary: Arc::new(vary),
             inflight: InFlight::default(),
             stats,
+            shared,
+            news: Mutex::new(news),
             pending: watch::channel(0).0,
         });
         // The first process on a directory checks the index against the files before it
@@ -313,49 +333,71 @@ impl Cache {
         let _ = receiver.wait_for(|pending| *pending == 0).await;
     }
 
-    /// Memory first, so waiting requests are answered at once; then the version index, which
-    /// may say the entry is an older version after all (it then leaves memory again); then
-    /// the evicted versions leave memory and the disk writer gets the write and removals.
+    /// Builds the entry of a fetched body and keeps it (`keep`), then hands it to the
+    /// shared tier with the fleet's fill lock.
     async fn store(&self, permit: FillPermit, fill: FillPlan, body: Bytes) {
-        let inner = &self.inner;
         let key = self.variant_key(permit.key(), &fill).await;
-        let now = SystemTime::now();
         let versioned = fill.plan.versioned.clone().map(|v| (v.asset, v.version));
         let mut meta = EntryMeta::new(
-            key.clone(),
+            key,
             fill.status,
             &fill.headers,
             fill.lifetime,
-            now,
+            SystemTime::now(),
             &body,
         );
-        (meta.asset, meta.version) = versioned.clone().unzip();
+        (meta.asset, meta.version) = versioned.unzip();
         if let Some(previous) = &fill.previous {
             self.note_content_change(&previous.meta, &meta);
         }
         let entry = Arc::new(CachedResponse::new(meta, body));
+        let Some(evicted) = self.keep(permit, entry.clone(), true).await else {
+            return;
+        };
+        if let Some(shared) = &self.inner.shared {
+            shared.remove(&evicted);
+            let ttl = policy::time_left(&entry.meta, SystemTime::now());
+            shared.put(entry, ttl, fill.fleet_lock);
+        }
+    }
+
+    /// Keeps an entry: memory first, so waiting requests are answered at once; then the
+    /// version index, which may say the entry is an older version after all (it then leaves
+    /// memory again and `None` is returned); then the evicted versions leave memory and the
+    /// disk writer gets the write and removals. Returns the keys evicted. A version change
+    /// seen in an entry `fetched` from the origin is announced to the fleet.
+    async fn keep(
+        &self,
+        permit: FillPermit,
+        entry: Arc<CachedResponse>,
+        fetched: bool,
+    ) -> Option<Vec<CacheKey>> {
+        let inner = &self.inner;
+        let key = entry.meta.key.clone();
         inner.memory.insert(entry.clone());
         permit.complete(FillOutcome::Stored);
 
         // A 404 for a new version must not evict the version that works.
-        let admitted = versioned.filter(|_| fill.status == StatusCode::OK);
+        let admitted = match (&entry.meta.asset, &entry.meta.version) {
+            (Some(asset), Some(version)) if entry.meta.status == StatusCode::OK.as_u16() => {
+                Some((asset, version))
+            }
+            _ => None,
+        };
         let evicted = match admitted {
             None => Vec::new(),
-            Some((asset, version)) => match self.admit(&asset, &version, &key, now).await {
+            Some((asset, version)) => match self.admit(asset, version, &key).await {
                 Ok(Admission::Older) => {
                     debug!(key = %key, "older version of an asset; served, not stored");
                     inner.memory.remove(&key);
-                    return;
+                    return None;
                 }
                 Ok(Admission::Store { change, evicted }) => {
                     if let Some((old, new)) = change {
-                        inner.stats.version_changes.inc();
-                        inner.stats.activity.version_changed(
-                            asset.as_str(),
-                            old.as_str(),
-                            new.as_str(),
-                        );
-                        info!(asset = %asset, old = %old, new = %new, "asset version changed");
+                        self.note_version_change(asset, &old, &new, "asset version changed");
+                        if let Some(shared) = inner.shared.as_ref().filter(|_| fetched) {
+                            shared.announce(asset, &new);
+                        }
                     }
                     evicted
                 }
@@ -367,14 +409,31 @@ impl Cache {
             },
         };
         inner.stats.stored.inc();
-        for key in &evicted {
-            inner.memory.remove(key);
-            inner.stats.version_evictions.inc();
-        }
+        self.evict_versions(&evicted);
         self.queue_write(entry);
-        inner
+        Some(evicted)
+    }
+
+    /// Drops the entries of retired versions from memory, and has the writer remove them
+    /// from disk.
+    fn evict_versions(&self, evicted: &[CacheKey]) {
+        for key in evicted {
+            self.inner.memory.remove(key);
+            self.inner.stats.version_evictions.inc();
+        }
+        self.inner
             .writer
-            .remove(evicted, Removal::OlderVersion, self.pending());
+            .remove(evicted.to_vec(), Removal::OlderVersion, self.pending());
+    }
+
+    /// Counts, shows and logs a new version of an asset.
+    fn note_version_change(&self, asset: &AssetId, old: &Version, new: &Version, what: &str) {
+        let stats = &self.inner.stats;
+        stats.version_changes.inc();
+        stats
+            .activity
+            .version_changed(asset.as_str(), old.as_str(), new.as_str());
+        info!(asset = %asset, old = %old, new = %new, "{what}");
     }
 
     async fn admit(
@@ -382,8 +441,8 @@ impl Cache {
         asset: &AssetId,
         version: &Version,
         key: &CacheKey,
-        now: SystemTime,
     ) -> Result<Admission, DiskError> {
+        let now = SystemTime::now();
         let (index, asset, version, key) = (
             self.inner.versions.clone(),
             asset.clone(),

@@ -283,6 +283,16 @@ pub fn freshness(
     }
 }
 
+/// How long an entry stays fresh after `now` by its own lifetime (zero once stale); the
+/// expiry its copy in the shared tier gets.
+pub fn time_left(meta: &EntryMeta, now: SystemTime) -> Duration {
+    match &meta.lifetime {
+        Lifetime::Pinned { ttl_secs } => Duration::from_secs(*ttl_secs)
+            .saturating_sub(now.duration_since(meta.stored_at()).unwrap_or_default()),
+        Lifetime::Standard(policy) => policy.time_to_live(now),
+    }
+}
+
 /// The `Age` of an entry at `now`: the age it arrived with plus the time stored.
 pub fn age(meta: &EntryMeta, now: SystemTime) -> Duration {
     match &meta.lifetime {

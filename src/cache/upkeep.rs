@@ -65,13 +65,13 @@ impl Upkeep {
             reconcile_logged(store);
         }
         let over_cap = store.index.usage().1 > store.eviction.max_bytes();
-        if over_cap || self.ticks % TOUCH_EVERY == 0 {
+        if over_cap || self.ticks.is_multiple_of(TOUCH_EVERY) {
             store.record_uses();
         }
         if over_cap {
             store.eviction.make_room(store, 0);
         }
-        if self.ticks % COMPACT_EVERY == 0 {
+        if self.ticks.is_multiple_of(COMPACT_EVERY) {
             if let Err(e) = store.index.compact_if_long() {
                 store.health.failed(&index_error(e));
             }

@@ -50,9 +50,16 @@ struct HeldVersion {
 }
 
 impl AssetRecord {
-    fn admit(&mut self, version: &Version, key: &CacheKey, now_ms: u64, keep: usize) -> Admission {
+    /// Records `version` (with the key of an entry holding it, when there is one).
+    fn admit(
+        &mut self,
+        version: &Version,
+        key: Option<&CacheKey>,
+        now_ms: u64,
+        keep: usize,
+    ) -> Admission {
         if let Some(held) = self.versions.iter_mut().find(|h| h.version == *version) {
-            if !held.keys.contains(key) {
+            if let Some(key) = key.filter(|key| !held.keys.contains(key)) {
                 held.keys.push(key.clone());
             }
             return Admission::Store {
@@ -67,7 +74,7 @@ impl AssetRecord {
         self.versions.push(HeldVersion {
             version: version.clone(),
             first_seen_ms: now_ms,
-            keys: vec![key.clone()],
+            keys: key.into_iter().cloned().collect(),
         });
         let excess = self.versions.len().saturating_sub(keep.max(1));
         let mut evicted = Vec::new();
@@ -121,6 +128,35 @@ impl VersionIndex {
         asset: &AssetId,
         version: &Version,
         key: &CacheKey,
+        now: SystemTime,
+    ) -> Result<Admission, DiskError> {
+        self.update(asset, version, Some(key), now)
+    }
+
+    /// Records a version another proxy of the fleet has seen, for an asset this index holds
+    /// versions of; says which entries it evicts. Assets the index does not know are left
+    /// alone: there is nothing to evict.
+    pub fn admit_announced(
+        &self,
+        asset: &AssetId,
+        version: &Version,
+        now: SystemTime,
+    ) -> Result<Admission, DiskError> {
+        let (_, path) = self.paths(asset);
+        if read_record(&path)?.versions.is_empty() {
+            return Ok(Admission::Store {
+                change: None,
+                evicted: Vec::new(),
+            });
+        }
+        self.update(asset, version, None, now)
+    }
+
+    fn update(
+        &self,
+        asset: &AssetId,
+        version: &Version,
+        key: Option<&CacheKey>,
         now: SystemTime,
     ) -> Result<Admission, DiskError> {
         let (dir, path) = self.paths(asset);
@@ -295,11 +331,30 @@ mod tests {
         ];
         for (step, (version, key, want)) in steps.into_iter().enumerate() {
             assert_eq!(
-                record.admit(&version, &key, step as u64, 1),
+                record.admit(&version, Some(&key), step as u64, 1),
                 want,
                 "step {step}"
             );
         }
+    }
+
+    #[test]
+    fn an_announced_version_evicts_what_is_held_and_holds_no_key() {
+        let mut record = AssetRecord::default();
+        let k1 = key("https://a.test/a.js?v=1");
+        record.admit(&v("1"), Some(&k1), 0, 1);
+        assert_eq!(
+            record.admit(&v("2"), None, 1, 1),
+            Admission::Store {
+                change: Some((v("1"), v("2"))),
+                evicted: vec![k1],
+            }
+        );
+        assert_eq!(record.admit(&v("1"), None, 2, 1), Admission::Older);
+        let k2 = key("https://a.test/a.js?v=2");
+        // The proxy's own copy of the announced version joins it later.
+        record.admit(&v("2"), Some(&k2), 3, 1);
+        assert_eq!(record.versions[0].keys, vec![k2]);
     }
 
     #[test]
@@ -308,7 +363,7 @@ mod tests {
         for n in 1..=3 {
             let admission = record.admit(
                 &v(&n.to_string()),
-                &key(&format!("https://a.test/a.js?v={n}")),
+                Some(&key(&format!("https://a.test/a.js?v={n}"))),
                 0,
                 2,
             );

@@ -21,6 +21,7 @@ use super::{CountedBody, ProxyService};
 use crate::cache::inflight::{Fill, FillOutcome, FillPermit};
 use crate::cache::key::CacheKey;
 use crate::cache::policy::{self, CachePlan, Freshness, NoCacheReason, StaleUse, StoreLimits};
+use crate::cache::shared::{Claim, FleetLock};
 use crate::cache::tee::TeeBody;
 use crate::cache::{CachedResponse, FillPlan, Tier};
 use crate::error::ProxyError;
@@ -45,6 +46,14 @@ struct StaleEntry {
     entry: Arc<CachedResponse>,
     tier: Tier,
     usable: StaleUse,
+}
+
+/// What the fleet said before a cold fetch.
+enum FleetTurn {
+    /// The shared tier answered.
+    Answered(Fetched),
+    /// Fetch from the origin, with the fleet's fill lock if one was taken.
+    Fetch(FillPermit, Option<FleetLock>),
 }
 
 /// What a fetch for the cache came to.
@@ -203,6 +212,9 @@ impl ProxyService {
             CacheStatus::Hit {
                 tier: Tier::Disk, ..
             } => stats.hits_disk.inc(),
+            CacheStatus::Hit {
+                tier: Tier::Shared, ..
+            } => stats.hits_shared.inc(),
             CacheStatus::Stale { .. } => stats.stale_served.inc(),
             _ => {}
         }
@@ -257,12 +269,21 @@ impl ProxyService {
         drain: bool,
     ) -> Fetched {
         let stats = &self.ctx.stats;
+        let older = self.ctx.cache.is_older_version(plan).await;
+        let mut fleet_lock = None;
+        let mut permit = permit;
+        if stale.is_none() && !older {
+            match self.ask_fleet(head, permit).await {
+                FleetTurn::Answered(fetched) => return fetched,
+                FleetTurn::Fetch(returned, lock) => (permit, fleet_lock) = (returned, lock),
+            }
+        }
         if stale.is_some() {
             stats.revalidations.inc();
         } else {
             stats.misses.inc();
         }
-        if self.ctx.cache.is_older_version(plan).await {
+        if older {
             permit.complete(FillOutcome::NotStorable);
             let status = CacheStatus::miss(false, Some(NoCacheReason::OlderVersion));
             return self.pass(head, url, status).await;
@@ -313,6 +334,7 @@ impl ProxyService {
                     headers: parts.headers.clone(),
                     lifetime,
                     previous: stale.map(|s| s.entry),
+                    fleet_lock,
                 };
                 let tee = TeeBody::new(counted, self.ctx.cache.clone(), permit, fill, expected);
                 if drain {
@@ -346,6 +368,29 @@ impl ProxyService {
                     status,
                 )
             }
+        }
+    }
+
+    /// Before a cold fetch, the fleet: another proxy may have stored the key in the shared
+    /// tier, or be fetching it (then this waits for it); else this proxy fetches, holding the
+    /// fleet's lock when Redis gave it.
+    async fn ask_fleet(&self, head: &Request<()>, permit: FillPermit) -> FleetTurn {
+        let cache = &self.ctx.cache;
+        match cache.claim_shared(permit.key()).await {
+            Claim::Found { entry, waited } => {
+                if self.judge(&entry, head, None) != Freshness::Fresh {
+                    return FleetTurn::Fetch(permit, None);
+                }
+                let entry = cache.adopt(permit, *entry);
+                let status = CacheStatus::Hit {
+                    tier: Tier::Shared,
+                    collapsed: waited,
+                };
+                let (response, status) = self.reply(&entry, head, status);
+                FleetTurn::Answered(Fetched::Answer(response, status))
+            }
+            Claim::Lead(lock) => FleetTurn::Fetch(permit, Some(lock)),
+            Claim::Alone => FleetTurn::Fetch(permit, None),
         }
     }
 

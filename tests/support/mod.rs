@@ -26,6 +26,8 @@ use tokio::task::JoinHandle;
 
 use asset_proxy::{App, Config};
 
+pub mod redis_server;
+
 type OriginBody = BoxBody<Bytes, std::io::Error>;
 
 /// Installs ring as the process crypto provider once (reqwest and test servers use it).
