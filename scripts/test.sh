@@ -12,6 +12,7 @@ command -v python3 >/dev/null || need_packages+=(python3 python3-pip)
 command -v node >/dev/null || need_packages+=(nodejs npm)
 command -v certutil >/dev/null || need_packages+=(libnss3-tools)
 [ -x /usr/bin/chromium ] || need_packages+=(chromium)
+command -v redis-server >/dev/null || need_packages+=(redis-server)
 if ((${#need_packages[@]})); then
     echo "== installing ${need_packages[*]}"
     apt-get update -qq

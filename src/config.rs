@@ -760,6 +760,13 @@ mod tests {
                 "versioned.query_params[1]",
             ),
             (r#"{"passthrough": ["[bad"]}"#, "passthrough[0]"),
+            (r#"{"shared": {"redis": "http://h:1"}}"#, "shared.redis"),
+            (r#"{"shared": {"redis": "redis://"}}"#, "shared.redis"),
+            (r#"{"shared": {"timeout_ms": 0}}"#, "shared.timeout_ms"),
+            (
+                r#"{"shared": {"lock_ttl_secs": 0}}"#,
+                "shared.lock_ttl_secs",
+            ),
         ];
         for (text, want) in cases {
             let (field, message) = Config::parse(text).expect_err(text);

@@ -14,16 +14,21 @@
 //!                            │               ▼ miss
 //!                            │        cache.begin_fill: Follower waits ─▶ lookup again
 //!                            │               ▼ Leader
+//!                            │        shared tier (Redis, if configured): Hit, or the fleet's
+//!                            │        fill lock (wait for the proxy that holds it)
+//!                            │               ▼
 //!                            └────────▶ upstream (pooled, rustls) ─▶ TeeBody: to client + collect
 //!                                            ▼ clean end
-//!                                   cache.commit: memory ─▶ version index ─▶ write queue
+//!                                   cache.commit: memory ─▶ version index ─▶ write queue,
+//!                                            │              shared tier (background)
 //!                                            ▼ writer thread
 //!                                   make room (LRU) ─▶ entry file (atomic) ─▶ index journal
 //! ```
 //!
 //! Beside the requests, the cache's upkeep thread follows the index journal that every
 //! process sharing the directory appends to, records which entries were used, evicts, and
-//! rebuilds the index when it was lost.
+//! rebuilds the index when it was lost. With a shared tier, a keeper task holds the Redis
+//! connections and applies the version changes other proxies of the fleet announce.
 //!
 //! Every response carries `Cache-Status` (RFC 9211), and every request is logged once.
 #![forbid(unsafe_code)]
