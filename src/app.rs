@@ -57,6 +57,7 @@ impl App {
         }
         let connections = Connections::new(config.clients.header_timeout);
         let policy = RwLock::new(Arc::new(config.policy.clone()));
+        let prefetcher = crate::prefetch::Prefetcher::new(config.prefetch.clone(), stats.clone());
         let ctx = Context {
             policy,
             auth: crate::auth::ProxyAuth::new(config.clients.credentials.as_ref()),
@@ -67,6 +68,7 @@ impl App {
             ca: Arc::new(ca),
             stats,
             connections: connections.clone(),
+            prefetcher,
         };
         Ok(App {
             ctx: Arc::new(ctx),

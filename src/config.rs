@@ -50,7 +50,35 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Client connections: limits, and who may use the proxy.
     pub clients: ClientsConfig,
+    /// Fetching what documents and bootstrap scripts refer to before clients ask.
+    pub prefetch: PrefetchConfig,
 }
+
+/// Predictive prefetch.
+#[derive(Debug, Clone)]
+pub struct PrefetchConfig {
+    /// Whether documents and bootstrap scripts are scanned at all.
+    pub enabled: bool,
+    /// Also prefetch URLs that only standard HTTP caching would store (not just versioned
+    /// and rule-named ones).
+    pub all_cacheable: bool,
+    /// Bytes of a body scanned at most.
+    pub scan_bytes: usize,
+    /// Prefetches under way at once, over all origins.
+    pub concurrency: usize,
+    /// Prefetches under way at once per origin.
+    pub per_origin: usize,
+    /// File names of the scripts scanned besides HTML documents (globs).
+    pub scripts: Vec<GlobMatcher>,
+}
+
+/// Bootstrap scripts scanned when the config names none.
+pub const DEFAULT_PREFETCH_SCRIPTS: &[&str] = &[
+    "flutter.js",
+    "flutter_bootstrap.js",
+    "*bootstrap*.js",
+    "*loader*.js",
+];
 
 /// Client connections.
 #[derive(Debug, Clone)]
@@ -339,6 +367,18 @@ struct RawConfig {
     rules: Vec<RawRule>,
     clients: RawClients,
     shared: RawShared,
+    prefetch: RawPrefetch,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawPrefetch {
+    enabled: Option<bool>,
+    all_cacheable: Option<bool>,
+    scan_kb: Option<u64>,
+    concurrency: Option<u64>,
+    per_origin: Option<u64>,
+    scripts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -566,6 +606,7 @@ impl Config {
             )?,
             credentials,
         };
+        let prefetch = prefetch_config(raw.prefetch)?;
         Ok(Config {
             cache,
             policy,
@@ -573,6 +614,7 @@ impl Config {
             mitm,
             admin: AdminConfig::default(),
             clients,
+            prefetch,
         })
     }
 }
@@ -644,6 +686,27 @@ fn host_globs(field: &str, hosts: &[String]) -> Result<Vec<GlobMatcher>, (String
                 .map_err(|e| (format!("{field}[{index}]"), e.to_string()))
         })
         .collect()
+}
+
+fn prefetch_config(raw: RawPrefetch) -> Result<PrefetchConfig, (String, String)> {
+    let scripts = match raw.scripts {
+        Some(scripts) => scripts,
+        None => DEFAULT_PREFETCH_SCRIPTS
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect(),
+    };
+    let count = |field: &str, value: u64| {
+        positive(field, value).map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+    };
+    Ok(PrefetchConfig {
+        enabled: raw.enabled.unwrap_or(true),
+        all_cacheable: raw.all_cacheable.unwrap_or(false),
+        scan_bytes: count("prefetch.scan_kb", raw.scan_kb.unwrap_or(512))?.saturating_mul(1024),
+        concurrency: count("prefetch.concurrency", raw.concurrency.unwrap_or(4))?,
+        per_origin: count("prefetch.per_origin", raw.per_origin.unwrap_or(2))?,
+        scripts: host_globs("prefetch.scripts", &scripts)?,
+    })
 }
 
 fn shared_config(raw: RawShared) -> Result<SharedConfig, (String, String)> {

@@ -44,6 +44,7 @@ pub mod error;
 pub mod file_lock;
 pub mod listener;
 pub mod mitm;
+pub mod prefetch;
 pub mod proxy;
 pub mod stats;
 pub mod trouble;

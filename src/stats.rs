@@ -284,6 +284,22 @@ pub struct Stats {
     pub shared_lock_waits: Counter,
     /// Version announcements received from other proxies of the fleet.
     pub shared_versions_received: Counter,
+    /// Documents and bootstrap scripts scanned for references.
+    pub prefetch_scans: Counter,
+    /// Prefetches sent to origins.
+    pub prefetch_fetches: Counter,
+    /// Prefetched entries stored.
+    pub prefetched: Counter,
+    /// Their body bytes.
+    pub prefetched_bytes: Counter,
+    /// Prefetched entries a client then used.
+    pub prefetch_used: Counter,
+    /// Their body bytes.
+    pub prefetch_used_bytes: Counter,
+    /// Body bytes of prefetched entries no client used within five minutes.
+    pub prefetch_wasted_bytes: Counter,
+    /// References not prefetched because too many prefetches were waiting.
+    pub prefetch_dropped: Counter,
 }
 
 impl Default for Stats {
@@ -326,6 +342,14 @@ impl Default for Stats {
             shared_corrupt: Counter::default(),
             shared_lock_waits: Counter::default(),
             shared_versions_received: Counter::default(),
+            prefetch_scans: Counter::default(),
+            prefetch_fetches: Counter::default(),
+            prefetched: Counter::default(),
+            prefetched_bytes: Counter::default(),
+            prefetch_used: Counter::default(),
+            prefetch_used_bytes: Counter::default(),
+            prefetch_wasted_bytes: Counter::default(),
+            prefetch_dropped: Counter::default(),
         }
     }
 }

@@ -38,6 +38,7 @@ pub async fn stats(ctx: &Context) -> Value {
             "bytes_not_through": s.bytes_from_cache.get(),
         },
         "shared": shared(ctx),
+        "prefetch": prefetch(ctx),
         "bytes_saved_by_revalidation": s.bytes_saved_by_revalidation.get(),
         "bandwidth_saved_percent": round(s.bandwidth_saved() * 100.0),
         "stored": s.stored.get(),
@@ -71,6 +72,23 @@ fn shared(ctx: &Context) -> Value {
         "corrupt": s.shared_corrupt.get(),
         "fleet_waits": s.shared_lock_waits.get(),
         "versions_received": s.shared_versions_received.get(),
+    })
+}
+
+/// Predictive prefetch's figures.
+fn prefetch(ctx: &Context) -> Value {
+    ctx.prefetcher.sweep(std::time::Instant::now());
+    let s = &ctx.stats;
+    json!({
+        "enabled": ctx.prefetcher.config().enabled,
+        "scans": s.prefetch_scans.get(),
+        "fetches": s.prefetch_fetches.get(),
+        "prefetched": s.prefetched.get(),
+        "prefetched_bytes": s.prefetched_bytes.get(),
+        "used": s.prefetch_used.get(),
+        "used_bytes": s.prefetch_used_bytes.get(),
+        "wasted_bytes": s.prefetch_wasted_bytes.get(),
+        "dropped": s.prefetch_dropped.get(),
     })
 }
 
@@ -112,7 +130,8 @@ pub async fn metrics(ctx: &Context) -> String {
     let s = &ctx.stats;
     let usage = ctx.cache.usage().await;
     let mut out = String::new();
-    let counters: [(&str, &str, u64); 29] = [
+    ctx.prefetcher.sweep(std::time::Instant::now());
+    let counters: [(&str, &str, u64); 34] = [
         (
             "requests",
             "Requests answered (CONNECTs excluded).",
@@ -162,6 +181,31 @@ pub async fn metrics(ctx: &Context) -> String {
             "shared_versions_received",
             "Version announcements received from other proxies of the fleet.",
             s.shared_versions_received.get(),
+        ),
+        (
+            "prefetch_scans",
+            "Documents and bootstrap scripts scanned for references.",
+            s.prefetch_scans.get(),
+        ),
+        (
+            "prefetched",
+            "Entries fetched ahead of any client's request and stored.",
+            s.prefetched.get(),
+        ),
+        (
+            "prefetch_used",
+            "Prefetched entries a client then used.",
+            s.prefetch_used.get(),
+        ),
+        (
+            "prefetch_wasted_bytes",
+            "Bytes of prefetched entries no client used within five minutes.",
+            s.prefetch_wasted_bytes.get(),
+        ),
+        (
+            "prefetch_dropped",
+            "References not prefetched because too many prefetches were waiting.",
+            s.prefetch_dropped.get(),
         ),
         (
             "misses",

@@ -5,8 +5,8 @@
 //! the metadata as JSON, then the body. The metadata holds the body's length and xxh3, so a
 //! truncated, extended or bit-flipped file is always caught.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -70,6 +70,38 @@ pub struct CachedResponse {
     pub body: Bytes,
     /// When this copy was last served; the disk index learns it in batches.
     pub used: UseStamp,
+    /// Set when the entry was fetched ahead of any client's request.
+    pub prefetched: Option<Arc<PrefetchMark>>,
+}
+
+/// The mark of a prefetched entry: whether a client has used it yet, and its size. The
+/// prefetcher keeps the same mark, to count unused prefetches as wasted.
+#[derive(Debug, Default)]
+pub struct PrefetchMark {
+    used: AtomicBool,
+    bytes: AtomicU64,
+}
+
+impl PrefetchMark {
+    /// Records a client's use; true for the first one.
+    pub fn claim(&self) -> bool {
+        !self.used.load(Ordering::Relaxed) && !self.used.swap(true, Ordering::Relaxed)
+    }
+
+    /// Whether a client has used the entry.
+    pub fn is_used(&self) -> bool {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Records the body size once the entry is stored.
+    pub fn set_bytes(&self, bytes: u64) {
+        self.bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// The body size; 0 until stored.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
 }
 
 /// The last time an entry was served, in milliseconds since the Unix epoch: one relaxed
@@ -203,6 +235,7 @@ impl CachedResponse {
             meta,
             body,
             used: UseStamp::default(),
+            prefetched: None,
         }
     }
 

@@ -41,7 +41,7 @@ use crate::stats::Stats;
 use disk::{DiskError, DiskTier};
 use disk_store::{index_error, DiskStore};
 pub use entry::CachedResponse;
-use entry::{now_ms, EntryMeta, Lifetime};
+use entry::{now_ms, EntryMeta, Lifetime, PrefetchMark};
 use index::DiskIndex;
 use inflight::{Fill, FillOutcome, FillPermit, InFlight};
 use journal::Removal;
@@ -117,6 +117,8 @@ pub struct FillPlan {
     pub previous: Option<Arc<CachedResponse>>,
     /// The fleet's fill lock for this key, let go once the entry is in the shared tier.
     pub fleet_lock: Option<FleetLock>,
+    /// Set when the fetch is a prefetch: the entry carries the mark.
+    pub prefetched: Option<Arc<PrefetchMark>>,
 }
 
 impl Cache {
@@ -350,7 +352,17 @@ impl Cache {
         if let Some(previous) = &fill.previous {
             self.note_content_change(&previous.meta, &meta);
         }
-        let entry = Arc::new(CachedResponse::new(meta, body));
+        let mut entry = CachedResponse::new(meta, body);
+        if let Some(mark) = fill.prefetched {
+            mark.set_bytes(entry.body.len() as u64);
+            self.inner.stats.prefetched.inc();
+            self.inner
+                .stats
+                .prefetched_bytes
+                .add(entry.body.len() as u64);
+            entry.prefetched = Some(mark);
+        }
+        let entry = Arc::new(entry);
         let Some(evicted) = self.keep(permit, entry.clone(), true).await else {
             return;
         };

@@ -218,6 +218,10 @@ impl ProxyService {
             CacheStatus::Stale { .. } => stats.stale_served.inc(),
             _ => {}
         }
+        if let Some(mark) = entry.prefetched.as_ref().filter(|mark| mark.claim()) {
+            stats.prefetch_used.inc();
+            stats.prefetch_used_bytes.add(mark.bytes());
+        }
         let age = policy::age(&entry.meta, SystemTime::now());
         let response = respond(entry, head, age);
         if let Some(length) = response
@@ -259,6 +263,19 @@ impl ProxyService {
     /// Leads the fetch of a key: a revalidation when a stale entry has validators, else a
     /// plain GET. A storable body streams to the client while it is stored; with `drain` it
     /// is stored in the background and the caller looks it up again.
+    /// Fetches a key no client is waiting for into the cache (a prefetch); the entry is
+    /// stored behind the fetch.
+    pub(super) async fn fill_in_background(
+        &self,
+        head: &Request<()>,
+        url: &Url,
+        plan: &CachePlan,
+        permit: FillPermit,
+    ) {
+        // What the fetch answers goes nowhere; a stored body is read to its end regardless.
+        let _ = self.fetch(head, url, plan, permit, None, true).await;
+    }
+
     async fn fetch(
         &self,
         head: &Request<()>,
@@ -335,6 +352,7 @@ impl ProxyService {
                     lifetime,
                     previous: stale.map(|s| s.entry),
                     fleet_lock,
+                    prefetched: super::prefetch::prefetch_mark(head),
                 };
                 let tee = TeeBody::new(counted, self.ctx.cache.clone(), permit, fill, expected);
                 if drain {

@@ -6,6 +6,7 @@ mod cached;
 pub mod chain;
 pub mod headers;
 pub mod log;
+mod prefetch;
 pub mod respond;
 pub mod upstream;
 
@@ -54,6 +55,8 @@ pub struct Context {
     pub auth: ProxyAuth,
     /// The proxy's own listening addresses: requests to them would loop.
     pub own_addrs: RwLock<Vec<SocketAddr>>,
+    /// Limits and accounting of predictive prefetch.
+    pub prefetcher: crate::prefetch::Prefetcher,
 }
 
 impl Context {
@@ -183,6 +186,7 @@ impl ProxyService {
                 .map_or_else(|| url.to_string(), |v| v.asset.to_string()),
             Err(_) => url.to_string(),
         };
+        let referrer = self.referrer(&request, &url);
         let (response, cache_status) = match plan {
             Ok(plan) => self.cached(request, &url, plan).await,
             Err(_) if self.ctx.policy().offline => {
@@ -206,6 +210,10 @@ impl ProxyService {
             asset,
             started,
             stats: self.ctx.stats.clone(),
+        };
+        let response = match referrer {
+            Some(referrer) => self.tap(response, referrer),
+            None => response,
         };
         Ok(finish(response, summary))
     }

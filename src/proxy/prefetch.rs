@@ -1,0 +1,143 @@
+//! The proxy's side of predictive prefetch: which answers are scanned, and one prefetch run
+//! through the ordinary cache path — so it coalesces with the browser's own request for the
+//! same asset, uses the shared tier, and is stored like any fetch.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{ACCEPT, ACCEPT_ENCODING, ACCEPT_LANGUAGE, AUTHORIZATION, COOKIE, USER_AGENT};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tracing::debug;
+use url::Url;
+
+use super::body::ProxyBody;
+use super::ProxyService;
+use crate::cache::inflight::Fill;
+use crate::cache::policy;
+use crate::prefetch::refs::{self, Kind};
+use crate::prefetch::{body_text, tap::TapBody};
+
+/// Request headers a prefetch copies from the request of the document that named the asset:
+/// the same coding class (so the browser's request finds the entry) and the same client.
+const COPIED_HEADERS: [http::HeaderName; 4] =
+    [ACCEPT_ENCODING, USER_AGENT, ACCEPT_LANGUAGE, ACCEPT];
+
+/// The request of an answer that may be scanned.
+pub(super) struct Referrer {
+    url: Url,
+    headers: HeaderMap,
+}
+
+impl ProxyService {
+    /// The referrer for prefetches, when the request's answer may be scanned: a GET without
+    /// credentials (what it refers to may be the user's own), prefetch on.
+    pub(super) fn referrer(&self, request: &Request<Incoming>, url: &Url) -> Option<Referrer> {
+        let credentials =
+            request.headers().contains_key(COOKIE) || request.headers().contains_key(AUTHORIZATION);
+        if request.method() != Method::GET || credentials || !self.ctx.prefetcher.config().enabled {
+            return None;
+        }
+        let mut headers = HeaderMap::new();
+        for name in COPIED_HEADERS {
+            if let Some(value) = request.headers().get(&name) {
+                headers.insert(name, value.clone());
+            }
+        }
+        Some(Referrer {
+            url: url.clone(),
+            headers,
+        })
+    }
+
+    /// Has the answer's body scanned as it passes, if it is a document or bootstrap script.
+    pub(super) fn tap(
+        &self,
+        response: Response<ProxyBody>,
+        referrer: Referrer,
+    ) -> Response<ProxyBody> {
+        let prefetcher = &self.ctx.prefetcher;
+        let kind = match response.status() {
+            StatusCode::OK => prefetcher.scan_kind(&referrer.url, response.headers()),
+            _ => None,
+        };
+        let Some(kind) = kind else {
+            return response;
+        };
+        let (parts, body) = response.into_parts();
+        let (this, headers) = (self.clone(), parts.headers.clone());
+        let body = TapBody::new(body, prefetcher.scan_limit(), move |copy| {
+            this.scan(referrer, headers, kind, copy);
+        });
+        Response::from_parts(parts, body.boxed())
+    }
+
+    /// Finds what a scanned body refers to (in the background) and submits the prefetches.
+    fn scan(&self, referrer: Referrer, headers: HeaderMap, kind: Kind, body: Bytes) {
+        self.ctx.stats.prefetch_scans.inc();
+        let this = self.clone();
+        tokio::spawn(async move {
+            let (base, policy) = (referrer.url.clone(), this.ctx.policy());
+            let found = tokio::task::spawn_blocking(move || {
+                let text = body_text(&headers, &body)?;
+                Some(refs::references(&text, &base, kind, &policy))
+            })
+            .await;
+            let Ok(Some(urls)) = found else { return };
+            let origin = referrer.url.origin().ascii_serialization();
+            for url in urls {
+                let (one, headers) = (this.clone(), referrer.headers.clone());
+                if !this
+                    .ctx
+                    .prefetcher
+                    .submit(&origin, one.prefetch(url, headers))
+                {
+                    break;
+                }
+            }
+        });
+    }
+
+    /// Fetches `url` into the cache unless it is held, being fetched, or not to be fetched
+    /// ahead (a rule excludes it, it is not a versioned or rule-named asset, offline, a host
+    /// outside the allow-list).
+    async fn prefetch(self, url: Url, headers: HeaderMap) {
+        let ctx = &self.ctx;
+        let policy = ctx.policy();
+        let host = url.host_str().unwrap_or("");
+        if policy.offline || ctx.config.upstream.check_allowed(host).is_err() {
+            return;
+        }
+        let max_age = ctx.config.cache.max_age;
+        let Ok(plan) = policy::classify_request(&Method::GET, &url, &headers, &policy, max_age)
+        else {
+            return;
+        };
+        if plan.pinned_ttl.is_none() && !ctx.prefetcher.config().all_cacheable {
+            return;
+        }
+        let key = ctx.cache.key_for(&url, &headers, &plan).await;
+        // A held entry is left alone (a disk entry is now in memory too).
+        if ctx.cache.lookup(&key).await.is_some() {
+            return;
+        }
+        let Fill::Leader(permit) = ctx.cache.begin_fill(&key) else {
+            return;
+        };
+        let mut head = Request::new(());
+        *head.uri_mut() = url.as_str().parse().unwrap_or_default();
+        *head.headers_mut() = headers;
+        head.extensions_mut().insert(ctx.prefetcher.mark());
+        ctx.stats.prefetch_fetches.inc();
+        debug!(url = %url, "prefetching");
+        self.fill_in_background(&head, &url, &plan, permit).await;
+    }
+}
+
+/// The mark a prefetch's request carries to its entry.
+pub(super) fn prefetch_mark(head: &Request<()>) -> Option<Arc<crate::cache::entry::PrefetchMark>> {
+    head.extensions()
+        .get::<Arc<crate::cache::entry::PrefetchMark>>()
+        .cloned()
+}
