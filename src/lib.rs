@@ -28,7 +28,9 @@
 //! Beside the requests, the cache's upkeep thread follows the index journal that every
 //! process sharing the directory appends to, records which entries were used, evicts, and
 //! rebuilds the index when it was lost. With a shared tier, a keeper task holds the Redis
-//! connections and applies the version changes other proxies of the fleet announce.
+//! connections and applies the version changes other proxies of the fleet announce. Answers
+//! that are HTML documents or bootstrap scripts are copied (bounded) as they pass, and
+//! `prefetch` fetches the versioned assets they name through the same cache path.
 //!
 //! Every response carries `Cache-Status` (RFC 9211), and every request is logged once.
 #![forbid(unsafe_code)]
