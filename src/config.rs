@@ -142,6 +142,11 @@ pub struct CacheConfig {
     pub prewarm: bool,
     /// Capacity of the disk tier in entry-file bytes; least recently used entries go first.
     pub disk_max_bytes: u64,
+    /// Store compressible bodies that arrived uncompressed zstd-compressed on disk.
+    pub disk_compress: bool,
+    /// Send cached bodies that arrived uncompressed in a coding the client accepts (zstd,
+    /// br, gzip), made once per entry in the background.
+    pub serve_compressed: bool,
     /// Entries older than this are fetched again.
     pub max_age: Duration,
     /// Versions of one asset kept; storing a newer one evicts the rest.
@@ -361,6 +366,7 @@ struct RawConfig {
     standard_caching: Option<bool>,
     negative_ttl_secs: Option<u64>,
     coalesce_wait_secs: Option<u64>,
+    serve_compressed: Option<bool>,
     versioned: RawVersioned,
     passthrough: Vec<String>,
     upstream: RawUpstream,
@@ -418,6 +424,7 @@ struct RawMemory {
 struct RawDisk {
     max_age_hours: Option<u64>,
     max_mb: Option<u64>,
+    compress: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -507,6 +514,8 @@ impl Config {
             memory_idle: secs("memory.idle_secs", raw.memory.idle_secs.unwrap_or(300))?,
             prewarm: raw.memory.prewarm.unwrap_or(true),
             disk_max_bytes: positive("disk.max_mb", raw.disk.max_mb.unwrap_or(10_240))? * MIB,
+            disk_compress: raw.disk.compress.unwrap_or(true),
+            serve_compressed: raw.serve_compressed.unwrap_or(true),
             max_age: secs(
                 "disk.max_age_hours",
                 raw.disk.max_age_hours.unwrap_or(24).saturating_mul(3600),

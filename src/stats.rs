@@ -254,6 +254,12 @@ pub struct Stats {
     pub disk_writes: Counter,
     /// Entries not written to disk because the write queue was full (kept in memory).
     pub disk_writes_skipped: Counter,
+    /// Entries written to disk zstd-compressed.
+    pub disk_compressed_writes: Counter,
+    /// Bytes those entries' files are smaller than their bodies.
+    pub disk_bytes_saved_by_compression: Counter,
+    /// Responses sent from the cache in a content coding the proxy made (zstd, br, gzip).
+    pub encoded_responses: Counter,
     /// Entries removed from disk to keep it under `disk.max_mb`.
     pub disk_evictions: Counter,
     /// Bytes of those entries.
@@ -327,6 +333,9 @@ impl Default for Stats {
             disk_errors: Counter::default(),
             disk_writes: Counter::default(),
             disk_writes_skipped: Counter::default(),
+            disk_compressed_writes: Counter::default(),
+            disk_bytes_saved_by_compression: Counter::default(),
+            encoded_responses: Counter::default(),
             disk_evictions: Counter::default(),
             disk_evicted_bytes: Counter::default(),
             upstream_errors: Counter::default(),

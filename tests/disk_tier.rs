@@ -279,7 +279,7 @@ async fn an_older_layout_is_migrated_and_an_unknown_one_refused() {
     assert_eq!((status.as_str(), body), (DISK_HIT, random_bytes(10_000, 1)));
     proxy.terminate();
     let marker = std::fs::read_to_string(cache.join("layout.json")).expect("marker");
-    assert!(marker.contains("\"layout\":2"), "{marker}");
+    assert!(marker.contains("\"layout\":3"), "{marker}");
 
     std::fs::write(cache.join("layout.json"), r#"{"layout": 99}"#).expect("future marker");
     let args = args(dir.path(), &["--port", "0"]);

@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
+use super::compress;
 use super::disk::{DiskError, DiskTier};
 use super::entry::{now_ms, CachedResponse};
 use super::eviction::Eviction;
@@ -33,6 +34,8 @@ pub struct DiskStore {
     uses: Mutex<Uses>,
     /// Counters.
     pub stats: Arc<Stats>,
+    /// Store compressible bodies zstd-compressed.
+    compress: bool,
 }
 
 impl DiskStore {
@@ -57,7 +60,14 @@ impl DiskStore {
                 from_disk: Vec::new(),
             }),
             stats,
+            compress: false,
         }
+    }
+
+    /// Stores compressible bodies zstd-compressed from now on (`disk.compress`).
+    pub fn compressing(mut self, compress: bool) -> DiskStore {
+        self.compress = compress;
+        self
     }
 
     /// Notes that an entry was served from disk (it may leave memory before its use is
@@ -105,12 +115,25 @@ impl DiskStore {
     }
 
     fn write_file(&self, entry: &CachedResponse) {
-        self.eviction.make_room(self, entry.body.len() as u64);
+        let body_len = entry.body.len() as u64;
+        // Compressed here, on the writer's thread: never on a request's path.
+        let frame_len = (self.compress
+            && compress::compressible(entry.meta.header_map(), entry.body.len()))
+        .then(|| entry.encodings.stored_zstd(&entry.body))
+        .flatten()
+        .map(|frame| frame.len() as u64);
+        self.eviction.make_room(self, frame_len.unwrap_or(body_len));
         let size = match self.tier.write(entry) {
             Ok(size) => size,
             Err(e) => return self.health.failed(&e),
         };
         self.stats.disk_writes.inc();
+        if let Some(frame_len) = frame_len {
+            self.stats.disk_compressed_writes.inc();
+            self.stats
+                .disk_bytes_saved_by_compression
+                .add(body_len.saturating_sub(frame_len));
+        }
         let digest = entry.meta.key.digest_bytes();
         match self.index.put(&[(digest, size, now_ms())]) {
             Ok(_) => self.health.succeeded(),

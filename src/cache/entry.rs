@@ -2,10 +2,11 @@
 //! entry has on disk. Pure: encoding and decoding only, no I/O.
 //!
 //! Layout: magic `APXE`, format byte, metadata length (u32 LE), xxh3 of the metadata (u64 LE),
-//! the metadata as JSON, then the body. The metadata holds the body's length and xxh3, so a
-//! truncated, extended or bit-flipped file is always caught.
+//! the metadata as JSON, then the body: as it is (format 2), or as a zstd frame (format 3,
+//! bodies stored compressed). The metadata holds the body's length and xxh3, checked after
+//! decompression, so a truncated, extended or bit-flipped file is always caught.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -14,11 +15,15 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
+use super::compress::{self, Coding};
 use super::key::CacheKey;
 use super::version::{AssetId, Version};
 
 const MAGIC: &[u8; 4] = b"APXE";
+/// The body follows as it is.
 const FORMAT: u8 = 2;
+/// The body follows as a zstd frame.
+const FORMAT_ZSTD: u8 = 3;
 const PREAMBLE: usize = 4 + 1 + 4 + 8;
 
 /// How long an entry may be served, and how it is judged after that.
@@ -72,6 +77,69 @@ pub struct CachedResponse {
     pub used: UseStamp,
     /// Set when the entry was fetched ahead of any client's request.
     pub prefetched: Option<Arc<PrefetchMark>>,
+    /// The body in content codings, made once each (stored compressed, or for clients).
+    pub encodings: Encodings,
+}
+
+/// An entry's body in content codings. Each is made at most once, off the request path; a
+/// made coding that did not pay off is `None`.
+#[derive(Debug, Default)]
+pub struct Encodings {
+    zstd: OnceLock<Option<Bytes>>,
+    br: OnceLock<Option<Bytes>>,
+    gzip: OnceLock<Option<Bytes>>,
+    /// Codings (as bits) someone started to make, so that each is made once.
+    started: AtomicU8,
+}
+
+impl Encodings {
+    fn slot(&self, coding: Coding) -> &OnceLock<Option<Bytes>> {
+        match coding {
+            Coding::Zstd => &self.zstd,
+            Coding::Br => &self.br,
+            Coding::Gzip => &self.gzip,
+        }
+    }
+
+    /// The body in `coding`, if it has been made and paid off.
+    pub fn get(&self, coding: Coding) -> Option<&Bytes> {
+        self.slot(coding).get().and_then(Option::as_ref)
+    }
+
+    /// Whether `coding` was made (whether or not it paid off).
+    pub fn is_made(&self, coding: Coding) -> bool {
+        self.slot(coding).get().is_some()
+    }
+
+    /// Claims the making of `coding`: true for the first caller only.
+    pub fn claim(&self, coding: Coding) -> bool {
+        let bit = 1 << coding as u8;
+        self.started.fetch_or(bit, Ordering::Relaxed) & bit == 0
+    }
+
+    /// Records `coding` as made.
+    pub fn set(&self, coding: Coding, encoded: Option<Bytes>) {
+        let _ = self.slot(coding).set(encoded);
+    }
+
+    /// The zstd frame the body is stored as, made now if it was not: `None` when it does not
+    /// pay off. Blocking (compression); for the disk writer.
+    pub fn stored_zstd(&self, body: &[u8]) -> Option<&Bytes> {
+        self.zstd
+            .get_or_init(|| compress::zstd_if_smaller(body))
+            .as_ref()
+    }
+}
+
+impl Clone for Encodings {
+    fn clone(&self) -> Encodings {
+        Encodings {
+            zstd: self.zstd.clone(),
+            br: self.br.clone(),
+            gzip: self.gzip.clone(),
+            started: AtomicU8::new(0),
+        }
+    }
 }
 
 /// The mark of a prefetched entry: whether a client has used it yet, and its size. The
@@ -236,32 +304,47 @@ impl CachedResponse {
             body,
             used: UseStamp::default(),
             prefetched: None,
+            encodings: Encodings::default(),
         }
     }
 
-    /// The entry in its on-disk layout.
+    /// The entry in its on-disk layout: compressed when its zstd frame was made and paid off.
     pub fn encode(&self) -> Bytes {
         // Serialising a struct of strings and integers cannot fail.
         let meta = serde_json::to_vec(&self.meta).unwrap_or_default();
-        let mut out = BytesMut::with_capacity(PREAMBLE + meta.len() + self.body.len());
+        let (format, body) = match self.encodings.get(Coding::Zstd) {
+            Some(frame) => (FORMAT_ZSTD, frame),
+            None => (FORMAT, &self.body),
+        };
+        let mut out = BytesMut::with_capacity(PREAMBLE + meta.len() + body.len());
         out.put_slice(MAGIC);
-        out.put_u8(FORMAT);
+        out.put_u8(format);
         out.put_u32_le(meta.len() as u32);
         out.put_u64_le(xxh3_64(&meta));
         out.put_slice(&meta);
-        out.put_slice(&self.body);
+        out.put_slice(body);
         out.freeze()
     }
 
-    /// Parses and verifies an entry; the body shares `bytes`' memory.
+    /// Parses and verifies an entry; an uncompressed body shares `bytes`' memory.
     pub fn decode(bytes: Bytes) -> Result<CachedResponse, CorruptEntry> {
         let meta_end = PREAMBLE + metadata_len(&bytes)?;
         let meta = decode_metadata(&bytes)?;
-        let body = bytes.slice(meta_end..);
+        let stored = bytes.slice(meta_end..);
+        let compressed = bytes[4] == FORMAT_ZSTD;
+        let body = if compressed {
+            compress::unzstd(&stored, meta.body_len).ok_or(CorruptEntry::Body)?
+        } else {
+            stored.clone()
+        };
         if body.len() as u64 != meta.body_len || xxh3_64(&body) != meta.body_xxh3 {
             return Err(CorruptEntry::Body);
         }
-        Ok(CachedResponse::new(meta, body))
+        let entry = CachedResponse::new(meta, body);
+        if compressed {
+            entry.encodings.set(Coding::Zstd, Some(stored));
+        }
+        Ok(entry)
     }
 }
 
@@ -273,7 +356,7 @@ pub fn metadata_len(bytes: &[u8]) -> Result<usize, CorruptEntry> {
     if bytes.len() < PREAMBLE {
         return Err(CorruptEntry::Truncated);
     }
-    if &bytes[..4] != MAGIC || bytes[4] != FORMAT {
+    if &bytes[..4] != MAGIC || !matches!(bytes[4], FORMAT | FORMAT_ZSTD) {
         return Err(CorruptEntry::Format);
     }
     Ok(u32::from_le_bytes(array(&bytes[5..9])) as usize)

@@ -4,7 +4,9 @@
 //!
 //! Layouts: 1 had entries under `v1/` and no disk index; 2 adds the index journal
 //! (`v1/index.journal`), rebuilt from the entries' metadata when missing, which is all a
-//! migration from 1 needs.
+//! migration from 1 needs; 3 lets entry files hold zstd-compressed bodies (entry format 3).
+//! Layout-2 entries are valid layout-3 entries, so a migration from 2 only rewrites the
+//! marker — and keeps a layout-2 proxy from reading a compressed body as it is.
 
 use std::fs;
 use std::io;
@@ -15,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::atomic_file;
 
 /// The layout this proxy writes.
-pub const LAYOUT: u32 = 2;
+pub const LAYOUT: u32 = 3;
 
 /// What opening found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +76,9 @@ pub fn open(dir: &Path) -> Result<Opened, LayoutError> {
     let opened = match fs::read(&path) {
         Ok(bytes) => match serde_json::from_slice::<Marker>(&bytes) {
             Ok(Marker { layout: LAYOUT }) => return Ok(Opened::Current),
-            Ok(Marker { layout: 1 }) => Opened::Migrated { from: 1 },
+            Ok(Marker {
+                layout: from @ (1 | 2),
+            }) => Opened::Migrated { from },
             Ok(Marker { layout }) => {
                 return Err(LayoutError::Unknown {
                     dir: dir.to_owned(),
@@ -117,7 +121,11 @@ mod tests {
         assert_eq!(open(root).expect("old"), Opened::Migrated { from: 1 });
         assert_eq!(open(root).expect("migrated"), Opened::Current);
 
-        for marker in [r#"{"layout": 3}"#, "not json"] {
+        fs::write(root.join("layout.json"), r#"{"layout": 2}"#).expect("write marker");
+        assert_eq!(open(root).expect("layout 2"), Opened::Migrated { from: 2 });
+        assert_eq!(open(root).expect("migrated"), Opened::Current);
+
+        for marker in [r#"{"layout": 4}"#, "not json"] {
             fs::write(root.join("layout.json"), marker).expect("write marker");
             let message = open(root).expect_err("refused").to_string();
             assert!(message.contains("cannot read"), "{message}");

@@ -3,6 +3,7 @@
 //! writer's queue — off the request path). A cache failure never fails a request: it is
 //! logged, counted, and becomes a miss.
 
+pub mod compress;
 pub mod disk;
 pub mod disk_store;
 pub mod entry;
@@ -127,12 +128,12 @@ impl Cache {
     pub fn open(config: &CacheConfig, stats: Arc<Stats>) -> Result<Cache, DiskError> {
         let (tier, report) = DiskTier::open(&config.dir)?;
         if let Opened::Migrated { from } = report.layout {
-            info!(
-                dir = %config.dir.display(),
-                from,
-                to = layout::LAYOUT,
+            let what = if from < 2 {
                 "cache layout migrated; the index is rebuilt from the entries in the background"
-            );
+            } else {
+                "cache layout migrated; entries are kept, new ones may be stored compressed"
+            };
+            info!(dir = %config.dir.display(), from, to = layout::LAYOUT, "{what}");
         }
         if report.temps_removed > 0 {
             info!(
@@ -151,14 +152,17 @@ impl Cache {
         }
         let versions = Arc::new(versions);
         let memory = MemoryTier::new(config.memory_max_bytes, config.memory_idle);
-        let store = Arc::new(DiskStore::new(
-            tier,
-            index,
-            versions.clone(),
-            memory.clone(),
-            stats.clone(),
-            config.disk_max_bytes,
-        ));
+        let store = Arc::new(
+            DiskStore::new(
+                tier,
+                index,
+                versions.clone(),
+                memory.clone(),
+                stats.clone(),
+                config.disk_max_bytes,
+            )
+            .compressing(config.disk_compress),
+        );
         let start_error = |source| DiskError::Io {
             op: "start a thread for",
             path: config.dir.clone(),

@@ -179,7 +179,7 @@ pub fn body_text(headers: &HeaderMap, body: &[u8]) -> Option<String> {
         "deflate" => flate2::read::ZlibDecoder::new(body)
             .take(limit)
             .read_to_end(&mut decoded),
-        "br" => brotli_decompressor::Decompressor::new(body, 4096)
+        "br" => brotli::Decompressor::new(body, 4096)
             .take(limit)
             .read_to_end(&mut decoded),
         _ => return None,

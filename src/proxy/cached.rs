@@ -14,6 +14,7 @@ use tracing::{debug, warn};
 use url::Url;
 
 use super::body::ProxyBody;
+use super::encoded;
 use super::headers::{remove_hop_by_hop, CacheStatus, StaleServe};
 use super::respond::respond;
 use super::upstream::UpstreamBody;
@@ -200,7 +201,7 @@ impl ProxyService {
     /// Answers from an entry, counting the hit.
     fn reply(
         &self,
-        entry: &CachedResponse,
+        entry: &Arc<CachedResponse>,
         head: &Request<()>,
         status: CacheStatus,
     ) -> (Response<ProxyBody>, CacheStatus) {
@@ -223,7 +224,14 @@ impl ProxyService {
             stats.prefetch_used_bytes.add(mark.bytes());
         }
         let age = policy::age(&entry.meta, SystemTime::now());
-        let response = respond(entry, head, age);
+        let mut response = respond(entry, head, age);
+        if self.ctx.config.cache.serve_compressed {
+            let chosen = encoded::choose(entry, head);
+            if chosen.is_some() && response.status() == StatusCode::OK {
+                stats.encoded_responses.inc();
+            }
+            encoded::apply(&mut response, entry, head, chosen);
+        }
         if let Some(length) = response
             .headers()
             .get(CONTENT_LENGTH)
@@ -448,7 +456,7 @@ impl ProxyService {
         stats
             .bytes_saved_by_revalidation
             .add(stale.entry.body.len() as u64);
-        let refreshed = CachedResponse::new(meta, stale.entry.body.clone());
+        let refreshed = Arc::new(CachedResponse::new(meta, stale.entry.body.clone()));
         self.ctx
             .cache
             .refresh(permit, &stale.entry, refreshed.meta.clone());

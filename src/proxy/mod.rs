@@ -4,6 +4,7 @@
 pub mod body;
 mod cached;
 pub mod chain;
+mod encoded;
 pub mod headers;
 pub mod log;
 mod prefetch;
