@@ -1,0 +1,261 @@
+//! Compressed storage against a real origin and real clients: a compressible body that arrives
+//! uncompressed is stored on disk as a zstd frame and sent to each client in a coding it
+//! accepts (zstd at once, br and gzip once made) with the right headers; ranges, HEAD and
+//! conditionals still work; a body that arrived compressed is stored as it came; a damaged
+//! compressed file is caught; `disk.compress: false` stores bodies as they are.
+
+mod support;
+
+use std::io::Read;
+use std::path::Path;
+
+use asset_proxy::cache::compress::Coding;
+use asset_proxy::cache::key::CacheKey;
+use bytes::Bytes;
+use http::HeaderMap;
+use support::{random_bytes, wait_until, Origin, Route, TestCa, TestProxy};
+
+const PATH: &str = "/assets/app.4f3a2b1c.js";
+const NO_PREWARM: &str = r#"{ "memory": { "prewarm": false } }"#;
+
+/// About 400 KB of JavaScript-like text: compressible, as real bundles are.
+fn script() -> Bytes {
+    let text: String = (0..8_000)
+        .map(|n| format!("function component{n}(props) {{ return render(props.items[{n}]); }}\n"))
+        .collect();
+    Bytes::from(text)
+}
+
+fn serve_script(origin: &Origin) {
+    origin.route(
+        PATH,
+        Route::ok(script())
+            .header("content-type", "text/javascript")
+            .header("etag", "\"abc\""),
+    );
+}
+
+struct Answer {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Bytes,
+}
+
+async fn fetch(client: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut request = client.get(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.expect("request through proxy");
+    Answer {
+        status: response.status().as_u16(),
+        headers: response.headers().clone(),
+        body: response.bytes().await.expect("body"),
+    }
+}
+
+fn header<'a>(answer: &'a Answer, name: &str) -> &'a str {
+    answer
+        .headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+/// The cache key of a request for `url` with this Accept-Encoding.
+fn key(url: &str, accept_encoding: &str) -> CacheKey {
+    let mut headers = HeaderMap::new();
+    if !accept_encoding.is_empty() {
+        headers.insert("accept-encoding", accept_encoding.parse().expect("value"));
+    }
+    CacheKey::new(&url::Url::parse(url).expect("url"), &headers)
+}
+
+fn entry_file(proxy: &TestProxy, key: &CacheKey) -> Vec<u8> {
+    std::fs::read(proxy.app.cache().disk_path(key)).expect("entry file")
+}
+
+/// Waits until the entry for `key` has `coding` made.
+async fn made(proxy: &TestProxy, key: &CacheKey, coding: Coding) {
+    let (cache, key) = (proxy.app.cache().clone(), key.clone());
+    wait_until("the coding is made", move || {
+        cache
+            .memory_entry(&key)
+            .is_some_and(|entry| entry.encodings.is_made(coding))
+    })
+    .await;
+}
+
+async fn start(dir: &Path, config: &str, ca: &TestCa) -> TestProxy {
+    TestProxy::start(dir, config, Some(&ca.path)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compressible_body_is_stored_as_zstd_and_sent_as_each_client_takes_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = TestCa::new(dir.path());
+    let origin = Origin::https(&ca).await;
+    serve_script(&origin);
+    let proxy = start(dir.path(), NO_PREWARM, &ca).await;
+    let client = proxy.client();
+    let url = origin.url(PATH);
+    let body = script();
+
+    // A client that takes no coding: the body as it is, and it is stored compressed.
+    let plain = fetch(&client, &url, &[]).await;
+    assert_eq!((plain.status, plain.body.clone()), (200, body.clone()));
+    proxy.settled().await;
+    let file = entry_file(&proxy, &key(&url, ""));
+    assert_eq!((&file[..4], file[4]), (&b"APXE"[..], 3), "a zstd entry");
+    assert!(file.len() < body.len() / 4, "{} bytes on disk", file.len());
+    let stats = proxy.app.stats();
+    assert_eq!(stats.disk_compressed_writes.get(), 1);
+    assert!(stats.disk_bytes_saved_by_compression.get() > body.len() as u64 / 2);
+    let hit = fetch(&client, &url, &[]).await;
+    assert_eq!(hit.body, body);
+    assert_eq!(header(&hit, "content-encoding"), "");
+    assert_eq!(header(&hit, "vary"), "Accept-Encoding");
+    assert_eq!(header(&hit, "etag"), "\"abc\"");
+
+    // zstd: the stored frame, once the entry of this coding class is on disk.
+    let zstd = [("accept-encoding", "gzip, deflate, br, zstd")];
+    fetch(&client, &url, &zstd).await;
+    proxy.settled().await;
+    made(&proxy, &key(&url, "gzip, deflate, br, zstd"), Coding::Zstd).await;
+    let answer = fetch(&client, &url, &zstd).await;
+    assert_eq!(header(&answer, "content-encoding"), "zstd");
+    assert_eq!(
+        header(&answer, "content-length"),
+        answer.body.len().to_string()
+    );
+    assert_eq!(header(&answer, "etag"), "W/\"abc\"");
+    assert_eq!(header(&answer, "vary"), "Accept-Encoding");
+    let mut decoded = Vec::new();
+    zstd::stream::Decoder::new(&answer.body[..])
+        .expect("zstd")
+        .read_to_end(&mut decoded)
+        .expect("decode");
+    assert_eq!(decoded, body);
+
+    // br and gzip: made once in the background; the body goes out as it is until then.
+    for (accept, coding) in [("br", Coding::Br), ("gzip", Coding::Gzip)] {
+        let headers = [("accept-encoding", accept)];
+        fetch(&client, &url, &headers).await;
+        let first_hit = fetch(&client, &url, &headers).await;
+        assert!(first_hit.body == body || header(&first_hit, "content-encoding") == accept);
+        made(&proxy, &key(&url, accept), coding).await;
+        let answer = fetch(&client, &url, &headers).await;
+        assert_eq!(header(&answer, "content-encoding"), accept);
+        let mut decoded = Vec::new();
+        match coding {
+            Coding::Br => brotli::Decompressor::new(&answer.body[..], 4096)
+                .read_to_end(&mut decoded)
+                .expect("unbrotli"),
+            _ => flate2::read::GzDecoder::new(&answer.body[..])
+                .read_to_end(&mut decoded)
+                .expect("gunzip"),
+        };
+        assert_eq!(decoded, body, "{accept}");
+    }
+
+    // Ranges come from the body as it is; HEAD says what GET would send; a client's weak
+    // tag matches.
+    let range = fetch(&client, &url, &[zstd[0], ("range", "bytes=0-99")]).await;
+    assert_eq!(range.status, 206);
+    assert_eq!(
+        (header(&range, "content-encoding"), &range.body[..]),
+        ("", &body[..100])
+    );
+    let head = client
+        .head(&url)
+        .header("accept-encoding", zstd[0].1)
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(head.headers()["content-encoding"], "zstd");
+    let conditional = fetch(&client, &url, &[zstd[0], ("if-none-match", "W/\"abc\"")]).await;
+    assert_eq!(conditional.status, 304);
+    assert_eq!(header(&conditional, "etag"), "W/\"abc\"");
+    assert_eq!(
+        origin.hits(PATH),
+        4,
+        "one fetch per coding class, none for hits"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_arrived_compressed_or_incompressible_is_stored_as_it_came() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = TestCa::new(dir.path());
+    let origin = Origin::https(&ca).await;
+    let gzipped = random_bytes(50_000, 4);
+    origin.route(
+        "/app.9f8e7d6c.js",
+        Route::ok(gzipped.clone())
+            .header("content-type", "text/javascript")
+            .header("content-encoding", "gzip"),
+    );
+    origin.route(
+        "/canvaskit.9f8e7d6c.wasm",
+        Route::ok(random_bytes(80_000, 5)).header("content-type", "application/wasm"),
+    );
+    let proxy = start(dir.path(), NO_PREWARM, &ca).await;
+    let client = proxy.client();
+    for path in ["/app.9f8e7d6c.js", "/canvaskit.9f8e7d6c.wasm"] {
+        let url = origin.url(path);
+        fetch(&client, &url, &[("accept-encoding", "gzip, zstd")]).await;
+        proxy.settled().await;
+        let file = entry_file(&proxy, &key(&url, "gzip, zstd"));
+        assert_eq!(file[4], 2, "{path} stored as it came");
+        let hit = fetch(&client, &url, &[("accept-encoding", "gzip, zstd")]).await;
+        assert_eq!(hit.status, 200);
+        assert_ne!(header(&hit, "content-encoding"), "zstd", "{path}");
+    }
+    assert_eq!(proxy.app.stats().disk_compressed_writes.get(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_compressed_entry_is_caught_and_refetched() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = TestCa::new(dir.path());
+    let origin = Origin::https(&ca).await;
+    serve_script(&origin);
+    let url = origin.url(PATH);
+    let proxy = start(dir.path(), NO_PREWARM, &ca).await;
+    fetch(&proxy.client(), &url, &[]).await;
+    proxy.settled().await;
+    let path = proxy.app.cache().disk_path(&key(&url, ""));
+    proxy.stop().await;
+    let mut file = std::fs::read(&path).expect("entry file");
+    let last = file.len() - 20;
+    file[last] ^= 0x40;
+    std::fs::write(&path, &file).expect("damage");
+
+    let proxy = start(dir.path(), NO_PREWARM, &ca).await;
+    let answer = fetch(&proxy.client(), &url, &[]).await;
+    assert_eq!(answer.body, script());
+    assert_eq!(origin.hits(PATH), 2);
+    assert_eq!(proxy.app.stats().corrupt_entries.get(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_compression_off_bodies_are_stored_and_sent_as_they_came() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = TestCa::new(dir.path());
+    let origin = Origin::https(&ca).await;
+    serve_script(&origin);
+    let config = r#"{ "memory": { "prewarm": false }, "disk": { "compress": false },
+                     "serve_compressed": false }"#;
+    let proxy = start(dir.path(), config, &ca).await;
+    let url = origin.url(PATH);
+    let zstd = [("accept-encoding", "zstd")];
+    fetch(&proxy.client(), &url, &zstd).await;
+    proxy.settled().await;
+    assert_eq!(entry_file(&proxy, &key(&url, "zstd"))[4], 2);
+    let hit = fetch(&proxy.client(), &url, &zstd).await;
+    assert_eq!(
+        (header(&hit, "content-encoding"), hit.body.clone()),
+        ("", script())
+    );
+    assert_eq!(header(&hit, "vary"), "");
+}
