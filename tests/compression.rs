@@ -111,6 +111,8 @@ async fn a_compressible_body_is_stored_as_zstd_and_sent_as_each_client_takes_it(
     let stats = proxy.app.stats();
     assert_eq!(stats.disk_compressed_writes.get(), 1);
     assert!(stats.disk_bytes_saved_by_compression.get() > body.len() as u64 / 2);
+    let figures = support::admin_json(proxy.admin, "/stats").await;
+    assert_eq!(figures["disk_compressed_writes"], 1, "{figures}");
     let hit = fetch(&client, &url, &[]).await;
     assert_eq!(hit.body, body);
     assert_eq!(header(&hit, "content-encoding"), "");

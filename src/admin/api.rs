@@ -49,6 +49,9 @@ pub async fn stats(ctx: &Context) -> Value {
         "disk_errors": s.disk_errors.get(),
         "disk_writes": s.disk_writes.get(),
         "disk_writes_skipped": s.disk_writes_skipped.get(),
+        "disk_compressed_writes": s.disk_compressed_writes.get(),
+        "disk_bytes_saved_by_compression": s.disk_bytes_saved_by_compression.get(),
+        "encoded_responses": s.encoded_responses.get(),
         "disk_evictions": s.disk_evictions.get(),
         "disk_evicted_bytes": s.disk_evicted_bytes.get(),
         "corrupt_entries": s.corrupt_entries.get(),
@@ -131,7 +134,7 @@ pub async fn metrics(ctx: &Context) -> String {
     let usage = ctx.cache.usage().await;
     let mut out = String::new();
     ctx.prefetcher.sweep(std::time::Instant::now());
-    let counters: [(&str, &str, u64); 34] = [
+    let counters: [(&str, &str, u64); 37] = [
         (
             "requests",
             "Requests answered (CONNECTs excluded).",
@@ -262,6 +265,21 @@ pub async fn metrics(ctx: &Context) -> String {
             "disk_writes_skipped",
             "Entries not written to disk because the write queue was full.",
             s.disk_writes_skipped.get(),
+        ),
+        (
+            "disk_compressed_writes",
+            "Entries written to disk zstd-compressed.",
+            s.disk_compressed_writes.get(),
+        ),
+        (
+            "disk_compression_saved_bytes",
+            "Bytes compressed entry files are smaller than their bodies.",
+            s.disk_bytes_saved_by_compression.get(),
+        ),
+        (
+            "encoded_responses",
+            "Responses sent from the cache in a coding the proxy made (zstd, br, gzip).",
+            s.encoded_responses.get(),
         ),
         (
             "disk_evictions",
