@@ -138,7 +138,7 @@ pub struct CacheConfig {
     pub memory_max_bytes: u64,
     /// An entry unused this long leaves the memory tier.
     pub memory_idle: Duration,
-    /// Fill the memory tier from disk with the most recently used entries at start.
+    /// Fill the memory tier from disk with the most used entries at start.
     pub prewarm: bool,
     /// Capacity of the disk tier in entry-file bytes; least recently used entries go first.
     pub disk_max_bytes: u64,

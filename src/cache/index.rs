@@ -17,6 +17,8 @@ pub struct Slot {
     pub size: u64,
     /// Last use (or write), in milliseconds since the Unix epoch.
     pub used_ms: u64,
+    /// How often it was used: one per batch of uses recorded (every two seconds at most).
+    pub uses: u64,
 }
 
 /// The entries and their total size. Pure.
@@ -31,18 +33,22 @@ impl IndexState {
     pub fn apply(&mut self, record: &Record) {
         match record.op {
             Op::Put { size } => {
+                // A rewrite of the same key (a refreshed entry) keeps its count of uses.
+                let uses = self.slots.get(&record.digest).map_or(0, |old| old.uses);
                 let slot = Slot {
                     size,
                     used_ms: record.at_ms,
+                    uses,
                 };
                 if let Some(old) = self.slots.insert(record.digest, slot) {
                     self.bytes -= old.size;
                 }
                 self.bytes += size;
             }
-            Op::Touch => {
+            Op::Touch { uses } => {
                 if let Some(slot) = self.slots.get_mut(&record.digest) {
                     slot.used_ms = slot.used_ms.max(record.at_ms);
+                    slot.uses = slot.uses.saturating_add(uses);
                 }
             }
             Op::Remove(_) => {
@@ -89,16 +95,22 @@ impl IndexState {
     }
 
     /// One `Put` per entry, for compaction.
+    /// One `Put` per entry, and a `Touch` carrying its count of uses when it has one.
     fn live_records(&self, writer: u64) -> Vec<Record> {
-        self.slots
-            .iter()
-            .map(|(digest, slot)| Record {
-                op: Op::Put { size: slot.size },
+        let mut records = Vec::with_capacity(self.slots.len());
+        for (digest, slot) in &self.slots {
+            let record = |op| Record {
+                op,
                 digest: *digest,
                 at_ms: slot.used_ms,
                 writer,
-            })
-            .collect()
+            };
+            records.push(record(Op::Put { size: slot.size }));
+            if slot.uses > 0 {
+                records.push(record(Op::Touch { uses: slot.uses }));
+            }
+        }
+        records
     }
 }
 
@@ -240,7 +252,7 @@ impl DiskIndex {
                         .is_some_and(|slot| slot.used_ms < *at)
                 })
                 .map(|(digest, at)| Record {
-                    op: Op::Touch,
+                    op: Op::Touch { uses: 1 },
                     digest: *digest,
                     at_ms: *at,
                     writer: self.writer,
@@ -342,7 +354,7 @@ mod tests {
             (record(Op::Put { size: 100 }, 1, 10), (1, 100)),
             (record(Op::Put { size: 50 }, 2, 20), (2, 150)),
             (record(Op::Put { size: 70 }, 1, 30), (2, 120)),
-            (record(Op::Touch, 3, 40), (2, 120)),
+            (record(Op::Touch { uses: 1 }, 3, 40), (2, 120)),
             (record(Op::Remove(Removal::Capacity), 2, 50), (1, 70)),
             (record(Op::Remove(Removal::Purge), 9, 60), (1, 70)),
         ];
@@ -358,7 +370,7 @@ mod tests {
         for (n, used) in [(1u8, 50u64), (2, 10), (3, 40), (4, 20)] {
             state.apply(&record(Op::Put { size: 100 }, n, used));
         }
-        state.apply(&record(Op::Touch, 2, 60));
+        state.apply(&record(Op::Touch { uses: 1 }, 2, 60));
         let names = |target| -> Vec<u8> { state.victims(target).iter().map(|v| v.0[0]).collect() };
         let cases: [(u64, &[u8]); 5] = [
             (400, &[]),
@@ -401,6 +413,8 @@ mod tests {
         assert_eq!((a.usage(), b.usage()), ((0, 0), (0, 0)));
 
         a.put(&[([3; 32], 30, 5), ([4; 32], 40, 5)]).expect("put");
+        a.touch(&[([3; 32], 6)]).expect("touch");
+        a.touch(&[([3; 32], 7)]).expect("touch");
         b.sync().expect("sync");
         a.remove(&[[4; 32]], Removal::Purge, 6).expect("remove");
         a.compact().expect("compact");
@@ -417,8 +431,10 @@ mod tests {
             c.get(&[3; 32]),
             Some(Slot {
                 size: 30,
-                used_ms: 5
-            })
+                used_ms: 7,
+                uses: 2,
+            }),
+            "uses survive a compaction"
         );
     }
 }

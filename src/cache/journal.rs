@@ -83,8 +83,12 @@ pub enum Op {
         /// File size.
         size: u64,
     },
-    /// Used (served) at the record's time.
-    Touch,
+    /// Used (served) at the record's time, `uses` times (a batch of uses, or the count a
+    /// compaction carries over).
+    Touch {
+        /// How many uses the record stands for.
+        uses: u64,
+    },
     /// Removed.
     Remove(Removal),
 }
@@ -108,7 +112,7 @@ impl Record {
         let mut out = [0u8; RECORD_LEN];
         let (op, reason, size) = match self.op {
             Op::Put { size } => (1, 0, size),
-            Op::Touch => (2, 0, 0),
+            Op::Touch { uses } => (2, 0, uses),
             Op::Remove(why) => (3, why.code(), 0),
         };
         out[0] = op;
@@ -131,7 +135,10 @@ impl Record {
         let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or([0; 8]));
         let op = match (bytes[0], bytes[1]) {
             (1, 0) => Op::Put { size: u64_at(34) },
-            (2, 0) => Op::Touch,
+            // Records written before uses were counted carry 0: one use.
+            (2, 0) => Op::Touch {
+                uses: u64_at(34).max(1),
+            },
             (3, code) => Op::Remove(Removal::from_code(code)?),
             _ => return None,
         };
@@ -372,7 +379,7 @@ mod tests {
     fn records_round_trip_and_damage_is_caught() {
         let ops = [
             Op::Put { size: 12_345 },
-            Op::Touch,
+            Op::Touch { uses: 1 },
             Op::Remove(Removal::Capacity),
             Op::Remove(Removal::OlderVersion),
             Op::Remove(Removal::Purge),
@@ -426,10 +433,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut journal = Journal::open(dir.path()).expect("open");
         journal.lock().and_then(|mut j| j.read_new()).expect("read");
-        let mut bytes = record(Op::Touch, 1).encode().to_vec();
+        let mut bytes = record(Op::Touch { uses: 1 }, 1).encode().to_vec();
         bytes[5] ^= 1;
-        bytes.extend_from_slice(&record(Op::Touch, 2).encode());
-        bytes.extend_from_slice(&record(Op::Touch, 3).encode()[..20]);
+        bytes.extend_from_slice(&record(Op::Touch { uses: 1 }, 2).encode());
+        bytes.extend_from_slice(&record(Op::Touch { uses: 1 }, 3).encode()[..20]);
         let path = dir.path().join("index.journal");
         OpenOptions::new()
             .append(true)
@@ -438,16 +445,21 @@ mod tests {
             .expect("write");
         let mut locked = journal.lock().expect("lock");
         let replay = locked.read_new().expect("read");
-        assert_eq!(replay.records, vec![record(Op::Touch, 2)]);
+        assert_eq!(replay.records, vec![record(Op::Touch { uses: 1 }, 2)]);
         assert_eq!(replay.damaged, 1);
         // The next append cuts the torn record, so its own lands whole.
-        locked.append(&[record(Op::Touch, 4)]).expect("append");
+        locked
+            .append(&[record(Op::Touch { uses: 1 }, 4)])
+            .expect("append");
         drop(locked);
         let mut other = Journal::open(dir.path()).expect("open");
         let all = other.lock().and_then(|mut j| j.read_new()).expect("read");
         assert_eq!(
             all.records,
-            vec![record(Op::Touch, 2), record(Op::Touch, 4)]
+            vec![
+                record(Op::Touch { uses: 1 }, 2),
+                record(Op::Touch { uses: 1 }, 4)
+            ]
         );
     }
 }

@@ -1,13 +1,17 @@
 //! Pre-warming: right after a start, the memory tier is filled from disk in the background
-//! with the most recently used entries (the disk index knows when each was last served), up
-//! to most of `memory.max_mb`, so the first requests after a restart are memory hits.
+//! with the entries used most recently and most often (the disk index knows when each was
+//! last served and how often), up to most of `memory.max_mb`, so the first requests after a
+//! restart are memory hits.
 
 use std::sync::Weak;
 use std::time::Instant;
 
 use tracing::{debug, info};
 
+use std::collections::HashMap;
+
 use super::disk::DiskError;
+use super::index::Slot;
 use super::journal::Digest;
 use super::Inner;
 
@@ -25,18 +29,11 @@ pub(super) fn start(cache: Weak<Inner>) -> std::io::Result<()> {
 fn prewarm(cache: &Weak<Inner>) {
     let started = Instant::now();
     let Some(inner) = cache.upgrade() else { return };
-    let mut recent: Vec<(Digest, u64, u64)> = inner
-        .store
-        .index
-        .snapshot()
-        .into_iter()
-        .map(|(digest, slot)| (digest, slot.used_ms, slot.size))
-        .collect();
-    recent.sort_unstable_by_key(|entry| std::cmp::Reverse(entry.1));
+    let recent = by_worth(inner.store.index.snapshot(), super::entry::now_ms());
     let budget = inner.config.memory_max_bytes / 100 * FILL_PERCENT;
     drop(inner);
     let (mut entries, mut bytes) = (0u64, 0u64);
-    for (digest, _, size) in recent {
+    for (digest, size) in recent {
         // Holding no strong reference between entries lets a shutdown drop the cache.
         let Some(inner) = cache.upgrade() else { return };
         if inner.memory.usage().1 + size > budget {
@@ -75,7 +72,52 @@ fn prewarm(cache: &Weak<Inner>) {
             entries,
             bytes,
             ms = started.elapsed().as_millis() as u64,
-            "memory tier pre-warmed from disk with the most recently used entries"
+            "memory tier pre-warmed from disk with the most used entries"
         );
+    }
+}
+
+/// The entries, most worth holding in memory first: uses weighed down by the hours since the
+/// last one, so that an entry used often an hour ago comes before one used once a minute ago,
+/// and one used often last week after both. Ties go to the more recent. With sizes.
+fn by_worth(slots: HashMap<Digest, Slot>, now_ms: u64) -> Vec<(Digest, u64)> {
+    let worth = |slot: &Slot| {
+        let hours = now_ms.saturating_sub(slot.used_ms) as f64 / 3_600_000.0;
+        (slot.uses + 1) as f64 / (1.0 + hours)
+    };
+    let mut ranked: Vec<(Digest, Slot)> = slots.into_iter().collect();
+    ranked.sort_unstable_by(|a, b| {
+        worth(&b.1)
+            .total_cmp(&worth(&a.1))
+            .then(b.1.used_ms.cmp(&a.1.used_ms))
+    });
+    ranked
+        .into_iter()
+        .map(|(digest, slot)| (digest, slot.size))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn often_and_recently_used_entries_come_first() {
+        let hour = 3_600_000;
+        let now = 1_000 * hour;
+        let slot = |hours_ago: u64, uses: u64| Slot {
+            size: 1,
+            used_ms: now - hours_ago * hour,
+            uses,
+        };
+        let slots = HashMap::from([
+            ([1; 32], slot(0, 0)),    // written just now, never served
+            ([2; 32], slot(1, 20)),   // served often, an hour ago
+            ([3; 32], slot(0, 1)),    // served once, just now
+            ([4; 32], slot(168, 50)), // served often, last week
+            ([5; 32], slot(24, 0)),   // written yesterday, never served
+        ]);
+        let order: Vec<u8> = by_worth(slots, now).iter().map(|(d, _)| d[0]).collect();
+        assert_eq!(order, [2, 3, 1, 4, 5]);
     }
 }
