@@ -12,7 +12,6 @@ Every run is bounded: each worker makes ASSETS requests, each with a 60 s limit.
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,9 @@ import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench import free_port, wait_port  # noqa: E402 - the side-by-side benchmark's helpers
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROXY_BIN = os.environ.get("ASSET_PROXY_BIN", os.path.join(ROOT, "target/release/proxy"))
 INSTANCES = int(os.environ.get("FLEET_INSTANCES", "3"))
@@ -28,23 +30,6 @@ WORKERS = int(os.environ.get("FLEET_WORKERS", "24"))
 ASSETS = int(os.environ.get("FLEET_ASSETS", "16"))
 ASSET_BYTES = int(os.environ.get("FLEET_ASSET_KIB", "1024")) * 1024
 ORIGIN_DELAY_MS = int(os.environ.get("FLEET_ORIGIN_DELAY_MS", "50"))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, what, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    sys.exit(f"bench: {what} did not listen on {port}")
 
 
 class Origin:

@@ -117,8 +117,9 @@ pub fn encode(coding: Coding, body: &[u8]) -> Option<Bytes> {
     Some(Bytes::from(encoded))
 }
 
-/// The codings a request's `Accept-Encoding` accepts (q > 0), among those the proxy makes.
-pub fn accepted(headers: &HeaderMap) -> Vec<Coding> {
+/// The codings a request's `Accept-Encoding` names, lower-case (`x-gzip` as `gzip`), each
+/// with whether it is accepted (a q-value above 0), in order.
+pub fn accept_encoding_items(headers: &HeaderMap) -> Vec<(String, bool)> {
     let mut out = Vec::new();
     for value in headers.get_all(http::header::ACCEPT_ENCODING) {
         let Ok(value) = value.to_str() else { continue };
@@ -126,19 +127,34 @@ pub fn accepted(headers: &HeaderMap) -> Vec<Coding> {
             let mut parts = item.split(';');
             let name = parts.next().unwrap_or("").trim().to_ascii_lowercase();
             let refused = parts.any(|p| {
-                let p = p.trim();
-                p.strip_prefix("q=")
+                p.trim()
+                    .strip_prefix("q=")
                     .is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0))
             });
-            let coding = match name.as_str() {
-                "zstd" => Coding::Zstd,
-                "br" => Coding::Br,
-                "gzip" | "x-gzip" => Coding::Gzip,
-                _ => continue,
+            let name = if name == "x-gzip" {
+                "gzip".to_owned()
+            } else {
+                name
             };
-            if !refused && !out.contains(&coding) {
-                out.push(coding);
-            }
+            out.push((name, !refused));
+        }
+    }
+    out
+}
+
+/// The codings a request accepts, among those the proxy makes.
+pub fn accepted(headers: &HeaderMap) -> Vec<Coding> {
+    let mut out = Vec::new();
+    for (name, accepted) in accept_encoding_items(headers) {
+        let coding = match name.as_str() {
+            "zstd" => Coding::Zstd,
+            "br" => Coding::Br,
+            "gzip" => Coding::Gzip,
+            _ => continue,
+        };
+        out.retain(|c| *c != coding);
+        if accepted {
+            out.push(coding);
         }
     }
     out

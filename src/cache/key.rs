@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use http::header::{ACCEPT_ENCODING, COOKIE};
+use http::header::COOKIE;
 use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -127,21 +127,9 @@ pub fn hex(bytes: &[u8]) -> String {
 
 fn coding_class(headers: &HeaderMap) -> String {
     let mut accepted = [false; KNOWN_CODINGS.len()];
-    for value in headers.get_all(ACCEPT_ENCODING) {
-        let Ok(value) = value.to_str() else { continue };
-        for item in value.split(',') {
-            let mut parts = item.split(';');
-            let coding = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-            let refused = parts.any(|p| {
-                let p = p.trim();
-                p.strip_prefix("q=")
-                    .and_then(|q| q.trim().parse::<f32>().ok())
-                    .is_some_and(|q| q <= 0.0)
-            });
-            let coding = if coding == "x-gzip" { "gzip" } else { &coding };
-            if let Some(i) = KNOWN_CODINGS.iter().position(|known| *known == coding) {
-                accepted[i] = !refused;
-            }
+    for (coding, on) in super::compress::accept_encoding_items(headers) {
+        if let Some(i) = KNOWN_CODINGS.iter().position(|known| *known == coding) {
+            accepted[i] = on;
         }
     }
     let class: Vec<&str> = KNOWN_CODINGS
@@ -159,6 +147,7 @@ fn coding_class(headers: &HeaderMap) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::ACCEPT_ENCODING;
     use http::HeaderValue;
 
     fn class(accept_encoding: Option<&str>) -> String {
