@@ -4,7 +4,6 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::compress;
 use super::disk::{DiskError, DiskTier};
 use super::entry::{now_ms, CachedResponse};
 use super::eviction::Eviction;
@@ -117,11 +116,10 @@ impl DiskStore {
     fn write_file(&self, entry: &CachedResponse) {
         let body_len = entry.body.len() as u64;
         // Compressed here, on the writer's thread: never on a request's path.
-        let frame_len = (self.compress
-            && compress::compressible(entry.meta.header_map(), entry.body.len()))
-        .then(|| entry.encodings.stored_zstd(&entry.body))
-        .flatten()
-        .map(|frame| frame.len() as u64);
+        let frame_len = (self.compress && entry.meta.is_compressible())
+            .then(|| entry.encodings.stored_zstd(&entry.body))
+            .flatten()
+            .map(|frame| frame.len() as u64);
         self.eviction.make_room(self, frame_len.unwrap_or(body_len));
         let size = match self.tier.write(entry) {
             Ok(size) => size,

@@ -64,6 +64,9 @@ pub struct EntryMeta {
     /// `headers` parsed, kept after the first use: every hit reads them several times.
     #[serde(skip)]
     parsed: OnceLock<HeaderMap>,
+    /// Whether the body may be stored and sent compressed, kept after the first use.
+    #[serde(skip)]
+    compressible: OnceLock<bool>,
 }
 
 /// A complete cached response. Cloning shares the body: a hit copies no body bytes.
@@ -240,6 +243,7 @@ impl EntryMeta {
             body_len: body.len() as u64,
             body_xxh3: xxh3_64(body),
             parsed: OnceLock::new(),
+            compressible: OnceLock::new(),
         };
         meta.set_headers(headers);
         meta.set_stored_at(stored_at);
@@ -253,6 +257,7 @@ impl EntryMeta {
             .map(|(name, value)| (name.as_str().to_owned(), latin1(value.as_bytes())))
             .collect();
         self.parsed = OnceLock::new();
+        self.compressible = OnceLock::new();
     }
 
     /// Sets when the entry was stored (or revalidated).
@@ -270,6 +275,15 @@ impl EntryMeta {
     /// Status, falling back to 200 for a value that is not a status (never written so).
     pub fn status(&self) -> StatusCode {
         StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK)
+    }
+
+    /// Whether the body arrived without a content coding and is of a compressible type (see
+    /// `compress::compressible`).
+    pub fn is_compressible(&self) -> bool {
+        *self.compressible.get_or_init(|| {
+            let len = usize::try_from(self.body_len).unwrap_or(usize::MAX);
+            compress::compressible(self.header_map(), len)
+        })
     }
 
     /// The stored headers as a map; a header that no longer parses is left out.
@@ -306,6 +320,13 @@ impl CachedResponse {
             prefetched: None,
             encodings: Encodings::default(),
         }
+    }
+
+    /// The same body with new metadata (after a 304): the codings made of the body are kept.
+    pub fn with_meta(&self, meta: EntryMeta) -> CachedResponse {
+        let mut entry = CachedResponse::new(meta, self.body.clone());
+        entry.encodings = self.encodings.clone();
+        entry
     }
 
     /// The entry in its on-disk layout: compressed when its zstd frame was made and paid off.

@@ -271,7 +271,7 @@ impl Cache {
 
     /// Replaces an entry's metadata after a 304 (the body stays), then wakes the followers.
     pub fn refresh(&self, permit: FillPermit, entry: &CachedResponse, meta: EntryMeta) {
-        let refreshed = Arc::new(CachedResponse::new(meta, entry.body.clone()));
+        let refreshed = Arc::new(entry.with_meta(meta));
         self.inner.memory.insert(refreshed.clone());
         permit.complete(FillOutcome::Stored);
         self.queue_write(refreshed);

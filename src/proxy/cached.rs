@@ -456,7 +456,7 @@ impl ProxyService {
         stats
             .bytes_saved_by_revalidation
             .add(stale.entry.body.len() as u64);
-        let refreshed = Arc::new(CachedResponse::new(meta, stale.entry.body.clone()));
+        let refreshed = Arc::new(stale.entry.with_meta(meta));
         self.ctx
             .cache
             .refresh(permit, &stale.entry, refreshed.meta.clone());

@@ -52,7 +52,7 @@ fn applies(entry: &CachedResponse, request: &Request<()>) -> bool {
     matches!(*request.method(), Method::GET | Method::HEAD)
         && !request.headers().contains_key(RANGE)
         && entry.meta.status() == StatusCode::OK
-        && compress::compressible(entry.meta.header_map(), entry.body.len())
+        && entry.meta.is_compressible()
 }
 
 /// Marks a response from a compressible entry as depending on `Accept-Encoding`, and, when a
