@@ -100,8 +100,8 @@ impl ProxyService {
     }
 
     /// Fetches `url` into the cache unless it is held, being fetched, or not to be fetched
-    /// ahead (a rule excludes it, it is not a versioned or rule-named asset, offline, a host
-    /// outside the allow-list).
+    /// ahead (a rule excludes it, it is not a versioned or rule-named asset, it is a retired
+    /// version, offline, a host outside the allow-list).
     async fn prefetch(self, url: Url, headers: HeaderMap) {
         let ctx = &self.ctx;
         let policy = ctx.policy();
@@ -114,7 +114,10 @@ impl ProxyService {
         else {
             return;
         };
-        if plan.pinned_ttl.is_none() && !ctx.prefetcher.config().all_cacheable {
+        // A retired version would be fetched only to be dropped.
+        if plan.pinned_ttl.is_none() && !ctx.prefetcher.config().all_cacheable
+            || ctx.cache.is_older_version(&plan).await
+        {
             return;
         }
         let key = ctx.cache.key_for(&url, &headers, &plan).await;
