@@ -68,21 +68,34 @@ impl Prefetcher {
         if !self.config.enabled {
             return None;
         }
-        let content_type = headers
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        if content_type.starts_with("text/html") || content_type.starts_with("application/xhtml") {
+        // Runs for every 200 answer: no allocation until a script's name is matched.
+        let content_type = headers.get(CONTENT_TYPE).map_or(&b""[..], |v| v.as_bytes());
+        let starts_with = |prefix: &[u8]| {
+            content_type
+                .get(..prefix.len())
+                .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
+        };
+        if starts_with(b"text/html") || starts_with(b"application/xhtml") {
             return Some(Kind::Html);
         }
         let file_name = url
             .path_segments()
             .and_then(|mut segments| segments.next_back())
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        let script = content_type.contains("javascript") || file_name.ends_with(".js");
-        (script && self.config.scripts.iter().any(|g| g.is_match(&file_name)))
+            .unwrap_or("");
+        let js_name = file_name
+            .get(file_name.len().saturating_sub(3)..)
+            .is_some_and(|end| end.eq_ignore_ascii_case(".js"));
+        let js_type = content_type
+            .windows(b"javascript".len())
+            .any(|w| w.eq_ignore_ascii_case(b"javascript"));
+        if !js_name && !js_type {
+            return None;
+        }
+        let file_name = file_name.to_ascii_lowercase();
+        self.config
+            .scripts
+            .iter()
+            .any(|g| g.is_match(&file_name))
             .then_some(Kind::Script)
     }
 
@@ -211,6 +224,52 @@ mod tests {
         assert_eq!(stats.prefetch_wasted_bytes.get(), 40);
         prefetcher.sweep(Instant::now() + USE_WINDOW * 2);
         assert_eq!(stats.prefetch_wasted_bytes.get(), 40, "counted once");
+    }
+
+    #[test]
+    fn documents_and_bootstrap_scripts_are_scanned() {
+        let prefetcher = Prefetcher::new(
+            crate::config::Config::default().prefetch,
+            Arc::new(Stats::default()),
+        );
+        let cases = [
+            (
+                "https://a.test/",
+                "text/html; charset=utf-8",
+                Some(Kind::Html),
+            ),
+            ("https://a.test/x", "TEXT/HTML", Some(Kind::Html)),
+            (
+                "https://a.test/flutter_bootstrap.js",
+                "text/javascript",
+                Some(Kind::Script),
+            ),
+            ("https://a.test/web/Flutter.JS", "", Some(Kind::Script)),
+            (
+                "https://a.test/app-bootstrap.min.js",
+                "application/javascript",
+                Some(Kind::Script),
+            ),
+            ("https://a.test/main.dart.js?v=1", "text/javascript", None),
+            (
+                "https://a.test/flutter_bootstrap.js",
+                "image/png",
+                Some(Kind::Script),
+            ),
+            ("https://a.test/logo.png", "image/png", None),
+        ];
+        for (url, content_type, want) in cases {
+            let mut headers = HeaderMap::new();
+            if !content_type.is_empty() {
+                headers.insert(CONTENT_TYPE, content_type.parse().expect("value"));
+            }
+            let url = Url::parse(url).expect("url");
+            assert_eq!(
+                prefetcher.scan_kind(&url, &headers),
+                want,
+                "{url} {content_type}"
+            );
+        }
     }
 
     #[test]
