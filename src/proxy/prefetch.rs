@@ -14,6 +14,7 @@ use url::Url;
 
 use super::body::ProxyBody;
 use super::ProxyService;
+use crate::cache::entry::PrefetchMark;
 use crate::cache::inflight::Fill;
 use crate::cache::policy;
 use crate::prefetch::refs::{self, Kind};
@@ -139,8 +140,6 @@ impl ProxyService {
 }
 
 /// The mark a prefetch's request carries to its entry.
-pub(super) fn prefetch_mark(head: &Request<()>) -> Option<Arc<crate::cache::entry::PrefetchMark>> {
-    head.extensions()
-        .get::<Arc<crate::cache::entry::PrefetchMark>>()
-        .cloned()
+pub(super) fn prefetch_mark(head: &Request<()>) -> Option<Arc<PrefetchMark>> {
+    head.extensions().get::<Arc<PrefetchMark>>().cloned()
 }
