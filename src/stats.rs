@@ -29,9 +29,26 @@ impl Counter {
     }
 }
 
-impl Serialize for Counter {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_u64(self.get())
+/// A figure that goes up and down (connections open now).
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes one away (never below zero).
+    pub fn dec(&self) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
     }
 }
 
@@ -205,168 +222,133 @@ impl Activity {
     }
 }
 
-/// Every counter of the proxy.
-#[derive(Debug, Serialize)]
-pub struct Stats {
-    /// When the proxy started.
-    #[serde(skip)]
-    pub started: Instant,
-    /// Recent activity.
-    #[serde(skip)]
-    pub activity: Activity,
-    /// Latency of requests answered from the cache.
-    pub latency_hits: Histogram,
-    /// Latency of requests that went to the origin.
-    pub latency_misses: Histogram,
-    /// Requests answered (CONNECTs excluded).
-    pub requests: Counter,
-    /// Answered from the memory tier.
-    pub hits_memory: Counter,
-    /// Answered from the disk tier.
-    pub hits_disk: Counter,
-    /// Answered from the shared tier (Redis).
-    pub hits_shared: Counter,
-    /// Cacheable requests fetched from the origin.
-    pub misses: Counter,
-    /// Requests forwarded without the cache.
-    pub bypasses: Counter,
-    /// Requests that waited for another's fetch of the same key.
-    pub coalesced_waits: Counter,
-    /// Entries stored.
-    pub stored: Counter,
-    /// Stale entries checked with the origin.
-    pub revalidations: Counter,
-    /// Revalidations answered 304: the stored body was still current.
-    pub not_modified: Counter,
-    /// Body bytes the origin did not send thanks to a 304.
-    pub bytes_saved_by_revalidation: Counter,
-    /// Stale entries served (stale-while-revalidate, stale-if-error, offline).
-    pub stale_served: Counter,
-    /// Asset version changes seen.
-    pub version_changes: Counter,
-    /// Entries evicted because a newer version arrived.
-    pub version_evictions: Counter,
-    /// Disk entries that failed verification.
-    pub corrupt_entries: Counter,
-    /// Disk reads or writes that failed.
-    pub disk_errors: Counter,
-    /// Entries written to disk.
-    pub disk_writes: Counter,
-    /// Entries not written to disk because the write queue was full (kept in memory).
-    pub disk_writes_skipped: Counter,
-    /// Entries written to disk zstd-compressed.
-    pub disk_compressed_writes: Counter,
-    /// Bytes those entries' files are smaller than their bodies.
-    pub disk_bytes_saved_by_compression: Counter,
-    /// Responses sent from the cache in a content coding the proxy made (zstd, br, gzip).
-    pub encoded_responses: Counter,
-    /// Entries removed from disk to keep it under `disk.max_mb`.
-    pub disk_evictions: Counter,
-    /// Bytes of those entries.
-    pub disk_evicted_bytes: Counter,
-    /// Origin requests that failed (connect, TLS, timeout, broken body).
-    pub upstream_errors: Counter,
-    /// Body bytes sent to clients from the cache.
-    pub bytes_from_cache: Counter,
-    /// Body bytes received from origins.
-    pub bytes_from_upstream: Counter,
-    /// Of those, the bytes that came through the upstream proxy.
-    pub bytes_via_upstream_proxy: Counter,
-    /// Entries the memory tier was filled with from disk at start.
-    pub prewarmed_entries: Counter,
-    /// Their body bytes.
-    pub prewarmed_bytes: Counter,
-    /// Cold keys the shared tier did not hold.
-    pub shared_misses: Counter,
-    /// Entries written to the shared tier.
-    pub shared_writes: Counter,
-    /// Entries not written to the shared tier (down, or too many bytes being written).
-    pub shared_writes_skipped: Counter,
-    /// Shared-tier commands that failed or timed out, and lost connections.
-    pub shared_errors: Counter,
-    /// Shared-tier entries that failed verification.
-    pub shared_corrupt: Counter,
-    /// Cold requests that waited for another proxy of the fleet to fetch.
-    pub shared_lock_waits: Counter,
-    /// Version announcements received from other proxies of the fleet.
-    pub shared_versions_received: Counter,
-    /// Documents and bootstrap scripts scanned for references.
-    pub prefetch_scans: Counter,
-    /// Prefetches sent to origins.
-    pub prefetch_fetches: Counter,
-    /// Prefetched entries stored.
-    pub prefetched: Counter,
-    /// Their body bytes.
-    pub prefetched_bytes: Counter,
-    /// Prefetched entries a client then used.
-    pub prefetch_used: Counter,
-    /// Their body bytes.
-    pub prefetch_used_bytes: Counter,
-    /// Body bytes of prefetched entries no client used within five minutes.
-    pub prefetch_wasted_bytes: Counter,
-    /// References not prefetched because too many prefetches were waiting.
-    pub prefetch_dropped: Counter,
+/// Declares every figure once: its field, its place in `/stats` (a dotted path), its
+/// Prometheus name (`asset_proxy_<name>_total` for counters, `asset_proxy_<name>` for gauges)
+/// and its help text. Adding a figure is one line here.
+macro_rules! figures {
+    ($($kind:ident $field:ident, $json:literal, $prom:literal, $help:literal;)*) => {
+        /// Every counter and gauge of the proxy.
+        #[derive(Debug)]
+        pub struct Stats {
+            /// When the proxy started.
+            pub started: Instant,
+            /// Recent activity.
+            pub activity: Activity,
+            /// Latency of requests answered from the cache.
+            pub latency_hits: Histogram,
+            /// Latency of requests that went to the origin.
+            pub latency_misses: Histogram,
+            $(#[doc = $help] pub $field: figures!(@type $kind),)*
+        }
+
+        impl Default for Stats {
+            fn default() -> Self {
+                Stats {
+                    started: Instant::now(),
+                    activity: Activity::default(),
+                    latency_hits: Histogram::default(),
+                    latency_misses: Histogram::default(),
+                    $($field: Default::default(),)*
+                }
+            }
+        }
+
+        impl Stats {
+            /// Every figure with its names and help, in declaration order.
+            pub fn figures(&self) -> Vec<Figure> {
+                vec![$(Figure {
+                    json_path: $json,
+                    prometheus: $prom,
+                    help: $help,
+                    kind: FigureKind::$kind,
+                    value: self.$field.get(),
+                },)*]
+            }
+        }
+    };
+    (@type Counter) => { Counter };
+    (@type Gauge) => { Gauge };
 }
 
-impl Default for Stats {
-    fn default() -> Self {
-        Stats {
-            started: Instant::now(),
-            activity: Activity::default(),
-            latency_hits: Histogram::default(),
-            latency_misses: Histogram::default(),
-            requests: Counter::default(),
-            hits_memory: Counter::default(),
-            hits_disk: Counter::default(),
-            hits_shared: Counter::default(),
-            misses: Counter::default(),
-            bypasses: Counter::default(),
-            coalesced_waits: Counter::default(),
-            stored: Counter::default(),
-            revalidations: Counter::default(),
-            not_modified: Counter::default(),
-            bytes_saved_by_revalidation: Counter::default(),
-            stale_served: Counter::default(),
-            version_changes: Counter::default(),
-            version_evictions: Counter::default(),
-            corrupt_entries: Counter::default(),
-            disk_errors: Counter::default(),
-            disk_writes: Counter::default(),
-            disk_writes_skipped: Counter::default(),
-            disk_compressed_writes: Counter::default(),
-            disk_bytes_saved_by_compression: Counter::default(),
-            encoded_responses: Counter::default(),
-            disk_evictions: Counter::default(),
-            disk_evicted_bytes: Counter::default(),
-            upstream_errors: Counter::default(),
-            bytes_from_cache: Counter::default(),
-            bytes_from_upstream: Counter::default(),
-            bytes_via_upstream_proxy: Counter::default(),
-            prewarmed_entries: Counter::default(),
-            prewarmed_bytes: Counter::default(),
-            shared_misses: Counter::default(),
-            shared_writes: Counter::default(),
-            shared_writes_skipped: Counter::default(),
-            shared_errors: Counter::default(),
-            shared_corrupt: Counter::default(),
-            shared_lock_waits: Counter::default(),
-            shared_versions_received: Counter::default(),
-            prefetch_scans: Counter::default(),
-            prefetch_fetches: Counter::default(),
-            prefetched: Counter::default(),
-            prefetched_bytes: Counter::default(),
-            prefetch_used: Counter::default(),
-            prefetch_used_bytes: Counter::default(),
-            prefetch_wasted_bytes: Counter::default(),
-            prefetch_dropped: Counter::default(),
-        }
-    }
+/// Whether a figure only grows or goes up and down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FigureKind {
+    /// Only grows (Prometheus `counter`, named `..._total`).
+    Counter,
+    /// Goes up and down (Prometheus `gauge`).
+    Gauge,
+}
+
+/// One figure as `/stats` and `/metrics` show it.
+#[derive(Debug, Clone, Copy)]
+pub struct Figure {
+    /// Where it sits in `/stats`: dot-separated object keys.
+    pub json_path: &'static str,
+    /// Its Prometheus name without the `asset_proxy_` prefix (and `_total` suffix).
+    pub prometheus: &'static str,
+    /// One line of help.
+    pub help: &'static str,
+    /// Counter or gauge.
+    pub kind: FigureKind,
+    /// The value now.
+    pub value: u64,
+}
+
+figures! {
+    Counter requests, "requests", "requests", "Requests answered (CONNECTs excluded).";
+    Counter hits_memory, "hits.memory", "hits_memory", "Requests answered from the memory tier.";
+    Counter hits_disk, "hits.disk", "hits_disk", "Requests answered from the disk tier.";
+    Counter hits_shared, "hits.shared", "hits_shared", "Requests answered from the shared tier (Redis).";
+    Counter misses, "misses", "misses", "Cacheable requests fetched from the origin.";
+    Counter bypasses, "bypasses", "bypasses", "Requests forwarded without the cache.";
+    Counter coalesced_waits, "coalesced_waits", "coalesced_waits", "Requests that waited for another's fetch of the same key.";
+    Counter stored, "stored", "stored", "Entries stored.";
+    Counter revalidations, "revalidations", "revalidations", "Stale entries checked with the origin.";
+    Counter not_modified, "not_modified", "not_modified", "Revalidations answered 304: the stored body was still current.";
+    Counter bytes_saved_by_revalidation, "bytes_saved_by_revalidation", "revalidation_saved_bytes", "Body bytes origins did not send thanks to a 304.";
+    Counter stale_served, "stale_served", "stale_served", "Stale entries served (stale-while-revalidate, stale-if-error, offline).";
+    Counter version_changes, "version_changes", "version_changes", "Asset version changes seen.";
+    Counter version_evictions, "version_evictions", "version_evictions", "Entries evicted because a newer version arrived.";
+    Counter corrupt_entries, "corrupt_entries", "corrupt_entries", "Disk entries that failed verification.";
+    Counter disk_errors, "disk_errors", "disk_errors", "Disk tier reads or writes that failed.";
+    Counter disk_writes, "disk_writes", "disk_writes", "Entries written to disk.";
+    Counter disk_writes_skipped, "disk_writes_skipped", "disk_writes_skipped", "Entries not written to disk because the write queue was full (kept in memory).";
+    Counter disk_compressed_writes, "disk_compressed_writes", "disk_compressed_writes", "Entries written to disk zstd-compressed.";
+    Counter disk_bytes_saved_by_compression, "disk_bytes_saved_by_compression", "disk_compression_saved_bytes", "Bytes compressed entry files are smaller than their bodies.";
+    Counter encoded_responses, "encoded_responses", "encoded_responses", "Responses sent from the cache in a coding the proxy made (zstd, br, gzip).";
+    Counter disk_evictions, "disk_evictions", "disk_evictions", "Entries removed from disk to keep it under disk.max_mb.";
+    Counter disk_evicted_bytes, "disk_evicted_bytes", "disk_evicted_bytes", "Bytes of entries removed from disk to keep it under disk.max_mb.";
+    Counter upstream_errors, "upstream_errors", "upstream_errors", "Origin requests that failed (connect, TLS, timeout, broken body).";
+    Counter bytes_from_cache, "bytes_from_cache", "cache_bytes", "Body bytes sent to clients from the cache.";
+    Counter bytes_from_upstream, "bytes_from_upstream", "upstream_bytes", "Body bytes received from origins.";
+    Counter bytes_via_upstream_proxy, "upstream_proxy.bytes_through", "upstream_proxy_bytes", "Body bytes received from origins through the upstream proxy.";
+    Counter prewarmed_entries, "prewarmed.entries", "prewarmed_entries", "Entries the memory tier was filled with from disk at start.";
+    Counter prewarmed_bytes, "prewarmed.bytes", "prewarmed_bytes", "Body bytes of the entries the memory tier was filled with at start.";
+    Counter shared_misses, "shared.misses", "shared_misses", "Cold keys the shared tier did not hold.";
+    Counter shared_writes, "shared.writes", "shared_writes", "Entries written to the shared tier.";
+    Counter shared_writes_skipped, "shared.writes_skipped", "shared_writes_skipped", "Entries not written to the shared tier (down, or too many bytes being written).";
+    Counter shared_errors, "shared.errors", "shared_errors", "Shared-tier commands that failed or timed out, and lost connections.";
+    Counter shared_corrupt, "shared.corrupt", "shared_corrupt", "Shared-tier entries that failed verification.";
+    Counter shared_lock_waits, "shared.fleet_waits", "shared_fleet_waits", "Cold requests that waited for another proxy of the fleet to fetch.";
+    Counter shared_versions_received, "shared.versions_received", "shared_versions_received", "Version announcements received from other proxies of the fleet.";
+    Counter prefetch_scans, "prefetch.scans", "prefetch_scans", "Documents and bootstrap scripts scanned for references.";
+    Counter prefetch_fetches, "prefetch.fetches", "prefetch_fetches", "Prefetches sent to origins.";
+    Counter prefetched, "prefetch.prefetched", "prefetched", "Entries fetched ahead of any client's request and stored.";
+    Counter prefetched_bytes, "prefetch.prefetched_bytes", "prefetched_bytes", "Body bytes of the entries fetched ahead of any client's request.";
+    Counter prefetch_used, "prefetch.used", "prefetch_used", "Prefetched entries a client then used.";
+    Counter prefetch_used_bytes, "prefetch.used_bytes", "prefetch_used_bytes", "Body bytes of the prefetched entries a client then used.";
+    Counter prefetch_wasted_bytes, "prefetch.wasted_bytes", "prefetch_wasted_bytes", "Bytes of prefetched entries no client used within five minutes.";
+    Counter prefetch_dropped, "prefetch.dropped", "prefetch_dropped", "References not prefetched because too many prefetches were waiting.";
 }
 
 impl Stats {
-    /// All counters as JSON.
-    pub fn snapshot(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
+    /// Every figure as nested JSON objects, by their dotted paths.
+    pub fn figures_json(&self) -> serde_json::Value {
+        let mut root = serde_json::Value::Object(serde_json::Map::new());
+        for figure in self.figures() {
+            insert_at(&mut root, figure.json_path, figure.value.into());
+        }
+        root
     }
 
     /// Hits over requests that could use the cache (hits, misses, stale serves).
@@ -394,6 +376,23 @@ impl Stats {
             saved as f64 / total as f64
         }
     }
+}
+
+/// Sets `value` at a dotted `path` of nested JSON objects, making the objects on the way.
+pub fn insert_at(root: &mut serde_json::Value, path: &str, value: serde_json::Value) {
+    let mut node = root;
+    for part in path.split('.') {
+        if !node.is_object() {
+            *node = serde_json::Value::Object(serde_json::Map::new());
+        }
+        let serde_json::Value::Object(object) = node else {
+            return;
+        };
+        node = object
+            .entry(part.to_owned())
+            .or_insert(serde_json::Value::Null);
+    }
+    *node = value;
 }
 
 #[cfg(test)]
