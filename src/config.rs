@@ -85,8 +85,12 @@ pub const DEFAULT_PREFETCH_SCRIPTS: &[&str] = &[
 pub struct ClientsConfig {
     /// A client must send its request headers within this time (slowloris).
     pub header_timeout: Duration,
-    /// A client must finish its TLS handshake inside a CONNECT tunnel within this time.
+    /// A client must finish its TLS handshake inside a CONNECT tunnel within this time; it
+    /// also bounds the wait for a tunnel's first bytes.
     pub tls_handshake_timeout: Duration,
+    /// A WebSocket (or other upgraded connection) with no byte either way for this long is
+    /// closed.
+    pub websocket_idle: Duration,
     /// `Proxy-Authorization: Basic` credentials every client must present; none when unset.
     pub credentials: Option<Credentials>,
 }
@@ -346,6 +350,9 @@ pub struct MitmConfig {
     pub ca_dir: PathBuf,
     /// Hosts tunnelled without interception.
     pub passthrough: Vec<GlobMatcher>,
+    /// `host:port` targets whose server speaks first (SMTP, FTP...): tunnelled at once,
+    /// without waiting for the client's first bytes.
+    pub server_speaks_first: Vec<GlobMatcher>,
 }
 
 impl MitmConfig {
@@ -353,6 +360,14 @@ impl MitmConfig {
     pub fn is_passthrough(&self, host: &str) -> bool {
         let host = host.to_ascii_lowercase();
         self.passthrough.iter().any(|glob| glob.is_match(&host))
+    }
+
+    /// Whether the server of `host:port` speaks first, so the client sends nothing to wait for.
+    pub fn server_speaks_first(&self, host: &str, port: u16) -> bool {
+        let target = format!("{}:{port}", host.to_ascii_lowercase());
+        self.server_speaks_first
+            .iter()
+            .any(|glob| glob.is_match(&target))
     }
 }
 
@@ -369,6 +384,7 @@ struct RawConfig {
     serve_compressed: Option<bool>,
     versioned: RawVersioned,
     passthrough: Vec<String>,
+    server_speaks_first: Option<Vec<String>>,
     upstream: RawUpstream,
     rules: Vec<RawRule>,
     clients: RawClients,
@@ -401,6 +417,7 @@ struct RawShared {
 struct RawClients {
     header_timeout_secs: Option<u64>,
     tls_handshake_timeout_secs: Option<u64>,
+    websocket_idle_secs: Option<u64>,
     proxy_auth: Option<RawCredentials>,
 }
 
@@ -463,6 +480,11 @@ struct RawRule {
 
 /// Query parameters that carry a version when the config names none.
 pub const DEFAULT_VERSION_PARAMS: &[&str] = &["v", "ver", "version", "hash", "build"];
+
+/// `host:port` globs of protocols whose server speaks first (FTP, SMTP, POP3, IMAP,
+/// submission, MySQL), tunnelled without waiting for the client when the config names none.
+pub const DEFAULT_SERVER_SPEAKS_FIRST: &[&str] =
+    &["*:21", "*:25", "*:110", "*:143", "*:587", "*:3306"];
 
 /// Extensions of static assets when the config names none.
 pub const DEFAULT_ASSET_EXTENSIONS: &[&str] = &[
@@ -583,9 +605,16 @@ impl Config {
             no_proxy: host_globs("upstream.no_proxy", &raw.upstream.no_proxy)?,
         };
         let passthrough = host_globs("passthrough", &raw.passthrough)?;
+        let server_speaks_first = raw.server_speaks_first.unwrap_or_else(|| {
+            DEFAULT_SERVER_SPEAKS_FIRST
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect()
+        });
         let mitm = MitmConfig {
             ca_dir: PathBuf::from("certs"),
             passthrough,
+            server_speaks_first: host_globs("server_speaks_first", &server_speaks_first)?,
         };
         let credentials = match raw.clients.proxy_auth {
             None => None,
@@ -612,6 +641,10 @@ impl Config {
             tls_handshake_timeout: secs(
                 "clients.tls_handshake_timeout_secs",
                 raw.clients.tls_handshake_timeout_secs.unwrap_or(10),
+            )?,
+            websocket_idle: secs(
+                "clients.websocket_idle_secs",
+                raw.clients.websocket_idle_secs.unwrap_or(600),
             )?,
             credentials,
         };

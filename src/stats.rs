@@ -338,6 +338,13 @@ figures! {
     Counter prefetch_used, "prefetch.used", "prefetch_used", "Prefetched entries a client then used.";
     Counter prefetch_used_bytes, "prefetch.used_bytes", "prefetch_used_bytes", "Body bytes of the prefetched entries a client then used.";
     Counter prefetch_wasted_bytes, "prefetch.wasted_bytes", "prefetch_wasted_bytes", "Bytes of prefetched entries no client used within five minutes.";
+    Counter tunnels_intercepted, "tunnels.intercepted", "tunnels_intercepted", "CONNECT tunnels whose requests the proxy served (TLS terminated, or plain HTTP inside).";
+    Counter tunnels_opaque, "tunnels.opaque", "tunnels_opaque", "CONNECT tunnels relayed as they are (passthrough, server speaks first, not HTTP).";
+    Counter tunnels_silent, "tunnels.silent", "tunnels_silent", "CONNECT tunnels closed because the client sent nothing within the TLS handshake timeout.";
+    Counter websockets_opened, "websockets.opened", "websockets_opened", "WebSockets (and other upgraded connections) opened through the proxy.";
+    Gauge websockets_open, "websockets.open", "websockets_open", "WebSockets open now.";
+    Counter websocket_bytes_up, "websockets.bytes_up", "websocket_bytes_up", "Bytes WebSocket clients sent to origins.";
+    Counter websocket_bytes_down, "websockets.bytes_down", "websocket_bytes_down", "Bytes origins sent to WebSocket clients.";
     Counter prefetch_dropped, "prefetch.dropped", "prefetch_dropped", "References not prefetched because too many prefetches were waiting.";
 }
 

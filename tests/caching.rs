@@ -678,36 +678,6 @@ async fn a_silent_origin_gives_a_504() {
 }
 
 #[tokio::test]
-async fn non_tls_bytes_after_connect_are_tunnelled_as_they_are() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let dir = tempfile::tempdir().expect("temp dir");
-    let origin = Origin::http().await;
-    origin.route("/plain.js?v=1", Route::ok("plain through a tunnel"));
-    let proxy = TestProxy::start(dir.path(), "{}", None).await;
-    let mut stream = tokio::net::TcpStream::connect(proxy.addr)
-        .await
-        .expect("connect");
-    let target = origin.addr;
-    let request = format!(
-        "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\nGET /plain.js?v=1 HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut reply = String::new();
-    stream
-        .read_to_string(&mut reply)
-        .await
-        .expect("read until the origin closes");
-    let (connect, rest) = reply.split_once("\r\n\r\n").expect("CONNECT answer");
-    assert!(connect.starts_with("HTTP/1.1 200"), "{connect}");
-    assert!(rest.starts_with("HTTP/1.1 200"), "{rest}");
-    assert!(
-        !rest.to_ascii_lowercase().contains("cache-status"),
-        "the origin's own answer: {rest}"
-    );
-    assert!(rest.ends_with("plain through a tunnel"));
-}
-
-#[tokio::test]
 async fn two_proxies_share_one_cache_directory() {
     let s = setup("{}").await;
     let body = random_bytes(80_000, 13);

@@ -51,6 +51,8 @@ pub enum NoCacheReason {
     OlderVersion,
     /// Another request's fetch took longer than `coalesce_wait_secs`.
     CoalesceTimeout,
+    /// The request upgrades its connection (a WebSocket).
+    Upgrade,
 }
 
 impl NoCacheReason {
@@ -70,6 +72,7 @@ impl NoCacheReason {
             NoCacheReason::TooLarge => "too-large",
             NoCacheReason::OlderVersion => "older-version",
             NoCacheReason::CoalesceTimeout => "coalesce-timeout",
+            NoCacheReason::Upgrade => "upgrade",
         }
     }
 }

@@ -1,13 +1,14 @@
 //! CONNECT: answer 200, take over the connection, and classify its first bytes: a TLS
 //! ClientHello is intercepted (terminated with a leaf certificate from `ca`, its requests
-//! served by the same `ProxyService`), anything else is tunnelled as it is. Hosts listed in
-//! `passthrough` are always tunnelled.
+//! served by the same `ProxyService`), plain HTTP is served by it too, anything else is
+//! relayed as it is. Hosts listed in `passthrough`, and targets whose server speaks first, are
+//! always relayed. Waiting for the first bytes is bounded by the TLS handshake timeout: a busy
+//! client that is slow to send its ClientHello is still intercepted, never silently relayed.
 
 pub mod ca;
 pub mod rewind;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
@@ -17,21 +18,54 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_rustls::LazyConfigAcceptor;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::error::ProxyError;
 use crate::proxy::body::{empty, ProxyBody};
 use crate::proxy::headers::{CACHE_STATUS, PROXY_NAME};
+use crate::proxy::splice::splice;
 use crate::proxy::upstream::Route;
 use crate::proxy::{Context, ProxyService};
 use rewind::Rewind;
 use url::Url;
 
-/// A client that sends nothing this long after CONNECT is assumed to wait for the server to
-/// speak first, and is tunnelled.
-const FIRST_BYTES_WAIT: Duration = Duration::from_secs(3);
 /// The first byte of a TLS record carrying a handshake message.
 const TLS_HANDSHAKE: u8 = 0x16;
+/// The longest HTTP method recognised at the start of a plain-HTTP tunnel, with its space.
+const LONGEST_METHOD: usize = 16;
+
+/// What a tunnel's first bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FirstBytes {
+    /// A TLS handshake record: intercept.
+    Tls,
+    /// An HTTP/1.x request line: serve it.
+    Http,
+    /// Something else: relay it.
+    Other,
+    /// Too few bytes to tell.
+    Unsure,
+}
+
+/// Classifies the first bytes a client sent into a tunnel.
+fn classify(first: &[u8]) -> FirstBytes {
+    match first.first() {
+        None => FirstBytes::Unsure,
+        Some(&TLS_HANDSHAKE) => FirstBytes::Tls,
+        Some(_) => {
+            // An HTTP request line starts with a method token and a space.
+            let token = first
+                .iter()
+                .take_while(|b| b.is_ascii_uppercase() || **b == b'-' || **b == b'_')
+                .count();
+            match first.get(token) {
+                Some(b' ') if token > 0 => FirstBytes::Http,
+                None if token == first.len() && token < LONGEST_METHOD => FirstBytes::Unsure,
+                _ => FirstBytes::Other,
+            }
+        }
+    }
+}
 
 /// Answers a CONNECT and serves the tunnel in the background.
 pub async fn connect(ctx: Arc<Context>, request: Request<Incoming>) -> Response<ProxyBody> {
@@ -57,7 +91,7 @@ pub async fn connect(ctx: Arc<Context>, request: Request<Incoming>) -> Response<
         };
         connections.spawn(async move {
             if let Some(client) = upgraded(request).await {
-                pipe(client, origin).await;
+                target.relay(&ctx, client, origin, "passthrough").await;
             }
         });
         return established("tunnel");
@@ -142,29 +176,81 @@ impl Target {
         ctx.upstream.dial(&self.host, self.port, route).await
     }
 
-    /// Intercepts TLS, tunnels anything else.
+    /// Intercepts TLS, serves plain HTTP, relays anything else.
     async fn serve<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         self,
         ctx: Arc<Context>,
         mut client: T,
     ) {
-        let mut first = vec![0u8; 4096];
-        let read = match timeout(FIRST_BYTES_WAIT, client.read(&mut first)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return,
-            Ok(Ok(n)) => n,
-            Err(_) => 0,
+        if ctx.config.mitm.server_speaks_first(&self.host, self.port) {
+            return self
+                .relay_to_origin(&ctx, client, "server-speaks-first")
+                .await;
+        }
+        let limit = ctx.config.clients.tls_handshake_timeout;
+        let mut first = Vec::with_capacity(4096);
+        let kind = loop {
+            let kind = classify(&first);
+            if kind != FirstBytes::Unsure {
+                break kind;
+            }
+            match timeout(limit, client.read_buf(&mut first)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return,
+                Ok(Ok(_)) => {}
+                Err(_) => {
+                    ctx.stats.tunnels_silent.inc();
+                    return debug!(host = %self.host, port = self.port, "tunnel closed: the client sent nothing in time");
+                }
+            }
         };
-        first.truncate(read);
-        let is_tls = first.first() == Some(&TLS_HANDSHAKE);
         let client = Rewind::new(Bytes::from(first), client);
-        if is_tls {
-            self.intercept(ctx, client).await;
-        } else {
-            match self.dial(&ctx).await {
-                Ok(origin) => pipe(client, origin).await,
-                Err(error) => debug!(error = %error, "opaque tunnel failed"),
+        match kind {
+            FirstBytes::Tls => self.intercept(ctx, client).await,
+            FirstBytes::Http => {
+                ctx.stats.tunnels_intercepted.inc();
+                let service = ProxyService::in_tunnel(ctx.clone(), "http", &self.authority);
+                ctx.connections.serve(client, service).await;
+            }
+            FirstBytes::Other | FirstBytes::Unsure => {
+                self.relay_to_origin(&ctx, client, "not-http").await;
             }
         }
+    }
+
+    /// Dials the origin and relays the tunnel to it opaquely.
+    async fn relay_to_origin<T: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        ctx: &Context,
+        client: T,
+        why: &'static str,
+    ) {
+        match self.dial(ctx).await {
+            Ok(origin) => self.relay(ctx, client, origin, why).await,
+            Err(error) => debug!(error = %error, host = %self.host, "opaque tunnel failed"),
+        }
+    }
+
+    /// Relays a tunnel byte for byte, counted and logged: the cache never sees it.
+    async fn relay<T: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        ctx: &Context,
+        client: T,
+        origin: TcpStream,
+        why: &'static str,
+    ) {
+        ctx.stats.tunnels_opaque.inc();
+        let idle = ctx.config.clients.websocket_idle;
+        let spliced = splice(client, origin, idle).await;
+        info!(
+            host = %self.host,
+            port = self.port,
+            why,
+            secs = spliced.open.as_secs_f64(),
+            bytes_up = spliced.up,
+            bytes_down = spliced.down,
+            end = spliced.end.as_str(),
+            "opaque tunnel closed"
+        );
     }
 
     async fn intercept<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
@@ -196,13 +282,36 @@ impl Target {
             }
             Err(_) => return debug!(host = %name, "client TLS handshake timed out"),
         };
-        let service = ProxyService::intercepting(ctx.clone(), &self.authority);
+        ctx.stats.tunnels_intercepted.inc();
+        let service = ProxyService::in_tunnel(ctx.clone(), "https", &self.authority);
         ctx.connections.serve(tls, service).await;
     }
 }
 
-async fn pipe<C: AsyncRead + AsyncWrite + Unpin>(mut client: C, mut origin: TcpStream) {
-    if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut origin).await {
-        debug!(error = %error, "tunnel closed with an error");
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_bytes_are_classified() {
+        let cases: [(&[u8], FirstBytes); 9] = [
+            (b"", FirstBytes::Unsure),
+            (b"\x16\x03\x01\x02\x00", FirstBytes::Tls),
+            (b"GET / HTTP/1.1\r\n", FirstBytes::Http),
+            (b"OPTIONS * HTTP/1.1\r\n", FirstBytes::Http),
+            (b"GE", FirstBytes::Unsure),
+            (b"SSH-2.0-OpenSSH_9.2\r\n", FirstBytes::Other),
+            (b"\x00\x00\x00\x08\x04\xd2\x16\x2f", FirstBytes::Other),
+            (b"get / HTTP/1.1", FirstBytes::Other),
+            (b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", FirstBytes::Other),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(
+                classify(bytes),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
     }
 }

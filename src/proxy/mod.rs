@@ -9,6 +9,8 @@ pub mod headers;
 pub mod log;
 mod prefetch;
 pub mod respond;
+pub mod splice;
+mod upgrade;
 pub mod upstream;
 
 use std::convert::Infallible;
@@ -128,7 +130,7 @@ impl Context {
 #[derive(Clone)]
 pub struct ProxyService {
     ctx: Arc<Context>,
-    /// `https://host:port` of an intercepted tunnel.
+    /// `https://host:port` (or `http://`) of the CONNECT tunnel the requests arrive in.
     origin: Option<Arc<str>>,
 }
 
@@ -138,11 +140,12 @@ impl ProxyService {
         ProxyService { ctx, origin: None }
     }
 
-    /// A service for requests inside an intercepted tunnel to `https://authority`.
-    pub fn intercepting(ctx: Arc<Context>, authority: &str) -> ProxyService {
+    /// A service for requests inside a CONNECT tunnel to `scheme://authority`: `https` when
+    /// the proxy terminated the client's TLS, `http` for plain HTTP inside.
+    pub fn in_tunnel(ctx: Arc<Context>, scheme: &str, authority: &str) -> ProxyService {
         ProxyService {
             ctx,
-            origin: Some(Arc::from(format!("https://{authority}"))),
+            origin: Some(Arc::from(format!("{scheme}://{authority}"))),
         }
     }
 
@@ -172,6 +175,20 @@ impl ProxyService {
         };
         if let Some(response) = self.answer_locally(&url) {
             return Ok(response);
+        }
+        if upgrade::is_upgrade(&request) {
+            self.ctx.stats.bypasses.inc();
+            let (response, cache) = upgrade::relay(self.ctx.clone(), request, &url).await;
+            let summary = RequestSummary {
+                method,
+                asset: url.to_string(),
+                url: url.into(),
+                status: response.status(),
+                cache,
+                started,
+                stats: self.ctx.stats.clone(),
+            };
+            return Ok(finish(response, summary));
         }
         let plan = policy::classify_request(
             &method,
@@ -241,6 +258,13 @@ impl ProxyService {
                 format!("{origin}{path}")
             }
             (None, Some("http" | "https")) => uri.to_string(),
+            // WebSocket URLs sent as absolute-form upgrade requests.
+            (None, Some(scheme @ ("ws" | "wss"))) => {
+                let scheme = if scheme == "ws" { "http" } else { "https" };
+                let rest = uri.to_string();
+                let rest = rest.split_once("://").map_or("", |(_, rest)| rest);
+                format!("{scheme}://{rest}")
+            }
             (None, Some(other)) => {
                 return Err(ProxyError::BadRequest(format!(
                     "unsupported scheme {other:?}"

@@ -19,9 +19,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
+use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
+use tokio_util::either::Either;
 
 use super::chain::{ChainConnector, ChainError, ChainProxy};
 use crate::config::UpstreamConfig;
@@ -54,9 +55,14 @@ pub struct Upstream {
         ChainProxy,
         Client<HttpsConnector<ChainConnector>, UpstreamBody>,
     )>,
+    /// TLS to origins offering HTTP/1.1 only, for connections that carry an upgrade.
+    tls_http1: tokio_rustls::TlsConnector,
     connect_timeout: Duration,
     response_timeout: Duration,
 }
+
+/// A connection of its own to an origin: plain TCP or TLS over it.
+pub type OriginStream = Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;
 
 /// How a request reaches its origin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,9 +107,12 @@ impl Upstream {
                 .build(tls_over(connector, tls.clone()));
             (proxy, client)
         });
+        let mut tls_http1 = tls.clone();
+        tls_http1.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Upstream {
             client,
             chained,
+            tls_http1: tokio_rustls::TlsConnector::from(Arc::new(tls_http1)),
             connect_timeout: config.connect_timeout,
             response_timeout: config.response_timeout,
         })
@@ -137,6 +146,42 @@ impl Upstream {
                 after: self.connect_timeout,
             }),
         }
+    }
+
+    /// A connection of its own to `host:port` by `route`, with TLS (HTTP/1.1 only) when
+    /// `tls`: for a request that upgrades its connection, which a pooled one cannot carry.
+    pub async fn dial_http1(
+        &self,
+        host: &str,
+        port: u16,
+        tls: bool,
+        route: Route,
+    ) -> Result<OriginStream, ProxyError> {
+        let tcp = self.dial(host, port, route).await?;
+        if !tls {
+            return Ok(Either::Left(tcp));
+        }
+        let origin = format!("{host}:{port}");
+        let name = ServerName::try_from(host.to_owned()).map_err(|e| ProxyError::Tls {
+            origin: origin.clone(),
+            detail: e.to_string(),
+        })?;
+        match tokio::time::timeout(self.connect_timeout, self.tls_http1.connect(name, tcp)).await {
+            Ok(Ok(stream)) => Ok(Either::Right(stream)),
+            Ok(Err(error)) => Err(ProxyError::Tls {
+                origin,
+                detail: error.to_string(),
+            }),
+            Err(_) => Err(ProxyError::Timeout {
+                origin,
+                after: self.connect_timeout,
+            }),
+        }
+    }
+
+    /// The limit for an origin's response headers to arrive.
+    pub fn response_timeout(&self) -> Duration {
+        self.response_timeout
     }
 
     /// Sends `request` (absolute URI) by `route` and waits for the response headers, within

@@ -27,6 +27,7 @@ use tokio::task::JoinHandle;
 use asset_proxy::{App, Config};
 
 pub mod redis_server;
+pub mod websocket;
 
 type OriginBody = BoxBody<Bytes, std::io::Error>;
 
@@ -65,7 +66,7 @@ impl TestCa {
     }
 
     /// A server config for `localhost` and 127.0.0.1, offering h2 and HTTP/1.1 (or 1.1 only).
-    fn server_config(&self, http2: bool) -> Arc<rustls::ServerConfig> {
+    pub fn server_config(&self, http2: bool) -> Arc<rustls::ServerConfig> {
         let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
             .expect("params");
         let key = KeyPair::generate().expect("key");
@@ -94,6 +95,9 @@ pub struct Route {
     pub truncate_at: Option<usize>,
     /// Hold the response until this is notified.
     pub gate: Option<Arc<Notify>>,
+    /// Send the body as the test hands over its parts (ignoring `body`), ending when the
+    /// sender is dropped. Taken by the first request.
+    pub stream: Option<Arc<Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Bytes>>>>>,
 }
 
 impl Route {
@@ -104,7 +108,16 @@ impl Route {
             body: body.into(),
             truncate_at: None,
             gate: None,
+            stream: None,
         }
+    }
+
+    /// A body sent part by part as the test sends them on the returned channel.
+    pub fn streamed() -> (Route, tokio::sync::mpsc::UnboundedSender<Bytes>) {
+        let (parts, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let mut route = Route::ok(Bytes::new());
+        route.stream = Some(Arc::new(Mutex::new(Some(receiver))));
+        (route, parts)
     }
 
     pub fn header(mut self, name: &str, value: &str) -> Route {
@@ -312,18 +325,31 @@ async fn answer(
         return response;
     }
     state.lock().expect("origin state").bodies_sent += 1;
-    let body: OriginBody = match route.truncate_at {
-        None => Full::new(route.body.clone())
-            .map_err(|e| match e {})
-            .boxed(),
-        Some(at) => {
-            let part = route.body.slice(..at);
-            let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
-                Ok(Frame::data(part)),
-                Err(std::io::Error::other("origin breaks the connection")),
-            ];
-            StreamBody::new(futures_util::stream::iter(frames)).boxed()
+    let streamed = route
+        .stream
+        .as_ref()
+        .and_then(|stream| stream.lock().expect("stream").take());
+    let body: OriginBody = match (streamed, route.truncate_at) {
+        (Some(parts), _) => {
+            let frames = futures_util::stream::unfold(parts, |mut parts| async move {
+                let part = parts.recv().await?;
+                Some((Ok::<_, std::io::Error>(Frame::data(part)), parts))
+            });
+            StreamBody::new(frames).boxed()
         }
+        (None, truncate_at) => match truncate_at {
+            None => Full::new(route.body.clone())
+                .map_err(|e| match e {})
+                .boxed(),
+            Some(at) => {
+                let part = route.body.slice(..at);
+                let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
+                    Ok(Frame::data(part)),
+                    Err(std::io::Error::other("origin breaks the connection")),
+                ];
+                StreamBody::new(futures_util::stream::iter(frames)).boxed()
+            }
+        },
     };
     let mut response = Response::new(body);
     *response.status_mut() = StatusCode::from_u16(route.status).expect("status");
