@@ -265,9 +265,11 @@ pub struct Rule {
     pub standard_caching: Option<bool>,
     /// For `cache`: how long an entry is served before it is fetched again.
     pub ttl: Option<Duration>,
-    /// Share answers to requests that carry `Cookie` or `Authorization` between clients
-    /// (off unless said: such answers are kept per cookie, and `Authorization` bypasses).
-    pub share_credentials: bool,
+    /// `true`: share every answer to requests that carry `Cookie` or `Authorization`
+    /// between clients; `false`: keep every answer to a cookie-carrying request for that
+    /// cookie, static assets included. Unset: static assets are shared, other answers kept
+    /// per cookie, and `Authorization` bypasses the cache.
+    pub share_credentials: Option<bool>,
     /// Fetch these URLs directly, not through `upstream.proxy`.
     pub direct: bool,
 }
@@ -471,8 +473,7 @@ struct RawRule {
     regex: Option<String>,
     action: Option<RuleAction>,
     ttl_secs: Option<u64>,
-    #[serde(default)]
-    share_credentials: bool,
+    share_credentials: Option<bool>,
     #[serde(default)]
     direct: bool,
     standard_caching: Option<bool>,
@@ -686,7 +687,7 @@ impl RawRule {
             .transpose()?;
         if self.action.is_none()
             && self.standard_caching.is_none()
-            && !self.share_credentials
+            && self.share_credentials.is_none()
             && !self.direct
         {
             return Err((
@@ -695,7 +696,7 @@ impl RawRule {
                     .to_owned(),
             ));
         }
-        if self.action == Some(RuleAction::Bypass) && self.share_credentials {
+        if self.action == Some(RuleAction::Bypass) && self.share_credentials.is_some() {
             return Err((
                 field("share_credentials"),
                 "a bypass rule caches nothing to share".to_owned(),

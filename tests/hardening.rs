@@ -269,11 +269,22 @@ async fn no_client_is_served_another_clients_private_answer() {
         }
     };
     type Credential = Option<(&'static str, &'static str)>;
-    let cases: [(&str, Route, Route, Credential, Credential); 4] = [
+    let cases: [(&str, Route, Route, Credential, Credential); 5] = [
         (
             "/cookie.js?v=1",
-            Route::ok("alice's"),
-            Route::ok("bob's"),
+            Route::ok("alice's").header("vary", "Cookie"),
+            Route::ok("bob's").header("vary", "Cookie"),
+            Some(("cookie", "session=alice")),
+            Some(("cookie", "session=bob")),
+        ),
+        (
+            "/account.html",
+            Route::ok("alice's")
+                .header("content-type", "text/html")
+                .header("cache-control", "public, max-age=600"),
+            Route::ok("bob's")
+                .header("content-type", "text/html")
+                .header("cache-control", "public, max-age=600"),
             Some(("cookie", "session=alice")),
             Some(("cookie", "session=bob")),
         ),

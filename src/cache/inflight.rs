@@ -51,16 +51,27 @@ impl InFlight {
         table.insert(key.clone(), receiver);
         Fill::Leader(FillPermit {
             key: key.clone(),
-            table: self.table.clone(),
+            table: Some(self.table.clone()),
             sender,
         })
+    }
+
+    /// A permit to fill `key` that nobody waits for and that keeps no one waiting: for
+    /// requests whose answers are live, which must not be collapsed onto another's fetch.
+    pub fn solo(&self, key: &CacheKey) -> FillPermit {
+        FillPermit {
+            key: key.clone(),
+            table: None,
+            sender: watch::channel(None).0,
+        }
     }
 }
 
 /// The right and duty to fill one key. Dropping it without `complete` abandons the fill.
 pub struct FillPermit {
     key: CacheKey,
-    table: Table,
+    /// The table the fill is registered in; none for a solo fill.
+    table: Option<Table>,
     sender: watch::Sender<Option<FillOutcome>>,
 }
 
@@ -82,8 +93,10 @@ impl Drop for FillPermit {
         if self.sender.borrow().is_none() {
             self.sender.send_replace(Some(FillOutcome::Abandoned));
         }
-        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
-        table.remove(&self.key);
+        if let Some(table) = &self.table {
+            let mut table = table.lock().unwrap_or_else(PoisonError::into_inner);
+            table.remove(&self.key);
+        }
     }
 }
 
@@ -151,6 +164,20 @@ mod tests {
         assert_eq!(
             waiter.wait(Duration::from_secs(5)).await,
             Some(FillOutcome::Abandoned)
+        );
+    }
+
+    #[test]
+    fn a_solo_fill_keeps_no_one_waiting() {
+        let inflight = InFlight::default();
+        let solo = inflight.solo(&key());
+        let Fill::Leader(_leader) = inflight.begin(&key()) else {
+            panic!("a solo fill is not in the table")
+        };
+        drop(solo);
+        assert!(
+            matches!(inflight.begin(&key()), Fill::Follower(_)),
+            "dropping a solo permit leaves the registered fill alone"
         );
     }
 

@@ -65,9 +65,7 @@ impl CacheKey {
             varied.push_str(name);
             varied.push_str(": ");
             if SECRET_HEADERS.contains(&name) {
-                let digest = ring::digest::digest(&ring::digest::SHA256, value.as_bytes());
-                varied.push_str("sha256:");
-                varied.push_str(&hex(digest.as_ref()));
+                varied.push_str(&secret_digest(&value));
             } else {
                 varied.push_str(&value);
             }
@@ -112,6 +110,12 @@ impl fmt::Display for CacheKey {
         }
         Ok(())
     }
+}
+
+/// What stands for a secret header value wherever the cache keeps one: `sha256:<hex>`.
+pub fn secret_digest(value: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, value.as_bytes());
+    format!("sha256:{}", hex(digest.as_ref()))
 }
 
 /// Lower-case hex of bytes.

@@ -4,6 +4,7 @@
 //! logged, counted, and becomes a miss.
 
 pub mod compress;
+pub mod content;
 pub mod disk;
 pub mod disk_store;
 pub mod entry;
@@ -39,6 +40,7 @@ use url::Url;
 
 use crate::config::CacheConfig;
 use crate::stats::Stats;
+use content::ContentKind;
 use disk::{DiskError, DiskTier};
 use disk_store::{index_error, DiskStore};
 pub use entry::CachedResponse;
@@ -49,7 +51,7 @@ use journal::Removal;
 use key::CacheKey;
 use layout::Opened;
 use memory::MemoryTier;
-use policy::CachePlan;
+use policy::{CachePlan, Sharing};
 use shared::{FleetLock, SharedTier, VersionNews};
 use vary::VaryIndex;
 use version::{AssetId, Version};
@@ -99,6 +101,27 @@ struct Inner {
     news: Mutex<Option<mpsc::Receiver<VersionNews>>>,
     /// Fills streaming and disk jobs queued or running; `settled` waits for zero.
     pending: watch::Sender<usize>,
+}
+
+/// The keys a request may be answered from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestKeys {
+    /// The key every client shares (a cookie enters it only when the answers vary on it).
+    pub shared: CacheKey,
+    /// The key kept for the request's cookie, when it carries one and not every answer to it
+    /// is shared.
+    pub own: Option<CacheKey>,
+}
+
+impl RequestKeys {
+    /// The key a fill for this request is led on: the shared one for assets, so sessions
+    /// with different cookies wait for one fetch; the cookie's own for anything else.
+    pub fn fill_key(&self, plan: &CachePlan) -> &CacheKey {
+        match &self.own {
+            Some(own) if !plan.asset_request => own,
+            _ => &self.shared,
+        }
+    }
 }
 
 /// What is stored with a body: how the request was classified, what was asked of the
@@ -218,9 +241,9 @@ impl Cache {
         self.inner.store.tier.path_of(key)
     }
 
-    /// The key of a request for `url`: its coding class, and the values of the headers this
-    /// URL's responses vary on.
-    pub async fn key_for(&self, url: &Url, headers: &HeaderMap, plan: &CachePlan) -> CacheKey {
+    /// The keys a request for `url` may be answered from: its coding class and the values of
+    /// the headers this URL's responses vary on; with a cookie, also the cookie's own key.
+    pub async fn keys_for(&self, url: &Url, headers: &HeaderMap, plan: &CachePlan) -> RequestKeys {
         let names = match self.inner.vary.cached(url.as_str()) {
             Some(names) => names,
             None => {
@@ -230,7 +253,31 @@ impl Cache {
                     .unwrap_or_default()
             }
         };
-        CacheKey::for_request(url, headers, &names, plan.share_credentials)
+        let shared = CacheKey::for_request(url, headers, &names, true);
+        let own = CacheKey::for_request(url, headers, &names, plan.sharing == Sharing::Always);
+        RequestKeys {
+            own: (own != shared).then_some(own),
+            shared,
+        }
+    }
+
+    /// The entry a request may be answered from, fresh or not: the one every client shares
+    /// when it may serve this request (always, without a cookie; for an asset, with one),
+    /// else the one kept for the request's cookie.
+    pub async fn find(
+        &self,
+        keys: &RequestKeys,
+        plan: &CachePlan,
+    ) -> Option<(Arc<CachedResponse>, Tier)> {
+        if let Some((entry, tier)) = self.lookup(&keys.shared).await {
+            if keys.own.is_none() || policy::shared_across_cookies(plan, entry.meta.header_map()) {
+                return Some((entry, tier));
+            }
+        }
+        match &keys.own {
+            Some(own) => self.lookup(own).await,
+            None => None,
+        }
     }
 
     /// The entry for `key` if the memory tier holds it.
@@ -293,6 +340,11 @@ impl Cache {
     /// Leads or follows the fill of `key`.
     pub fn begin_fill(&self, key: &CacheKey) -> Fill {
         self.inner.inflight.begin(key)
+    }
+
+    /// Fills `key` without waiting for, or keeping waiting, anyone else's fetch of it.
+    pub fn solo_fill(&self, key: &CacheKey) -> FillPermit {
+        self.inner.inflight.solo(key)
     }
 
     /// Whether the request is for a version of an asset that a newer one has replaced; such
@@ -485,12 +537,8 @@ impl Cache {
         let Ok(url) = Url::parse(fill_key.url()) else {
             return fill_key.clone();
         };
-        let key = CacheKey::for_request(
-            &url,
-            fill.request.headers(),
-            &names,
-            fill.plan.share_credentials,
-        );
+        let shared = policy::shared_across_cookies(&fill.plan, &fill.headers);
+        let key = CacheKey::for_request(&url, fill.request.headers(), &names, shared);
         if key == *fill_key {
             return key;
         }
@@ -505,7 +553,8 @@ impl Cache {
 
     /// Logs and counts a changed body of an unversioned URL: a new version of that asset.
     fn note_content_change(&self, old: &EntryMeta, new: &EntryMeta) {
-        if new.version.is_some() {
+        // Versioned assets change by URL; data answers are not assets at all.
+        if new.version.is_some() || content::kind_of(new.header_map()) == ContentKind::Data {
             return;
         }
         let (before, after) = (policy::content_identity(old), policy::content_identity(new));

@@ -17,7 +17,9 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 use http_cache_semantics::{BeforeRequest, CacheOptions, CachePolicy};
 use url::Url;
 
+use super::content::{self, ContentKind};
 use super::entry::{EntryMeta, Lifetime};
+use super::key::secret_digest;
 use super::vary;
 use super::version::{self, VersionedAsset};
 use crate::config::{PolicyConfig, RuleAction};
@@ -51,6 +53,9 @@ pub enum NoCacheReason {
     OlderVersion,
     /// Another request's fetch took longer than `coalesce_wait_secs`.
     CoalesceTimeout,
+    /// A data answer (JSON, text) or an answer to `fetch()`/XHR, without an explicit lifetime:
+    /// fetched for every request, never shared.
+    Live,
     /// The request upgrades its connection (a WebSocket).
     Upgrade,
 }
@@ -72,9 +77,23 @@ impl NoCacheReason {
             NoCacheReason::TooLarge => "too-large",
             NoCacheReason::OlderVersion => "older-version",
             NoCacheReason::CoalesceTimeout => "coalesce-timeout",
+            NoCacheReason::Live => "live",
             NoCacheReason::Upgrade => "upgrade",
         }
     }
+}
+
+/// Which answers to requests that carry credentials may serve other clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharing {
+    /// A rule shares every answer (`share_credentials: true`), even to `Authorization`.
+    Always,
+    /// Static assets are shared whatever cookie asked for them; every other answer to a
+    /// cookie-carrying request is kept for that cookie. The default.
+    Assets,
+    /// A rule keeps every answer to a cookie-carrying request for that cookie
+    /// (`share_credentials: false`).
+    Never,
 }
 
 /// How a cacheable request is to be cached.
@@ -84,9 +103,15 @@ pub struct CachePlan {
     pub versioned: Option<VersionedAsset>,
     /// Fixed lifetime of versioned and rule-named entries; `None` under standard semantics.
     pub pinned_ttl: Option<Duration>,
-    /// A rule lets answers to requests with credentials be shared between clients; without
-    /// it they are kept per cookie (see `CacheKey::for_request`).
-    pub share_credentials: bool,
+    /// Which answers to cookie-carrying requests may serve other clients.
+    pub sharing: Sharing,
+    /// The request names a static asset as far as the request can tell (a versioned or
+    /// rule-named URL, an asset file extension, a browser's asset destination): sessions
+    /// with different cookies wait for one fetch of it.
+    pub asset_request: bool,
+    /// A browser's `fetch()`/XHR for something that is not an asset: concurrent requests are
+    /// not collapsed onto one fetch, since their answers are usually live.
+    pub live_request: bool,
 }
 
 /// Whether a request may be answered from, and stored into, the cache.
@@ -117,16 +142,49 @@ pub fn classify_request(
     if versioned.is_none() && rule_ttl.is_none() && !standard {
         return Err(NoCacheReason::NotVersioned);
     }
-    let share_credentials = rule.is_some_and(|rule| rule.share_credentials);
-    if headers.contains_key(AUTHORIZATION) && !share_credentials {
+    let sharing = match rule.and_then(|rule| rule.share_credentials) {
+        Some(true) => Sharing::Always,
+        Some(false) => Sharing::Never,
+        None => Sharing::Assets,
+    };
+    if headers.contains_key(AUTHORIZATION) && sharing != Sharing::Always {
         return Err(NoCacheReason::Authorization);
     }
     let pinned_ttl = rule_ttl.or(versioned.is_some().then_some(max_age));
+    let asset_request = pinned_ttl.is_some()
+        || has_asset_extension(url, policy)
+        || content::asks_for_asset(headers);
     Ok(CachePlan {
         versioned,
         pinned_ttl,
-        share_credentials,
+        sharing,
+        asset_request,
+        live_request: !asset_request && content::is_fetch_request(headers),
     })
+}
+
+fn has_asset_extension(url: &Url, policy: &PolicyConfig) -> bool {
+    let file_name = url.path().rsplit('/').next().unwrap_or("");
+    file_name.rsplit_once('.').is_some_and(|(_, extension)| {
+        policy
+            .asset_extensions
+            .iter()
+            .any(|known| known.eq_ignore_ascii_case(extension))
+    })
+}
+
+/// Whether an answer stored for one client may serve requests that carry other cookies (or
+/// none): RFC 9111 lets the response decide, and the cache shares static assets. Answers
+/// that set cookies, are `private` or `no-store` are never stored at all, and one that varies
+/// on `Cookie` is keyed by it whatever this says.
+pub fn shared_across_cookies(plan: &CachePlan, response: &HeaderMap) -> bool {
+    match plan.sharing {
+        Sharing::Always => true,
+        Sharing::Never => false,
+        Sharing::Assets => {
+            plan.pinned_ttl.is_some() || content::kind_of(response) == ContentKind::Asset
+        }
+    }
 }
 
 /// The text rules match: `host[:port]/path`, without scheme and query.
@@ -185,7 +243,14 @@ pub fn storable(
         (Some(_), _) => Err(NoCacheReason::Status),
         (None, _) if status != StatusCode::OK => Err(NoCacheReason::Status),
         (None, _) => {
-            let policy = CachePolicy::new_options(request, response, now, shared_cache());
+            let kind = content::kind_of(headers);
+            let live = kind == ContentKind::Data
+                || kind != ContentKind::Asset && content::is_fetch_request(request.headers());
+            if live && !content::has_explicit_lifetime(headers) {
+                return Err(NoCacheReason::Live);
+            }
+            let policy =
+                CachePolicy::new_options(&*redacted(request), response, now, shared_cache());
             // An answer that is stale at once and cannot be revalidated would only be
             // rewritten on every request.
             let useful = policy.time_to_live(now) > Duration::ZERO
@@ -261,28 +326,30 @@ pub fn freshness(
                 on_error: staleness < error_window,
             })
         }
-        Lifetime::Standard(cache_policy) => match cache_policy.before_request(request, now) {
-            BeforeRequest::Fresh(_) => Freshness::Fresh,
-            BeforeRequest::Stale { .. } => {
-                if has_directive(headers, "must-revalidate")
-                    || has_directive(headers, "proxy-revalidate")
-                    || has_directive(headers, "no-cache")
-                    || has_directive(request.headers(), "no-cache")
-                {
-                    return Freshness::Stale(StaleUse::default());
+        Lifetime::Standard(cache_policy) => {
+            match cache_policy.before_request(&*redacted(request), now) {
+                BeforeRequest::Fresh(_) => Freshness::Fresh,
+                BeforeRequest::Stale { .. } => {
+                    if has_directive(headers, "must-revalidate")
+                        || has_directive(headers, "proxy-revalidate")
+                        || has_directive(headers, "no-cache")
+                        || has_directive(request.headers(), "no-cache")
+                    {
+                        return Freshness::Stale(StaleUse::default());
+                    }
+                    let lifetime = cache_policy.time_to_live(meta.stored_at());
+                    let staleness = now
+                        .duration_since(meta.stored_at())
+                        .unwrap_or_default()
+                        .saturating_sub(lifetime);
+                    let (revalidate_window, error_window) = stale_windows(headers);
+                    Freshness::Stale(StaleUse {
+                        while_revalidating: staleness < revalidate_window,
+                        on_error: staleness < error_window,
+                    })
                 }
-                let lifetime = cache_policy.time_to_live(meta.stored_at());
-                let staleness = now
-                    .duration_since(meta.stored_at())
-                    .unwrap_or_default()
-                    .saturating_sub(lifetime);
-                let (revalidate_window, error_window) = stale_windows(headers);
-                Freshness::Stale(StaleUse {
-                    while_revalidating: staleness < revalidate_window,
-                    on_error: staleness < error_window,
-                })
             }
-        },
+        }
     }
 }
 
@@ -344,15 +411,17 @@ pub fn refreshed(
 ) -> Option<EntryMeta> {
     let mut meta = meta.clone();
     match &meta.lifetime {
-        Lifetime::Standard(policy) => match policy.after_response(request, not_modified, now) {
-            http_cache_semantics::AfterResponse::NotModified(policy, parts) => {
-                let mut headers = parts.headers;
-                headers.remove(http::header::AGE);
-                meta.set_headers(&headers);
-                meta.lifetime = Lifetime::Standard(Box::new(policy));
+        Lifetime::Standard(policy) => {
+            match policy.after_response(&*redacted(request), not_modified, now) {
+                http_cache_semantics::AfterResponse::NotModified(policy, parts) => {
+                    let mut headers = parts.headers;
+                    headers.remove(http::header::AGE);
+                    meta.set_headers(&headers);
+                    meta.lifetime = Lifetime::Standard(Box::new(policy));
+                }
+                http_cache_semantics::AfterResponse::Modified(..) => return None,
             }
-            http_cache_semantics::AfterResponse::Modified(..) => return None,
-        },
+        }
         Lifetime::Pinned { .. } => {
             let stored_etag = meta.header_map().get(ETAG).cloned();
             let new_etag = not_modified.headers().get(ETAG);
@@ -370,6 +439,41 @@ pub fn refreshed(
     }
     meta.set_stored_at(now);
     Some(meta)
+}
+
+/// Request headers whose values are secrets: the stored policy (which keeps the request it
+/// was made from, on disk and in the shared tier) sees only their digests, which compare as
+/// the values would.
+const SECRET_HEADERS: [HeaderName; 2] = [http::header::COOKIE, AUTHORIZATION];
+
+/// The request as the stored policy may see it: secrets digested, proxy credentials gone.
+fn redacted(request: &Request<()>) -> std::borrow::Cow<'_, Request<()>> {
+    let headers = request.headers();
+    let secret = SECRET_HEADERS.iter().any(|name| headers.contains_key(name))
+        || headers.contains_key(http::header::PROXY_AUTHORIZATION);
+    if !secret {
+        return std::borrow::Cow::Borrowed(request);
+    }
+    let mut copy = Request::new(());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    let mut kept = headers.clone();
+    kept.remove(http::header::PROXY_AUTHORIZATION);
+    for name in SECRET_HEADERS {
+        let values: Vec<&str> = headers
+            .get_all(&name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if values.is_empty() {
+            continue;
+        }
+        if let Ok(digest) = HeaderValue::from_str(&secret_digest(&values.join(", "))) {
+            kept.insert(name, digest);
+        }
+    }
+    *copy.headers_mut() = kept;
+    std::borrow::Cow::Owned(copy)
 }
 
 /// What identifies a body of an unversioned URL, to notice when the origin changed it: the

@@ -86,8 +86,9 @@ impl ProxyService {
         // revalidated for ten waiting requests is not revalidated ten more times).
         let mut waited_since: Option<u64> = None;
         for _ in 0..MAX_FOLLOWS {
-            let key = cache.key_for(url, head.headers(), &plan).await;
-            let stale = match cache.lookup(&key).await {
+            let keys = cache.keys_for(url, head.headers(), &plan).await;
+            let key = keys.fill_key(&plan);
+            let stale = match cache.find(&keys, &plan).await {
                 None => None,
                 Some((entry, tier)) => match self.judge(&entry, &head, waited_since) {
                     Freshness::Fresh => {
@@ -105,7 +106,7 @@ impl ProxyService {
                     }
                     Freshness::Stale(usable) if usable.while_revalidating => {
                         self.refresh_in_background(
-                            &key,
+                            &entry.meta.key.clone(),
                             &head,
                             url,
                             &plan,
@@ -139,11 +140,21 @@ impl ProxyService {
             if head.method() == Method::HEAD && stale.is_none() {
                 break;
             }
-            let waiter = match cache.begin_fill(&key) {
+            let fill = if plan.live_request {
+                Fill::Leader(cache.solo_fill(key))
+            } else {
+                cache.begin_fill(key)
+            };
+            let waiter = match fill {
                 Fill::Leader(permit) => {
                     // A fill may have ended between the lookup and now; what it stored
                     // since this request arrived is fresh enough for it.
-                    if let Some(entry) = cache.memory_entry(&key) {
+                    let usable = cache.memory_entry(key).filter(|entry| {
+                        keys.own.as_ref() == Some(key)
+                            || keys.own.is_none()
+                            || policy::shared_across_cookies(&plan, entry.meta.header_map())
+                    });
+                    if let Some(entry) = usable {
                         if self.judge(&entry, &head, Some(arrived)) == Freshness::Fresh {
                             permit.complete(FillOutcome::Stored);
                             let status = CacheStatus::Hit {

@@ -121,12 +121,12 @@ impl ProxyService {
         {
             return;
         }
-        let key = ctx.cache.key_for(&url, &headers, &plan).await;
+        let keys = ctx.cache.keys_for(&url, &headers, &plan).await;
         // A held entry is left alone (a disk entry is now in memory too).
-        if ctx.cache.lookup(&key).await.is_some() {
+        if ctx.cache.find(&keys, &plan).await.is_some() {
             return;
         }
-        let Fill::Leader(permit) = ctx.cache.begin_fill(&key) else {
+        let Fill::Leader(permit) = ctx.cache.begin_fill(keys.fill_key(&plan)) else {
             return;
         };
         let mut head = Request::new(());
