@@ -61,6 +61,7 @@ pub async fn relay(
         });
     }
     let client_upgrade = hyper::upgrade::on(&mut request);
+    let client_version = request.version();
     let outgoing = match origin_request(request, url) {
         Ok(outgoing) => outgoing,
         Err(error) => return refused(error),
@@ -89,7 +90,11 @@ pub async fn relay(
     *answer.headers_mut() = switching_headers(parts.headers);
     let (socket_ctx, socket_url) = (ctx.clone(), url.to_string());
     ctx.connections.spawn(async move {
-        run_socket(socket_ctx, socket_url, client_upgrade, origin_upgrade).await;
+        let socket = Socket {
+            url: socket_url,
+            client_version,
+        };
+        run_socket(socket_ctx, socket, client_upgrade, origin_upgrade).await;
     });
     (answer, STATUS)
 }
@@ -178,8 +183,16 @@ fn switching_headers(mut headers: HeaderMap) -> HeaderMap {
     headers
 }
 
+/// What the log line of a socket names.
+struct Socket {
+    url: String,
+    /// The protocol the client asked for the upgrade in.
+    client_version: http::Version,
+}
+
 /// Waits for both sides to switch, then relays until the socket ends; one log line.
-async fn run_socket(ctx: Arc<Context>, url: String, client: OnUpgrade, origin: OnUpgrade) {
+async fn run_socket(ctx: Arc<Context>, socket: Socket, client: OnUpgrade, origin: OnUpgrade) {
+    let url = &socket.url;
     let (client, origin) = match tokio::try_join!(client, origin) {
         Ok(both) => both,
         Err(error) => {
@@ -198,6 +211,7 @@ async fn run_socket(ctx: Arc<Context>, url: String, client: OnUpgrade, origin: O
     info!(
         url = %url,
         status = 101,
+        client = ?socket.client_version,
         secs = spliced.open.as_secs_f64(),
         bytes_up = spliced.up,
         bytes_down = spliced.down,

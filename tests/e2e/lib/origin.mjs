@@ -91,8 +91,10 @@ const flutterJs = `window.addEventListener('load', () => {
   document.body.appendChild(script);
 });`;
 
-export async function startOrigin({ key, cert, http1Only = false }) {
-  const state = { version: 1, hits: new Map(), bytes: 0, sessions: 0, mains: new Map() };
+// With `sessionCookie`, the HTML sets a session cookie for visitors without one, as real sites
+// do: every later request of that browser context carries it.
+export async function startOrigin({ key, cert, http1Only = false, sessionCookie = false }) {
+  const state = { version: 1, hits: new Map(), bytes: 0, sessions: 0, mains: new Map(), cookiesSet: 0, withCookie: 0 };
   const main = (version) => {
     if (!state.mains.has(version)) state.mains.set(version, buildMain(version));
     return state.mains.get(version);
@@ -103,6 +105,7 @@ export async function startOrigin({ key, cert, http1Only = false }) {
     const url = new URL(req.url, 'https://localhost');
     const target = url.pathname + url.search;
     state.hits.set(target, (state.hits.get(target) ?? 0) + 1);
+    if (req.headers.cookie?.includes('sid=')) state.withCookie += 1;
     const send = (status, headers, body) => {
       state.bytes += body.length;
       res.writeHead(status, { 'content-length': body.length, ...headers });
@@ -112,6 +115,10 @@ export async function startOrigin({ key, cert, http1Only = false }) {
     const entryPoint = (type, text) => {
       const etag = `"${sha256(text).slice(0, 16)}"`;
       const headers = { 'content-type': type, 'cache-control': 'no-cache', etag };
+      if (sessionCookie && type === 'text/html' && !req.headers.cookie?.includes('sid=')) {
+        state.cookiesSet += 1;
+        headers['set-cookie'] = `sid=${state.cookiesSet}-${Math.random().toString(36).slice(2)}; Path=/; Secure; SameSite=Lax`;
+      }
       if (req.headers['if-none-match'] === etag) {
         res.writeHead(304, headers);
         return res.end();
@@ -175,6 +182,10 @@ export async function startOrigin({ key, cert, http1Only = false }) {
     },
     get sessions() {
       return state.sessions;
+    },
+    // Session cookies handed out, and requests that carried one.
+    get cookies() {
+      return { set: state.cookiesSet, carried: state.withCookie };
     },
     close: () => new Promise((resolve) => {
       server.close(() => resolve());

@@ -1,0 +1,114 @@
+// The real web through the proxy in Chromium: a production build nobody here wrote (Swagger UI
+// from the swagger-ui-dist package) whose HTML sets a session cookie and whose page opens a
+// WebSocket; and the Flutter-like app with a session cookie per browser context.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+
+import { makeOriginCertificates } from './lib/certs.mjs';
+import { homeTrusting, launchBrowser } from './lib/browser.mjs';
+import { startOrigin } from './lib/origin.mjs';
+import { startProxy } from './lib/proxy.mjs';
+import { startRealWebOrigin } from './lib/realweb-origin.mjs';
+
+const numbers = [];
+
+async function stats(proxy) {
+  return (await fetch(`${proxy.admin}/stats`)).json();
+}
+
+// Loads Swagger UI in a new context: the API description rendered, the socket answered.
+async function loadSwagger(browser, url) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  try {
+    const response = await page.goto(url);
+    await page.waitForSelector('.swagger-ui .info .title', { timeout: 60_000 });
+    const title = (await page.textContent('.swagger-ui .info .title')).trim();
+    await page.waitForFunction(() => !['connecting', undefined].includes(document.getElementById('live')?.textContent), null, { timeout: 30_000 });
+    const live = await page.textContent('#live');
+    const operations = await page.locator('.opblock-summary-path').count();
+    const protocol = await page.evaluate(() => performance.getEntriesByType('navigation')[0].nextHopProtocol);
+    const cookies = (await context.cookies()).map((c) => c.name);
+    return { status: response.status(), title, live, operations, protocol, cookies };
+  } finally {
+    await context.close();
+  }
+}
+
+describe('real web apps through asset-proxy in Chromium', () => {
+  let dir, certs, proxy, home, browser;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'asset-proxy-realweb-'));
+    certs = makeOriginCertificates(dir);
+    proxy = await startProxy({ dir, upstreamCa: certs.caPath });
+    home = homeTrusting(proxy.caPath);
+    browser = await launchBrowser({ proxy, home });
+  });
+
+  after(async () => {
+    await browser?.close();
+    await proxy?.stop();
+    console.log('\norigin bytes per browser context (information, not assertions):');
+    console.table(numbers);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('runs Swagger UI with a session cookie and a WebSocket; a second context fetches under 10 % of the bytes', async () => {
+    const origin = await startRealWebOrigin(certs);
+    try {
+      const before = await stats(proxy);
+      const first = await loadSwagger(browser, origin.url('/'));
+      assert.equal(first.status, 200);
+      assert.equal(first.title.startsWith('Real web through asset-proxy'), true, first.title);
+      assert.equal(first.operations, 1, 'the API description is rendered');
+      assert.equal(first.live, 'pong: ping', 'the WebSocket exchanged messages through the proxy');
+      assert.deepEqual(first.cookies, ['sid']);
+      const firstBytes = origin.state.bytes;
+      origin.resetBytes();
+
+      const second = await loadSwagger(browser, origin.url('/'));
+      assert.equal(second.live, 'pong: ping');
+      assert.equal(second.operations, 1);
+      const secondBytes = origin.state.bytes;
+      numbers.push({ app: 'Swagger UI', first: firstBytes, second: secondBytes });
+      assert.ok(origin.state.cookiesSeen > 10, 'asset requests carried the session cookie');
+      assert.ok(secondBytes < firstBytes / 10, `second context fetched ${secondBytes} of ${firstBytes} bytes`);
+
+      const after = await stats(proxy);
+      assert.equal(after.websockets.opened - before.websockets.opened, 2);
+      assert.equal(origin.state.sockets, 2);
+      // Chromium speaks HTTP/2 to the proxy for the page; the proxy does not offer WebSockets
+      // over HTTP/2 (RFC 8441), so Chromium opens an HTTP/1.1 connection for each socket.
+      assert.equal(first.protocol, 'h2');
+      const closed = proxy.log.filter((line) => line.includes('websocket closed'));
+      assert.ok(closed.length >= 1, 'one log line per socket');
+      assert.ok(closed.every((line) => line.includes('client=HTTP/1.1')), closed.join('\n'));
+    } finally {
+      await origin.close();
+    }
+  });
+
+  it('fetches the big assets once for eight contexts that each get their own session cookie', async () => {
+    const origin = await startOrigin({ ...certs, sessionCookie: true });
+    try {
+      for (let i = 0; i < 8; i += 1) {
+        const context = await browser.newContext();
+        const page = await context.newPage();
+        await page.goto(origin.url('/'));
+        await page.waitForFunction(() => document.getElementById('result')?.textContent !== 'loading', null, { timeout: 60_000 });
+        assert.equal(await page.textContent('#result'), 'ok v1');
+        await context.close();
+      }
+      assert.equal(origin.cookies.set, 8, 'each context got a session of its own');
+      assert.ok(origin.cookies.carried > 8, 'the assets were asked for with the cookie');
+      assert.equal(origin.bigAssetHits('main.dart.js'), 1);
+      assert.equal(origin.bigAssetHits('canvaskit.wasm'), 1);
+    } finally {
+      await origin.close();
+    }
+  });
+});
