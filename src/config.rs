@@ -153,8 +153,10 @@ pub struct CacheConfig {
     pub serve_compressed: bool,
     /// Entries older than this are fetched again.
     pub max_age: Duration,
-    /// Versions of one asset kept; storing a newer one evicts the rest.
+    /// The most recently used versions of one asset always kept.
     pub keep_versions: usize,
+    /// A version unused this long, after another version of its asset was used, retires.
+    pub retire_after: Duration,
     /// Bodies larger than this are streamed but not stored.
     pub max_object_bytes: u64,
     /// How long a request waits for another's fetch of the same URL before fetching itself.
@@ -453,6 +455,7 @@ struct RawVersioned {
     extensions: Option<Vec<String>>,
     stale_while_revalidate_secs: Option<u64>,
     stale_if_error_secs: Option<u64>,
+    retire_after_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -545,6 +548,7 @@ impl Config {
             )?,
             keep_versions: positive("keep_versions", raw.keep_versions.unwrap_or(1) as u64)?
                 as usize,
+            retire_after: Duration::from_secs(raw.versioned.retire_after_secs.unwrap_or(300)),
             max_object_bytes: positive("max_object_mb", raw.max_object_mb.unwrap_or(64))? * MIB,
             coalesce_wait: secs("coalesce_wait_secs", raw.coalesce_wait_secs.unwrap_or(30))?,
             shared: shared_config(raw.shared)?,

@@ -308,7 +308,8 @@ figures! {
     Counter bytes_saved_by_revalidation, "bytes_saved_by_revalidation", "revalidation_saved_bytes", "Body bytes origins did not send thanks to a 304.";
     Counter stale_served, "stale_served", "stale_served", "Stale entries served (stale-while-revalidate, stale-if-error, offline).";
     Counter version_changes, "version_changes", "version_changes", "Asset version changes seen.";
-    Counter version_evictions, "version_evictions", "version_evictions", "Entries evicted because a newer version arrived.";
+    Counter version_evictions, "version_evictions", "version_evictions", "Entries evicted because their version retired.";
+    Counter one_off_versions, "one_off_versions", "one_off_versions", "Versions retired without ever taking over: one-off requests, canaries that were dropped.";
     Counter corrupt_entries, "corrupt_entries", "corrupt_entries", "Disk entries that failed verification.";
     Counter disk_errors, "disk_errors", "disk_errors", "Disk tier reads or writes that failed.";
     Counter disk_writes, "disk_writes", "disk_writes", "Entries written to disk.";

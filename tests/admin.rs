@@ -18,7 +18,9 @@ async fn setup(token: Option<&'static str>) -> Setup {
     let dir = tempfile::tempdir().expect("temp dir");
     let ca = TestCa::new(dir.path());
     let origin = Origin::https(&ca).await;
-    let proxy = TestProxy::start_with(dir.path(), "{}", Some(&ca.path), |config| {
+    // Versions retire at once, so the traffic below leaves one version of main.dart.js.
+    let config = r#"{"versioned": {"retire_after_secs": 0}}"#;
+    let proxy = TestProxy::start_with(dir.path(), config, Some(&ca.path), |config| {
         config.admin.token = token.map(str::to_owned);
     })
     .await;

@@ -12,7 +12,7 @@ use super::index::DiskIndex;
 use super::journal::{Digest, Removal};
 use super::key::CacheKey;
 use super::memory::MemoryTier;
-use super::versions::VersionIndex;
+use super::version_index::VersionIndex;
 use crate::stats::Stats;
 
 /// Entry files, index and health.
@@ -23,7 +23,7 @@ pub struct DiskStore {
     pub index: DiskIndex,
     /// Whether the disk works.
     pub health: DiskHealth,
-    /// Which versions of each asset are current.
+    /// Which versions of each asset are held.
     pub versions: Arc<VersionIndex>,
     /// The cap, kept by removing least recently used entries.
     pub eviction: Eviction,
@@ -102,12 +102,15 @@ impl DiskStore {
     }
 
     /// Writes `entry` and records it; a failure is reported and the entry stays in memory
-    /// only. A version that became retired while it waited is removed again: another process
-    /// may have retired it and removed its file before this write landed.
+    /// only. A version that retired while it waited is removed again: another process (or a
+    /// sweep) may have retired it, and removed its file, before this write landed.
     pub fn write(&self, entry: &CachedResponse) {
         self.write_file(entry);
-        if let (Some(asset), Some(version)) = (&entry.meta.asset, &entry.meta.version) {
-            if self.versions.is_retired(asset, version).unwrap_or(false) {
+        // A 404 of a version holds nothing in the index: only answers that do are checked.
+        let holds = entry.meta.status == http::StatusCode::OK.as_u16();
+        if let (Some(asset), Some(version), true) = (&entry.meta.asset, &entry.meta.version, holds)
+        {
+            if !self.versions.is_held(asset, version).unwrap_or(true) {
                 self.remove_keys(std::slice::from_ref(&entry.meta.key), Removal::OlderVersion);
             }
         }

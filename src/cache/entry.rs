@@ -175,26 +175,39 @@ impl PrefetchMark {
     }
 }
 
-/// The last time an entry was served, in milliseconds since the Unix epoch: one relaxed
-/// atomic store per hit, so recency costs the hot path no lock and no disk write.
+/// When this copy of an entry was last served, in milliseconds since the Unix epoch, and how
+/// often: two relaxed atomic operations per hit, so recency and frequency cost the hot path
+/// no lock and no disk write.
 #[derive(Debug, Default)]
-pub struct UseStamp(AtomicU64);
+pub struct UseStamp {
+    at_ms: AtomicU64,
+    count: AtomicU64,
+}
 
 impl UseStamp {
     /// Records a use at `now_ms`.
     pub fn mark(&self, now_ms: u64) {
-        self.0.fetch_max(now_ms, Ordering::Relaxed);
+        self.at_ms.fetch_max(now_ms, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The last use recorded; 0 when never served.
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.at_ms.load(Ordering::Relaxed)
+    }
+
+    /// How often this copy was served.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
     }
 }
 
 impl Clone for UseStamp {
     fn clone(&self) -> UseStamp {
-        UseStamp(AtomicU64::new(self.get()))
+        UseStamp {
+            at_ms: AtomicU64::new(self.get()),
+            count: AtomicU64::new(self.count()),
+        }
     }
 }
 

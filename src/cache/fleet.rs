@@ -1,23 +1,27 @@
 //! The cache's side of the fleet's shared tier: asking it before a cold fetch, keeping what
-//! it had in the local tiers, and retiring the versions other proxies announce.
+//! it had in the local tiers, and taking in the uses other proxies report.
 
 use std::sync::{Arc, PoisonError, Weak};
-use std::time::SystemTime;
 
 use tokio::sync::mpsc;
-use tracing::warn;
 
 use super::entry::now_ms;
 use super::inflight::FillPermit;
 use super::key::CacheKey;
 use super::shared::{Claim, SharedTier, VersionNews};
-use super::versions::Admission;
 use super::{Cache, CachedResponse, Inner};
 
 impl Cache {
-    /// Connects the shared tier, if configured, and starts applying the fleet's version
-    /// announcements. Inside a tokio runtime; once (later calls do nothing).
+    /// Starts the background tasks that need a tokio runtime: the version sweep, and, with a
+    /// shared tier, its connection and the fleet's use reports. Once (later calls do nothing).
     pub fn start_sharing(&self) {
+        if !self
+            .inner
+            .sweeping
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tokio::spawn(super::retirement::run(Arc::downgrade(&self.inner)));
+        }
         let news = self
             .inner
             .news
@@ -58,46 +62,18 @@ impl Cache {
         entry.used.mark(now_ms());
         let (cache, kept, guard) = (self.clone(), entry.clone(), self.pending());
         tokio::spawn(async move {
-            cache.keep(permit, kept, false).await;
+            cache.keep(permit, kept).await;
             drop(guard);
         });
         entry
     }
-
-    /// Another proxy saw a new version: the versions it retires leave this proxy too.
-    async fn apply_news(&self, news: VersionNews) {
-        let (index, asset, version) = (
-            self.inner.versions.clone(),
-            news.asset.clone(),
-            news.version.clone(),
-        );
-        let admitted = tokio::task::spawn_blocking(move || {
-            index.admit_announced(&asset, &version, SystemTime::now())
-        })
-        .await;
-        match admitted {
-            Ok(Ok(Admission::Store { change, evicted })) => {
-                if let Some((old, new)) = change {
-                    let what = "asset version changed on another proxy of the fleet";
-                    self.note_version_change(&news.asset, &old, &new, what);
-                }
-                self.evict_versions(&evicted);
-            }
-            // This proxy holds a newer version already.
-            Ok(Ok(Admission::Older)) => {}
-            Ok(Err(e)) => {
-                self.inner.stats.disk_errors.inc();
-                warn!(error = %e, asset = %news.asset, "version index update failed; announced version not applied");
-            }
-            Err(_) => {}
-        }
-    }
 }
 
-/// Applies announcements until the cache is dropped.
+/// Takes in other proxies' use reports until the cache is dropped; the next sweep applies
+/// them.
 async fn follow_fleet(cache: Weak<Inner>, mut news: mpsc::Receiver<VersionNews>) {
     while let Some(news) = news.recv().await {
         let Some(inner) = cache.upgrade() else { return };
-        Cache { inner }.apply_news(news).await;
+        inner.retirement.remote_uses(news.assets);
     }
 }

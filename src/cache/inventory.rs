@@ -9,7 +9,7 @@ use url::Url;
 
 use super::entry::EntryMeta;
 use super::journal::Removal;
-use super::versions::AssetSummary;
+use super::version_index::AssetSummary;
 use super::Cache;
 
 /// What to purge.

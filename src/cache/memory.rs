@@ -7,6 +7,7 @@ use moka::sync::Cache;
 
 use super::entry::CachedResponse;
 use super::key::CacheKey;
+use super::version::AssetId;
 
 /// Bytes counted per entry beside its body: key, headers and bookkeeping.
 const ENTRY_OVERHEAD: u64 = 1024;
@@ -71,6 +72,19 @@ impl MemoryTier {
             .filter_map(|(key, entry)| {
                 let at = entry.used.get();
                 (at > since_ms).then(|| (key.as_ref().clone(), at))
+            })
+            .collect()
+    }
+
+    /// The entries of versioned assets served after `since_ms`: key, when last served, how
+    /// often, asset.
+    pub fn versioned_used_since(&self, since_ms: u64) -> Vec<(CacheKey, u64, u64, AssetId)> {
+        self.entries
+            .iter()
+            .filter_map(|(key, entry)| {
+                let at = entry.used.get();
+                let asset = entry.meta.asset.clone()?;
+                (at > since_ms).then(|| (key.as_ref().clone(), at, entry.used.count(), asset))
             })
             .collect()
     }

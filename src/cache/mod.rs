@@ -20,13 +20,14 @@ pub mod layout;
 pub mod memory;
 pub mod policy;
 pub mod prewarm;
+mod retirement;
 pub mod shared;
 pub mod tee;
 pub mod upkeep;
 pub mod vary;
 pub mod verify;
 pub mod version;
-pub mod versions;
+pub mod version_index;
 pub mod writer;
 
 use std::sync::{Arc, Mutex};
@@ -55,7 +56,7 @@ use policy::{CachePlan, Sharing};
 use shared::{FleetLock, SharedTier, VersionNews};
 use vary::VaryIndex;
 use version::{AssetId, Version};
-use versions::{Admission, VersionIndex};
+use version_index::{Outcome, RetireRule, Use, VersionIndex};
 use writer::DiskWriter;
 
 /// Which tier answered.
@@ -92,6 +93,10 @@ struct Inner {
     store: Arc<DiskStore>,
     writer: DiskWriter,
     versions: Arc<VersionIndex>,
+    /// Which assets the retirement rule is applied to next.
+    retirement: retirement::Retirement,
+    /// Whether the sweep task runs.
+    sweeping: std::sync::atomic::AtomicBool,
     vary: Arc<VaryIndex>,
     inflight: InFlight,
     stats: Arc<Stats>,
@@ -167,7 +172,11 @@ impl Cache {
         if report.shared_with_another_process {
             info!(dir = %config.dir.display(), "cache directory shared with another running proxy");
         }
-        let versions = VersionIndex::new(tier.root(), config.keep_versions);
+        let rule = RetireRule {
+            keep: config.keep_versions,
+            after: config.retire_after,
+        };
+        let versions = VersionIndex::new(tier.root(), rule);
         let vary = VaryIndex::new(tier.root());
         let (index, learned) = DiskIndex::open(tier.root()).map_err(index_error)?;
         if learned.lost && report.layout == Opened::Current {
@@ -204,6 +213,8 @@ impl Cache {
             store,
             writer,
             versions,
+            retirement: retirement::Retirement::default(),
+            sweeping: std::sync::atomic::AtomicBool::new(false),
             vary: Arc::new(vary),
             inflight: InFlight::default(),
             stats,
@@ -295,19 +306,8 @@ impl Cache {
             return Some((entry, Tier::Memory));
         }
         let inner = &self.inner;
-        let (store, versions, owned_key) =
-            (inner.store.clone(), inner.versions.clone(), key.clone());
-        let read = tokio::task::spawn_blocking(move || {
-            let entry = store.read(&owned_key)?;
-            if let (Some(asset), Some(version)) = (&entry.meta.asset, &entry.meta.version) {
-                if versions.is_retired(asset, version).unwrap_or(false) {
-                    store.remove_keys(&[owned_key], Removal::OlderVersion);
-                    return None;
-                }
-            }
-            Some(entry)
-        })
-        .await;
+        let (store, owned_key) = (inner.store.clone(), key.clone());
+        let read = tokio::task::spawn_blocking(move || store.read(&owned_key)).await;
         let entry = Arc::new(read.ok().flatten()?);
         let now = now_ms();
         entry.used.mark(now);
@@ -345,28 +345,6 @@ impl Cache {
     /// Fills `key` without waiting for, or keeping waiting, anyone else's fetch of it.
     pub fn solo_fill(&self, key: &CacheKey) -> FillPermit {
         self.inner.inflight.solo(key)
-    }
-
-    /// Whether the request is for a version of an asset that a newer one has replaced; such
-    /// a request is served but not stored.
-    pub async fn is_older_version(&self, plan: &CachePlan) -> bool {
-        let Some(versioned) = plan.versioned.clone() else {
-            return false;
-        };
-        let versions = self.inner.versions.clone();
-        let checked = tokio::task::spawn_blocking(move || {
-            versions.is_retired(&versioned.asset, &versioned.version)
-        })
-        .await;
-        match checked {
-            Ok(Ok(retired)) => retired,
-            Ok(Err(e)) => {
-                self.inner.stats.disk_errors.inc();
-                warn!(error = %e, "version index read failed");
-                false
-            }
-            Err(_) => false,
-        }
     }
 
     /// Stores a complete body in the background: memory (followers are woken), version
@@ -419,79 +397,75 @@ impl Cache {
             entry.prefetched = Some(mark);
         }
         let entry = Arc::new(entry);
-        let Some(evicted) = self.keep(permit, entry.clone(), true).await else {
-            return;
-        };
+        self.keep(permit, entry.clone()).await;
         if let Some(shared) = &self.inner.shared {
-            shared.remove(&evicted);
             let ttl = policy::time_left(&entry.meta, SystemTime::now());
             shared.put(entry, ttl, fill.fleet_lock);
         }
     }
 
-    /// Keeps an entry: memory first, so waiting requests are answered at once; then the
-    /// version index, which may say the entry is an older version after all (it then leaves
-    /// memory again and `None` is returned); then the evicted versions leave memory and the
-    /// disk writer gets the write and removals. Returns the keys evicted. A version change
-    /// seen in an entry `fetched` from the origin is announced to the fleet.
-    async fn keep(
-        &self,
-        permit: FillPermit,
-        entry: Arc<CachedResponse>,
-        fetched: bool,
-    ) -> Option<Vec<CacheKey>> {
+    /// Keeps an entry: memory first, so waiting requests are answered at once; then, for a
+    /// version of an asset, the version index, which may retire other versions (their entries
+    /// leave every tier); then the disk writer's queue. Returns the keys of retired entries.
+    async fn keep(&self, permit: FillPermit, entry: Arc<CachedResponse>) -> Vec<CacheKey> {
         let inner = &self.inner;
         let key = entry.meta.key.clone();
         inner.memory.insert(entry.clone());
         permit.complete(FillOutcome::Stored);
 
-        // A 404 for a new version must not evict the version that works.
-        let admitted = match (&entry.meta.asset, &entry.meta.version) {
+        // A 404 for a new version holds nothing: it must not retire the version that works.
+        let versioned = match (&entry.meta.asset, &entry.meta.version) {
             (Some(asset), Some(version)) if entry.meta.status == StatusCode::OK.as_u16() => {
                 Some((asset, version))
             }
             _ => None,
         };
-        let evicted = match admitted {
-            None => Vec::new(),
-            Some((asset, version)) => match self.admit(asset, version, &key).await {
-                Ok(Admission::Older) => {
-                    debug!(key = %key, "older version of an asset; served, not stored");
-                    inner.memory.remove(&key);
-                    return None;
-                }
-                Ok(Admission::Store { change, evicted }) => {
-                    if let Some((old, new)) = change {
-                        self.note_version_change(asset, &old, &new, "asset version changed");
-                        if let Some(shared) = inner.shared.as_ref().filter(|_| fetched) {
-                            shared.announce(asset, &new);
-                        }
-                    }
-                    evicted
+        let mut retired = Vec::new();
+        if let Some((asset, version)) = versioned {
+            match self.admit(asset, version, &key).await {
+                Ok(outcome) => {
+                    retired = outcome.retired_keys();
+                    self.apply_retirement(asset, &outcome);
                 }
                 Err(e) => {
                     inner.stats.disk_errors.inc();
                     warn!(error = %e, key = %key, "version index update failed; storing without it");
-                    Vec::new()
                 }
-            },
-        };
+            }
+            inner.retirement.used_here(asset);
+        }
         inner.stats.stored.inc();
-        self.evict_versions(&evicted);
         self.queue_write(entry);
-        Some(evicted)
+        retired
     }
 
-    /// Drops the entries of retired versions from memory, and has the writer remove them
-    /// from disk.
-    fn evict_versions(&self, evicted: &[CacheKey]) {
-        for key in evicted {
-            self.inner.memory.remove(key);
-            self.inner.stats.version_evictions.inc();
+    /// Drops the entries of retired versions from memory, has the writer remove them from
+    /// disk and the shared tier forget them, and counts and logs what the retirement means.
+    fn apply_retirement(&self, asset: &AssetId, outcome: &Outcome) {
+        let inner = &self.inner;
+        let keys = outcome.retired_keys();
+        for key in &keys {
+            inner.memory.remove(key);
         }
-        self.inner
+        inner.stats.version_evictions.add(keys.len() as u64);
+        for retired in &outcome.retired {
+            if retired.one_off {
+                inner.stats.one_off_versions.inc();
+            }
+            debug!(asset = %asset, version = %retired.version, one_off = retired.one_off, "version retired");
+        }
+        if let Some((old, new)) = &outcome.took_over {
+            self.note_version_change(asset, old, new, "asset version changed");
+        }
+        if keys.is_empty() {
+            return;
+        }
+        if let Some(shared) = &inner.shared {
+            shared.remove(&keys);
+        }
+        inner
             .writer
-            .remove(evicted.to_vec(), Removal::OlderVersion, self.pending());
+            .remove(keys, Removal::OlderVersion, self.pending());
     }
 
     /// Counts, shows and logs a new version of an asset.
@@ -509,23 +483,40 @@ impl Cache {
         asset: &AssetId,
         version: &Version,
         key: &CacheKey,
-    ) -> Result<Admission, DiskError> {
-        let now = SystemTime::now();
-        let (index, asset, version, key) = (
-            self.inner.versions.clone(),
-            asset.clone(),
-            version.clone(),
-            key.clone(),
-        );
-        tokio::task::spawn_blocking(move || index.admit(&asset, &version, &key, now))
-            .await
-            .unwrap_or_else(|e| {
-                Err(DiskError::Io {
-                    op: "index",
-                    path: Default::default(),
-                    source: std::io::Error::other(e),
+    ) -> Result<Outcome, DiskError> {
+        let (cache, asset, version, key) =
+            (self.clone(), asset.clone(), version.clone(), key.clone());
+        tokio::task::spawn_blocking(move || {
+            let (store, memory) = (&cache.inner.store, &cache.inner.memory);
+            // Memory hits reach the disk index in batches; the entries' own stamps are newer.
+            let last_use = |key: &CacheKey| {
+                let slot = store.index.get(&key.digest_bytes());
+                let stamp = memory.get(key).map(|entry| entry.used.clone());
+                if slot.is_none() && stamp.is_none() {
+                    return None;
+                }
+                Some(Use {
+                    at_ms: slot
+                        .map_or(0, |s| s.used_ms)
+                        .max(stamp.as_ref().map_or(0, |s| s.get())),
+                    count: slot
+                        .map_or(0, |s| s.uses)
+                        .max(stamp.map_or(0, |s| s.count())),
                 })
+            };
+            cache
+                .inner
+                .versions
+                .admit(&asset, &version, &key, SystemTime::now(), &last_use)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(DiskError::Io {
+                op: "index",
+                path: Default::default(),
+                source: std::io::Error::other(e),
             })
+        })
     }
 }
 

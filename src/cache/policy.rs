@@ -49,8 +49,6 @@ pub enum NoCacheReason {
     Vary,
     /// The body is larger than `max_object_mb`.
     TooLarge,
-    /// A newer version of this asset is already held.
-    OlderVersion,
     /// Another request's fetch took longer than `coalesce_wait_secs`.
     CoalesceTimeout,
     /// A data answer (JSON, text) or an answer to `fetch()`/XHR, without an explicit lifetime:
@@ -75,7 +73,6 @@ impl NoCacheReason {
             NoCacheReason::SetCookie => "set-cookie",
             NoCacheReason::Vary => "vary",
             NoCacheReason::TooLarge => "too-large",
-            NoCacheReason::OlderVersion => "older-version",
             NoCacheReason::CoalesceTimeout => "coalesce-timeout",
             NoCacheReason::Live => "live",
             NoCacheReason::Upgrade => "upgrade",

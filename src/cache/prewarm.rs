@@ -45,10 +45,10 @@ fn prewarm(cache: &Weak<Inner>) {
         match inner.store.tier.read_digest(&digest) {
             Ok(Some(entry)) => {
                 // A version retired after it was written (a crash before its removal) stays
-                // out of memory: memory hits are not checked against the version index.
+                // out of memory: it would be held by no record, so never retired again.
                 let retired = match (&entry.meta.asset, &entry.meta.version) {
                     (Some(asset), Some(version)) => {
-                        inner.versions.is_retired(asset, version).unwrap_or(true)
+                        !inner.versions.is_held(asset, version).unwrap_or(false)
                     }
                     _ => false,
                 };

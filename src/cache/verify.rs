@@ -19,7 +19,7 @@ use super::index::DiskIndex;
 use super::journal::{Digest, Removal};
 use super::memory::MemoryTier;
 use super::upkeep;
-use super::versions::VersionIndex;
+use super::version_index::{RetireRule, VersionIndex};
 use crate::stats::Stats;
 
 /// One problem found.
@@ -56,7 +56,13 @@ pub fn verify_dir(dir: &Path, repair: bool) -> Result<VerifyReport, DiskError> {
     let stats = Arc::new(Stats::default());
     let (tier, _) = DiskTier::inspect(dir)?;
     let (index, _) = DiskIndex::open(tier.root()).map_err(index_error)?;
-    let versions = Arc::new(VersionIndex::new(tier.root(), 1));
+    let versions = Arc::new(VersionIndex::new(
+        tier.root(),
+        RetireRule {
+            keep: 1,
+            after: std::time::Duration::MAX,
+        },
+    ));
     // Verifying removes nothing for capacity.
     let memory = MemoryTier::new(0, std::time::Duration::from_secs(1));
     let store = DiskStore::new(tier, index, versions, memory, stats, u64::MAX);

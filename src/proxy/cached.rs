@@ -305,10 +305,9 @@ impl ProxyService {
         drain: bool,
     ) -> Fetched {
         let stats = &self.ctx.stats;
-        let older = self.ctx.cache.is_older_version(plan).await;
         let mut fleet_lock = None;
         let mut permit = permit;
-        if stale.is_none() && !older {
+        if stale.is_none() {
             match self.ask_fleet(head, permit).await {
                 FleetTurn::Answered(fetched) => return fetched,
                 FleetTurn::Fetch(returned, lock) => (permit, fleet_lock) = (returned, lock),
@@ -318,11 +317,6 @@ impl ProxyService {
             stats.revalidations.inc();
         } else {
             stats.misses.inc();
-        }
-        if older {
-            permit.complete(FillOutcome::NotStorable);
-            let status = CacheStatus::miss(false, Some(NoCacheReason::OlderVersion));
-            return self.pass(head, url, status).await;
         }
         let sent = fill_request(head, stale.as_ref().map(|s| &*s.entry));
         let outgoing = clone_head(&sent).map(|()| empty_upstream_body());

@@ -115,10 +115,7 @@ impl ProxyService {
         else {
             return;
         };
-        // A retired version would be fetched only to be dropped.
-        if plan.pinned_ttl.is_none() && !ctx.prefetcher.config().all_cacheable
-            || ctx.cache.is_older_version(&plan).await
-        {
+        if plan.pinned_ttl.is_none() && !ctx.prefetcher.config().all_cacheable {
             return;
         }
         let keys = ctx.cache.keys_for(&url, &headers, &plan).await;

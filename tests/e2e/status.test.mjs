@@ -11,13 +11,15 @@ import { chromium } from 'playwright-core';
 import { CHROMIUM, CHROMIUM_FLAGS, homeTrusting, launchBrowser, loadApp } from './lib/browser.mjs';
 import { makeOriginCertificates } from './lib/certs.mjs';
 import { startOrigin } from './lib/origin.mjs';
-import { startProxy } from './lib/proxy.mjs';
+import { E2E_CONFIG, startProxy } from './lib/proxy.mjs';
 
 test('the status page shows what the proxy did', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'asset-proxy-status-'));
   const certs = makeOriginCertificates(dir);
   const origin = await startOrigin(certs);
-  const proxy = await startProxy({ dir, upstreamCa: certs.caPath });
+  // Versions retire at once, so that the redeploy below shows as a version change.
+  const config = { ...E2E_CONFIG, versioned: { retire_after_secs: 0 } };
+  const proxy = await startProxy({ dir, upstreamCa: certs.caPath, config });
   const browser = await launchBrowser({ proxy, home: homeTrusting(proxy.caPath) });
   // The page itself is opened directly, not through the proxy.
   const viewer = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_FLAGS });

@@ -1,7 +1,8 @@
 //! The fleet's shared tier on Redis, after memory and disk: entries fetched by one proxy are
 //! written there in the background (with the time they stay fresh as expiry) and found by the
-//! others; a version change is published so every proxy retires the old version; and a lock
-//! per key makes a cold asset reach the origin once for the whole fleet.
+//! others; each proxy publishes when it last used the versions it holds, so that every proxy
+//! retires versions by the whole fleet's uses; and a lock per key makes a cold asset reach the
+//! origin once for the whole fleet.
 //!
 //! Redis is an accelerator, never a dependency: every command on a request's path has a
 //! short limit, any failure makes the proxy skip Redis until it answers again, and the local
@@ -10,7 +11,7 @@
 //! Keys and channels, all under the configured prefix: `entry:<key digest>` (an entry in the
 //! disk tier's checksummed encoding), `lock:<key digest>` (a fill lock holding its owner's
 //! token), channel `filled` (the digests of entries just written), channel `versions` (JSON
-//! announcements of new versions).
+//! reports of the last uses of versions).
 
 pub mod claim;
 pub mod link;
@@ -35,18 +36,30 @@ use link::{Connection, Link, Message};
 const WRITE_BUDGET_KIB: usize = 64 * 1024;
 /// Entries fresh for less than this are not worth sharing.
 const MIN_SHARED_TTL: Duration = Duration::from_secs(1);
-/// Version announcements from other proxies waiting to be applied.
+/// Use reports from other proxies waiting to be applied.
 const NEWS_QUEUE: usize = 1024;
+/// Assets per use report at most; more go in several messages.
+const ASSETS_PER_REPORT: usize = 256;
 
-/// A new version another proxy of the fleet has seen.
+/// When another proxy of the fleet last used the versions of some assets: what each proxy
+/// needs to apply the retirement rule to its own copies with the whole fleet's uses. A lost
+/// report only delays a retirement elsewhere.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VersionNews {
-    /// The proxy that saw it (so that it ignores its own announcement).
+    /// The proxy that reports (so that it ignores its own report).
     pub from: String,
+    /// The assets, each with its versions and their last uses.
+    pub assets: Vec<AssetUses>,
+}
+
+/// The versions of one asset a proxy holds, with when each was last used (ms since the
+/// Unix epoch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssetUses {
     /// The asset.
     pub asset: AssetId,
-    /// Its new version.
-    pub version: Version,
+    /// Its versions and their last uses.
+    pub uses: Vec<(Version, u64)>,
 }
 
 /// The shared tier. Cloning shares it.
@@ -176,22 +189,27 @@ impl SharedTier {
         });
     }
 
-    /// Tells the fleet about a new version of an asset, in the background.
-    pub fn announce(&self, asset: &AssetId, version: &Version) {
-        let news = VersionNews {
-            from: self.inner.instance.clone(),
-            asset: asset.clone(),
-            version: version.clone(),
-        };
+    /// Tells the fleet when this proxy last used the versions of `assets`, in the background.
+    pub fn report(&self, assets: Vec<AssetUses>) {
+        if assets.is_empty() {
+            return;
+        }
         let Some(mut connection) = self.inner.link.connection() else {
             return;
         };
         let this = self.clone();
         tokio::spawn(async move {
-            let payload = serde_json::to_vec(&news).unwrap_or_default();
-            let publish = redis::Cmd::publish(this.channel("versions"), payload);
-            if let Err(e) = this.bounded::<()>(&mut connection, &publish).await {
-                debug!(error = %e, "version announcement not sent");
+            for chunk in assets.chunks(ASSETS_PER_REPORT) {
+                let news = VersionNews {
+                    from: this.inner.instance.clone(),
+                    assets: chunk.to_vec(),
+                };
+                let payload = serde_json::to_vec(&news).unwrap_or_default();
+                let publish = redis::Cmd::publish(this.channel("versions"), payload);
+                if let Err(e) = this.bounded::<()>(&mut connection, &publish).await {
+                    debug!(error = %e, "use report not sent");
+                    return;
+                }
             }
         });
     }
@@ -269,10 +287,10 @@ impl Inner {
                 Ok(news) => {
                     self.stats.shared_versions_received.inc();
                     if self.news.try_send(news).is_err() {
-                        debug!("version announcements arrive faster than they are applied; one dropped");
+                        debug!("use reports arrive faster than they are applied; one dropped");
                     }
                 }
-                Err(e) => debug!(error = %e, "unreadable version announcement ignored"),
+                Err(e) => debug!(error = %e, "unreadable use report ignored"),
             },
             _ => {}
         }
