@@ -6,13 +6,15 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use rustls::crypto::CryptoProvider;
-use tokio::net::TcpListener;
+use std::pin::Pin;
+
+use tokio::net::{TcpListener, TcpStream};
 use tracing::{info, warn};
 
 use crate::cache::disk::DiskError;
 use crate::cache::Cache;
 use crate::config::Config;
-use crate::listener::Connections;
+use crate::listener::{ConnectionLimits, Connections};
 use crate::mitm::ca::{CaError, CertAuthority};
 use crate::proxy::upstream::{Upstream, UpstreamSetupError};
 use crate::proxy::Context;
@@ -48,20 +50,26 @@ impl App {
         let stats = Arc::new(Stats::default());
         let cache = Cache::open(&config.cache, stats.clone())?;
         let ca = CertAuthority::load_or_create(&config.mitm.ca_dir, provider.clone())?;
-        let upstream = Upstream::new(&config.upstream, provider)?;
+        let own_addrs = crate::proxy::own_addrs::OwnAddrs::default();
+        let upstream = Upstream::new(&config.upstream, provider, own_addrs.clone())?;
         if let Some(proxy) = upstream.chain() {
             tracing::info!(
                 proxy = proxy.display(),
                 "origin connections go through an upstream proxy"
             );
         }
-        let connections = Connections::new(config.clients.header_timeout);
+        let limits = ConnectionLimits {
+            header_timeout: config.clients.header_timeout,
+            idle_timeout: config.clients.idle_timeout,
+            descriptors: crate::listener::descriptor_limit(),
+        };
+        let connections = Connections::new(limits, stats.clone());
         let policy = RwLock::new(Arc::new(config.policy.clone()));
         let prefetcher = crate::prefetch::Prefetcher::new(config.prefetch.clone(), stats.clone());
         let ctx = Context {
             policy,
             auth: crate::auth::ProxyAuth::new(config.clients.credentials.as_ref()),
-            own_addrs: RwLock::new(Vec::new()),
+            own_addrs,
             config,
             cache,
             upstream,
@@ -98,7 +106,7 @@ impl App {
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let service = crate::proxy::ProxyService::new(self.ctx.clone());
-        self.connections.serve(io, service).await;
+        self.connections.serve(io, service.handler()).await;
     }
 
     /// Applies a reloaded configuration's rules and cache policy (listeners, directories and
@@ -131,11 +139,7 @@ impl App {
             .flatten()
             .filter_map(|l| l.local_addr().ok())
             .collect();
-        *self
-            .ctx
-            .own_addrs
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = own;
+        self.ctx.own_addrs.set(own);
         self.ctx.cache.start_sharing();
         if let Some(shared) = self.ctx.cache.shared() {
             info!(redis = %shared.display(), "shared cache tier configured");
@@ -153,7 +157,7 @@ impl App {
             }
         };
         tokio::select! {
-            () = self.connections.accept(listener, self.ctx.clone()) => {}
+            () = self.connections.accept(listener, serve_client(self.ctx.clone())) => {}
             () = admin => {}
             () = sample_activity(&self.ctx.stats) => {}
             () = shutdown => {}
@@ -169,6 +173,16 @@ impl App {
             warn!("some cache writes did not finish in time");
         }
         info!("stopped");
+    }
+}
+
+/// What the accept loop does with each client connection: serve proxy requests on it.
+fn serve_client(
+    ctx: Arc<Context>,
+) -> impl Fn(TcpStream, Connections) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    move |stream, connections| {
+        let service = crate::proxy::ProxyService::new(ctx.clone());
+        connections.serve(stream, service.handler())
     }
 }
 

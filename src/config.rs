@@ -91,6 +91,9 @@ pub struct ClientsConfig {
     /// A WebSocket (or other upgraded connection) with no byte either way for this long is
     /// closed.
     pub websocket_idle: Duration,
+    /// A client connection with no request in flight that moves no byte for this long is
+    /// closed, whatever phase it is in.
+    pub idle_timeout: Duration,
     /// `Proxy-Authorization: Basic` credentials every client must present; none when unset.
     pub credentials: Option<Credentials>,
 }
@@ -131,6 +134,9 @@ impl Credentials {
 pub struct AdminConfig {
     /// Bearer token the data endpoints require; without one only loopback clients are served.
     pub token: Option<String>,
+    /// Host names the admin API answers to besides its address, `localhost`, `127.0.0.1` and
+    /// `[::1]`.
+    pub hosts: Vec<String>,
 }
 
 /// Settings of the cache tiers.
@@ -210,6 +216,10 @@ pub struct PolicyConfig {
     pub versioned_stale_if_error: Duration,
     /// Serve only from the cache; never contact an origin.
     pub offline: bool,
+    /// Request headers removed from requests the cache may answer from or store into:
+    /// origins trust them (`X-Forwarded-Host`...) but the cache does not key them, so an
+    /// answer reflecting one would poison the entry for everyone.
+    pub unkeyed_headers: Vec<http::HeaderName>,
 }
 
 impl PolicyConfig {
@@ -218,7 +228,7 @@ impl PolicyConfig {
         let differs =
             |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
         let mut changed = Vec::new();
-        let pairs: [(&'static str, &dyn std::fmt::Debug, &dyn std::fmt::Debug); 7] = [
+        let pairs: [(&'static str, &dyn std::fmt::Debug, &dyn std::fmt::Debug); 8] = [
             ("rules", &self.rules, &other.rules),
             (
                 "versioned.query_params",
@@ -236,6 +246,11 @@ impl PolicyConfig {
                 &other.standard_caching,
             ),
             ("negative_ttl_secs", &self.negative_ttl, &other.negative_ttl),
+            (
+                "unkeyed_request_headers",
+                &self.unkeyed_headers,
+                &other.unkeyed_headers,
+            ),
             (
                 "versioned.stale_while_revalidate_secs",
                 &self.versioned_stale_while_revalidate,
@@ -383,6 +398,7 @@ struct RawConfig {
     max_object_mb: Option<u64>,
     keep_versions: Option<usize>,
     standard_caching: Option<bool>,
+    unkeyed_request_headers: Option<Vec<String>>,
     negative_ttl_secs: Option<u64>,
     coalesce_wait_secs: Option<u64>,
     serve_compressed: Option<bool>,
@@ -392,6 +408,7 @@ struct RawConfig {
     upstream: RawUpstream,
     rules: Vec<RawRule>,
     clients: RawClients,
+    admin: RawAdmin,
     shared: RawShared,
     prefetch: RawPrefetch,
 }
@@ -409,6 +426,12 @@ struct RawPrefetch {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+struct RawAdmin {
+    hosts: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 struct RawShared {
     redis: Option<String>,
     prefix: Option<String>,
@@ -422,6 +445,7 @@ struct RawClients {
     header_timeout_secs: Option<u64>,
     tls_handshake_timeout_secs: Option<u64>,
     websocket_idle_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
     proxy_auth: Option<RawCredentials>,
 }
 
@@ -484,6 +508,21 @@ struct RawRule {
 
 /// Query parameters that carry a version when the config names none.
 pub const DEFAULT_VERSION_PARAMS: &[&str] = &["v", "ver", "version", "hash", "build"];
+
+/// Request headers origins commonly trust to build URLs (and reflect into bodies) that the
+/// cache does not key, when the config names none.
+pub const DEFAULT_UNKEYED_HEADERS: &[&str] = &[
+    "x-forwarded-host",
+    "x-forwarded-scheme",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-server",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-host",
+    "x-http-method-override",
+    "forwarded",
+];
 
 /// `host:port` globs of protocols whose server speaks first (FTP, SMTP, POP3, IMAP,
 /// submission, MySQL), tunnelled without waiting for the client when the config names none.
@@ -584,6 +623,11 @@ impl Config {
                 raw.versioned.stale_if_error_secs.unwrap_or(7 * 24 * 3600),
             ),
             offline: false,
+            unkeyed_headers: header_names(
+                "unkeyed_request_headers",
+                raw.unkeyed_request_headers,
+                DEFAULT_UNKEYED_HEADERS,
+            )?,
         };
         let upstream = UpstreamConfig {
             extra_roots: None,
@@ -651,6 +695,10 @@ impl Config {
                 "clients.websocket_idle_secs",
                 raw.clients.websocket_idle_secs.unwrap_or(600),
             )?,
+            idle_timeout: secs(
+                "clients.idle_timeout_secs",
+                raw.clients.idle_timeout_secs.unwrap_or(60),
+            )?,
             credentials,
         };
         let prefetch = prefetch_config(raw.prefetch)?;
@@ -659,7 +707,10 @@ impl Config {
             policy,
             upstream,
             mitm,
-            admin: AdminConfig::default(),
+            admin: AdminConfig {
+                token: None,
+                hosts: word_list("admin.hosts", Some(raw.admin.hosts), &[])?,
+            },
             clients,
             prefetch,
         })
@@ -785,6 +836,21 @@ fn positive(field: &str, value: u64) -> Result<u64, (String, String)> {
 
 fn secs(field: &str, value: u64) -> Result<Duration, (String, String)> {
     positive(field, value).map(Duration::from_secs)
+}
+
+fn header_names(
+    field: &str,
+    given: Option<Vec<String>>,
+    default: &[&str],
+) -> Result<Vec<http::HeaderName>, (String, String)> {
+    word_list(field, given, default)?
+        .iter()
+        .enumerate()
+        .map(|(index, name)| {
+            http::HeaderName::from_bytes(name.trim().as_bytes())
+                .map_err(|e| (format!("{field}[{index}]"), e.to_string()))
+        })
+        .collect()
 }
 
 fn word_list(

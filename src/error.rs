@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use http::header::{HeaderValue, CONTENT_TYPE};
+use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
 use http::{Response, StatusCode};
 
 use crate::proxy::body::{full, ProxyBody};
@@ -66,6 +66,14 @@ pub enum ProxyError {
         /// The limit.
         after: Duration,
     },
+    /// The origin's answer is not valid HTTP, or frames its body in conflicting ways.
+    #[error("{origin} sent an invalid response: {detail}")]
+    OriginFraming {
+        /// `host:port`.
+        origin: String,
+        /// What is wrong with it.
+        detail: String,
+    },
     /// The origin connection failed otherwise.
     #[error("request to {origin} failed: {detail}")]
     Upstream {
@@ -87,6 +95,7 @@ impl ProxyError {
             ProxyError::Connect { .. }
             | ProxyError::Tls { .. }
             | ProxyError::Upstream { .. }
+            | ProxyError::OriginFraming { .. }
             | ProxyError::UpstreamProxy { .. } => StatusCode::BAD_GATEWAY,
         }
     }
@@ -102,6 +111,7 @@ impl ProxyError {
             ProxyError::Tls { .. } => "upstream-tls",
             ProxyError::Timeout { .. } => "upstream-timeout",
             ProxyError::Upstream { .. } => "upstream-error",
+            ProxyError::OriginFraming { .. } => "upstream-invalid",
             ProxyError::UpstreamProxy { .. } => "upstream-proxy",
         }
     }
@@ -120,6 +130,7 @@ impl ProxyError {
     pub fn into_response(self) -> Response<ProxyBody> {
         let status = self.status();
         let cache_status = self.cache_status().header_value();
+        let close = matches!(self, ProxyError::OriginFraming { .. });
         let mut response = Response::new(full(format!("asset-proxy: {self}\n")));
         *response.status_mut() = status;
         let headers = response.headers_mut();
@@ -129,6 +140,10 @@ impl ProxyError {
         );
         if let Ok(value) = HeaderValue::from_str(&cache_status) {
             headers.insert(CACHE_STATUS, value);
+        }
+        if close {
+            // Whatever else the origin sent on that connection is not to be trusted.
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

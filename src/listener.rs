@@ -1,117 +1,504 @@
 //! Client connections: the accept loop, serving HTTP/1.1 and HTTP/2 on each connection (plain
-//! TCP, or TLS inside an intercepted tunnel), one task and tracing span per client, and
-//! graceful shutdown of all of them.
+//! TCP, or TLS inside an intercepted tunnel), one task and tracing span per client, deadlines
+//! for every phase, the descriptor reserve, and graceful shutdown of all of them.
+//!
+//! Every connection is registered while it is served, with when bytes last moved on it and how
+//! many requests it has in flight. One with nothing in flight that moves no byte for
+//! `clients.idle_timeout_secs` is closed, whatever phase it is in (before its first request,
+//! between requests, an idle HTTP/2 connection, a TLS tunnel with no request). When the
+//! proxy runs short of file descriptors it closes its oldest idle connections first, so a new
+//! client is served at once.
 
+use std::collections::HashMap;
+use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info_span, warn, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::proxy::{Context, ProxyService};
+use crate::proxy::body::{BoxError, ProxyBody};
+use crate::stats::Stats;
+use crate::trouble::Trouble;
 
 /// Largest request head a client may send; a larger one gets 431.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
-/// Pause after a failed accept (out of file descriptors), so the loop does not spin.
+/// Pause after a failed accept that freed nothing, so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Idle connections closed at once when an accept fails for want of descriptors.
+const CLOSE_ON_EXHAUSTION: usize = 16;
+/// How long a connection asked to close gets to finish before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Deadlines and limits of client connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// A client must send its request headers within this time (slowloris).
+    pub header_timeout: Duration,
+    /// A connection with nothing in flight that moves no byte for this long is closed.
+    pub idle_timeout: Duration,
+    /// The process's descriptor limit, when known.
+    pub descriptors: Option<u64>,
+}
+
+impl ConnectionLimits {
+    /// Descriptors kept free for origins, files and new clients: an eighth of the limit,
+    /// between 16 and 256.
+    fn reserve(&self) -> Option<u64> {
+        self.descriptors.map(|limit| (limit / 8).clamp(16, 256))
+    }
+}
 
 /// Every task serving a client, so shutdown can ask them to finish and wait for them.
 #[derive(Clone)]
 pub struct Connections {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
     tracker: TaskTracker,
     stopping: CancellationToken,
-    /// A client that has not sent its request headers within this time is disconnected.
-    header_timeout: Duration,
+    limits: ConnectionLimits,
+    /// When the clock of every connection's activity started.
+    epoch: Instant,
+    open: Mutex<HashMap<u64, Registered>>,
+    next_id: AtomicU64,
+    stats: Arc<Stats>,
+    accept_trouble: Trouble,
+}
+
+/// What the registry knows of one open connection.
+struct Registered {
+    activity: Arc<Activity>,
+    close: CancellationToken,
+}
+
+/// When bytes last moved on a connection (ms since the registry's epoch) and its requests in
+/// flight.
+#[derive(Default)]
+struct Activity {
+    last_ms: AtomicU64,
+    in_flight: AtomicUsize,
 }
 
 impl Connections {
-    /// No connections yet; clients get `header_timeout` to send their request headers.
-    pub fn new(header_timeout: Duration) -> Connections {
+    /// No connections yet.
+    pub fn new(limits: ConnectionLimits, stats: Arc<Stats>) -> Connections {
         Connections {
-            tracker: TaskTracker::new(),
-            stopping: CancellationToken::new(),
-            header_timeout,
+            inner: Arc::new(Shared {
+                tracker: TaskTracker::new(),
+                stopping: CancellationToken::new(),
+                limits,
+                epoch: Instant::now(),
+                open: Mutex::new(HashMap::new()),
+                next_id: AtomicU64::new(0),
+                stats,
+                accept_trouble: Trouble::default(),
+            }),
         }
     }
 
     /// Runs `task` as part of serving clients.
     pub fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) {
-        self.tracker.spawn(task);
+        self.inner.tracker.spawn(task);
     }
 
-    /// Accepts clients until the future is dropped.
-    pub async fn accept(&self, listener: TcpListener, ctx: Arc<Context>) {
+    /// Accepts clients until the future is dropped; `serve` answers each connection.
+    pub async fn accept<S>(&self, listener: TcpListener, serve: S)
+    where
+        S: Fn(tokio::net::TcpStream, Connections) -> Pin<Box<dyn Future<Output = ()> + Send>>,
+    {
         loop {
+            self.keep_reserve();
             match listener.accept().await {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let service = ProxyService::new(ctx.clone());
-                    let connections = self.clone();
+                    if let Some(hidden) = self.inner.accept_trouble.succeeded() {
+                        info!(hidden, "accepting clients again");
+                    }
                     let span = info_span!("client", %peer);
-                    self.spawn(
-                        async move { connections.serve(stream, service).await }.instrument(span),
-                    );
+                    self.spawn(serve(stream, self.clone()).instrument(span));
                 }
                 Err(error) => {
-                    warn!(error = %error, "accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    let closed = self.close_oldest_idle(CLOSE_ON_EXHAUSTION);
+                    if let Some(hidden) = self.inner.accept_trouble.failed() {
+                        warn!(error = %error, closed_idle = closed, hidden, "accept failed");
+                    }
+                    if closed == 0 {
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    }
                 }
             }
         }
     }
 
-    /// Serves HTTP/1.1 or HTTP/2 on `io` until the client leaves or shutdown ends it.
+    /// Closes the oldest idle connections while fewer descriptors than the reserve are left.
+    fn keep_reserve(&self) {
+        let (Some(limit), Some(reserve)) =
+            (self.inner.limits.descriptors, self.inner.limits.reserve())
+        else {
+            return;
+        };
+        let open = self.open_count() as u64;
+        // Counting every descriptor costs a directory listing: only near the limit.
+        if open < limit / 2 {
+            return;
+        }
+        let used = open_descriptors().unwrap_or(open);
+        if used + reserve >= limit {
+            let excess = (used + reserve + 1 - limit) as usize;
+            self.close_oldest_idle(excess);
+        }
+    }
+
+    /// Client connections open now.
+    pub fn open_count(&self) -> usize {
+        self.inner
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Asks up to `count` connections with nothing in flight, the longest quiet first, to
+    /// close; returns how many.
+    fn close_oldest_idle(&self, count: usize) -> usize {
+        let open = self
+            .inner
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut idle: Vec<(u64, &CancellationToken)> = open
+            .values()
+            .filter(|c| c.activity.in_flight.load(Ordering::Relaxed) == 0)
+            .filter(|c| !c.close.is_cancelled())
+            .map(|c| (c.activity.last_ms.load(Ordering::Relaxed), &c.close))
+            .collect();
+        idle.sort_by_key(|(last, _)| *last);
+        let closing = idle.len().min(count);
+        for (_, close) in idle.iter().take(closing) {
+            close.cancel();
+        }
+        self.inner
+            .stats
+            .clients_closed_for_descriptors
+            .add(closing as u64);
+        closing
+    }
+
+    /// Serves HTTP/1.1 or HTTP/2 on `io` with `handler` until the client leaves, goes idle,
+    /// is closed to free a descriptor, or shutdown ends it.
     ///
     /// Boxed: an intercepted tunnel is served through this same function from inside a
     /// request, so the future's type would otherwise contain itself.
-    pub fn serve<I>(&self, io: I, service: ProxyService) -> Pin<Box<dyn Future<Output = ()> + Send>>
+    pub fn serve<I, H, F>(&self, io: I, handler: H) -> Pin<Box<dyn Future<Output = ()> + Send>>
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+        F: Future<Output = Response<ProxyBody>> + Send + 'static,
     {
-        let stopping = self.stopping.clone();
-        let header_timeout = self.header_timeout;
+        let this = self.clone();
         Box::pin(async move {
+            let (id, activity, close) = this.register();
+            let io = Tracked {
+                inner: io,
+                activity: activity.clone(),
+                epoch: this.inner.epoch,
+            };
+            let handler = Arc::new(handler);
+            let counted = activity.clone();
+            let service = service_fn(move |request| {
+                let guard = InFlight::enter(counted.clone());
+                let answer = handler(request);
+                async move {
+                    let response = answer.await;
+                    let guarded = response.map(|body| {
+                        GuardedBody {
+                            body,
+                            _guard: guard,
+                        }
+                        .boxed()
+                    });
+                    Ok::<_, Infallible>(guarded)
+                }
+            });
+            let limits = this.inner.limits;
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
                 .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
+                .header_read_timeout(limits.header_timeout)
                 .max_buf_size(MAX_HEADER_BYTES);
             builder
                 .http2()
                 .timer(TokioTimer::new())
                 .max_header_list_size(MAX_HEADER_BYTES as u32);
-            let handler = service_fn(move |request| service.clone().handle(request));
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), handler);
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
             tokio::pin!(connection);
-            tokio::select! {
+            let idle = this.idle(&activity);
+            tokio::pin!(idle);
+            let why = tokio::select! {
                 result = connection.as_mut() => {
                     if let Err(error) = result {
                         debug!(error = %error, "connection ended with an error");
                     }
+                    None
                 }
-                () = stopping.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
+                () = this.inner.stopping.cancelled() => Some("shutdown"),
+                () = close.cancelled() => Some("descriptors short"),
+                () = &mut idle => Some("idle"),
+            };
+            if let Some(why) = why {
+                if why == "idle" {
+                    this.inner.stats.clients_closed_idle.inc();
+                }
+                debug!(why, "closing the connection");
+                connection.as_mut().graceful_shutdown();
+                let grace = if why == "shutdown" {
+                    None
+                } else {
+                    Some(CLOSE_GRACE)
+                };
+                match grace {
+                    None => {
+                        let _ = connection.await;
+                    }
+                    Some(grace) => {
+                        let _ = tokio::time::timeout(grace, connection).await;
+                    }
                 }
             }
+            this.unregister(id);
         })
+    }
+
+    /// Resolves once the connection has had nothing in flight and moved no byte for the idle
+    /// limit.
+    async fn idle(&self, activity: &Activity) {
+        let limit = self.inner.limits.idle_timeout;
+        loop {
+            let last = Duration::from_millis(activity.last_ms.load(Ordering::Relaxed));
+            tokio::time::sleep_until(self.inner.epoch + last + limit).await;
+            let quiet = activity.last_ms.load(Ordering::Relaxed) == last.as_millis() as u64;
+            if quiet && activity.in_flight.load(Ordering::Relaxed) == 0 {
+                return;
+            }
+            if quiet {
+                // A request in flight waits for its origin, bounded by the upstream timeouts;
+                // look again a full period later.
+                activity.last_ms.store(self.now_ms(), Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.inner.epoch.elapsed().as_millis() as u64
+    }
+
+    fn register(&self) -> (u64, Arc<Activity>, CancellationToken) {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let activity = Arc::new(Activity::default());
+        activity.last_ms.store(self.now_ms(), Ordering::Relaxed);
+        let close = CancellationToken::new();
+        self.inner
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                id,
+                Registered {
+                    activity: activity.clone(),
+                    close: close.clone(),
+                },
+            );
+        self.inner.stats.clients_open.inc();
+        (id, activity, close)
+    }
+
+    fn unregister(&self, id: u64) {
+        let removed = self
+            .inner
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+        if removed.is_some() {
+            self.inner.stats.clients_open.dec();
+        }
     }
 
     /// Asks every connection to finish its requests, and waits up to `grace` for them.
     pub async fn shutdown(&self, grace: Duration) -> bool {
-        self.stopping.cancel();
-        self.tracker.close();
-        tokio::time::timeout(grace, self.tracker.wait())
+        self.inner.stopping.cancel();
+        self.inner.tracker.close();
+        tokio::time::timeout(grace, self.inner.tracker.wait())
             .await
             .is_ok()
+    }
+}
+
+/// The process's soft limit on open files, from `/proc/self/limits`; `None` elsewhere.
+pub fn descriptor_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Descriptors the process has open, from `/proc/self/fd`; `None` elsewhere.
+fn open_descriptors() -> Option<u64> {
+    std::fs::read_dir("/proc/self/fd")
+        .ok()
+        .map(|dir| dir.count() as u64)
+}
+
+/// A connection's byte stream, noting when bytes move.
+struct Tracked<I> {
+    inner: I,
+    activity: Arc<Activity>,
+    epoch: Instant,
+}
+
+impl<I> Tracked<I> {
+    fn moved(&self) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        self.activity.last_ms.store(now, Ordering::Relaxed);
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.moved();
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.moved();
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.moved();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A request in flight on a connection, until its response body is done.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn enter(activity: Arc<Activity>) -> InFlight {
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(activity)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it is dropped.
+struct GuardedBody {
+    body: ProxyBody,
+    _guard: InFlight,
+}
+
+impl Body for GuardedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reserve_is_an_eighth_of_the_limit_within_bounds() {
+        let reserve = |limit: Option<u64>| {
+            ConnectionLimits {
+                header_timeout: Duration::from_secs(1),
+                idle_timeout: Duration::from_secs(1),
+                descriptors: limit,
+            }
+            .reserve()
+        };
+        assert_eq!(reserve(None), None);
+        assert_eq!(reserve(Some(64)), Some(16));
+        assert_eq!(reserve(Some(256)), Some(32));
+        assert_eq!(reserve(Some(1_048_576)), Some(256));
+    }
+
+    #[test]
+    fn the_descriptor_limit_is_read() {
+        assert!(descriptor_limit().is_some_and(|n| n > 0));
+        assert!(open_descriptors().is_some_and(|n| n > 0));
     }
 }

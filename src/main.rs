@@ -104,6 +104,11 @@ struct Options {
     )]
     admin_token: Option<String>,
 
+    /// A file holding the admin API's bearer token (first line), so that it shows neither in
+    /// `ps` nor in the environment. Overrides --admin-token.
+    #[arg(long, global = true)]
+    admin_token_file: Option<PathBuf>,
+
     /// Log level or filter (error, warn, info, debug, trace, or a RUST_LOG-style filter).
     /// RUST_LOG, when set, takes precedence.
     #[arg(long, default_value = "info", global = true)]
@@ -291,6 +296,17 @@ fn load_config(options: &Options) -> anyhow::Result<(Config, Option<PathBuf>)> {
     }
     config.policy.offline = options.offline;
     config.admin.token = options.admin_token.clone().filter(|t| !t.is_empty());
+    if let Some(path) = &options.admin_token_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--admin-token-file {}", path.display()))?;
+        let token = text.lines().next().unwrap_or("").trim().to_owned();
+        anyhow::ensure!(
+            !token.is_empty(),
+            "--admin-token-file {}: the file's first line is empty",
+            path.display()
+        );
+        config.admin.token = Some(token);
+    }
     if let Ok(text) = std::env::var("ASSET_PROXY_AUTH") {
         let credentials = asset_proxy::config::Credentials::parse(&text)
             .context("ASSET_PROXY_AUTH must be user:password, both non-empty")?;

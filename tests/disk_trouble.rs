@@ -126,6 +126,7 @@ async fn full_read_only_and_deleted_disks_are_survived_and_caching_resumes() {
     // Room again (a purge): the next entry is written, and the recovery logged.
     let purged = reqwest::Client::new()
         .post(format!("http://{}/purge", proxy.admin))
+        .header("content-type", "application/json")
         .body(r#"{"all": true}"#)
         .send()
         .await

@@ -7,20 +7,15 @@ mod api;
 pub mod client;
 mod pages;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, ORIGIN, WWW_AUTHENTICATE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tracing::{debug, warn};
 
 use crate::proxy::body::{full, ProxyBody};
 use crate::proxy::Context;
@@ -30,36 +25,29 @@ pub use pages::{ca_response, CA_HOST};
 /// Largest request body the admin API reads (a purge selector).
 const MAX_BODY: usize = 64 * 1024;
 
-/// Serves the admin API on `listener` until the future is dropped.
+/// Serves the admin API on `listener` until the future is dropped. Its connections live by the
+/// same deadlines as the proxy's.
 pub async fn serve(listener: TcpListener, ctx: Arc<Context>) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                warn!(error = %error, "admin accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let ctx = ctx.clone();
-        ctx.connections.clone().spawn(async move {
-            let service = service_fn(move |request| {
+    let local = listener.local_addr().ok();
+    let connections = ctx.connections.clone();
+    connections
+        .accept(listener, move |stream, connections| {
+            let peer = stream
+                .peer_addr()
+                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+            let ctx = ctx.clone();
+            connections.serve(stream, move |request| {
                 let ctx = ctx.clone();
-                async move { Ok::<_, Infallible>(handle(&ctx, peer, request).await) }
-            });
-            if let Err(error) = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                debug!(error = %error, "admin connection ended with an error");
-            }
-        });
-    }
+                async move { handle(&ctx, peer, local, request).await }
+            })
+        })
+        .await;
 }
 
 async fn handle(
     ctx: &Context,
     peer: SocketAddr,
+    local: Option<SocketAddr>,
     request: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let token = ctx.config.admin.token.as_deref();
@@ -67,6 +55,18 @@ async fn handle(
         return error(
             StatusCode::FORBIDDEN,
             "the admin API serves loopback clients only, unless --admin-token is set",
+        );
+    }
+    let names = AdminNames {
+        local,
+        configured: &ctx.config.admin.hosts,
+    };
+    if !request_host(&request).is_some_and(|host| names.names(host)) {
+        // A web page may resolve its own name to 127.0.0.1 (DNS rebinding): the admin API
+        // answers only requests that are addressed to it.
+        return error(
+            StatusCode::MISDIRECTED_REQUEST,
+            "the admin API answers only requests for its own host (127.0.0.1, localhost, [::1], its address, admin.hosts)",
         );
     }
     let path = request.uri().path().to_owned();
@@ -77,6 +77,11 @@ async fn handle(
             .headers_mut()
             .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return response;
+    }
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        if let Err((status, why)) = same_site_write(&request, &names) {
+            return error(status, why);
+        }
     }
     let query = request.uri().query().unwrap_or("").to_owned();
     match (request.method().clone(), path.as_str()) {
@@ -104,14 +109,102 @@ async fn handle(
     }
 }
 
-/// Constant-time check of a bearer token; any request passes when no token is configured.
+/// Constant-time check of a bearer token (the scheme's name in any case, RFC 6750); any
+/// request passes when no token is configured.
 fn authorized(token: Option<&str>, header: Option<&HeaderValue>) -> bool {
     let Some(token) = token else { return true };
     let given = header
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map_or("", |(_, credentials)| credentials);
     crate::auth::same_secret(given.trim().as_bytes(), token.as_bytes())
+}
+
+/// The names the admin API answers to.
+struct AdminNames<'a> {
+    /// Where it listens.
+    local: Option<SocketAddr>,
+    /// `admin.hosts`.
+    configured: &'a [String],
+}
+
+impl AdminNames<'_> {
+    /// Whether `host` (a `Host` value, with or without a port) names the admin API.
+    fn names(&self, host: &str) -> bool {
+        let name = strip_port(host).to_ascii_lowercase();
+        let own_ip = self.local.map(|addr| match addr.ip() {
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            std::net::IpAddr::V4(ip) => ip.to_string(),
+        });
+        ["localhost", "127.0.0.1", "[::1]"].contains(&name.as_str())
+            || own_ip.as_deref() == Some(name.as_str())
+            || self
+                .configured
+                .iter()
+                .any(|configured| configured.eq_ignore_ascii_case(&name))
+    }
+
+    /// Whether an `Origin` is the admin API's own: `http`, a name of it, its port.
+    fn is_own_origin(&self, origin: &str) -> bool {
+        let Some(rest) = origin.strip_prefix("http://") else {
+            return false;
+        };
+        let port = self.local.map(|addr| addr.port());
+        let written_port = rest
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok());
+        self.names(rest) && written_port == port
+    }
+}
+
+/// The host a request is addressed to: the authority of an HTTP/2 request, else `Host`.
+fn request_host<B>(request: &Request<B>) -> Option<&str> {
+    request
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| request.headers().get(HOST)?.to_str().ok())
+}
+
+/// `host` without its port (`[::1]:8081` -> `[::1]`, `localhost:8081` -> `localhost`).
+fn strip_port(host: &str) -> &str {
+    if let Some(end) = host.find(']') {
+        return &host[..=end];
+    }
+    host.rsplit_once(':').map_or(host, |(name, _)| name)
+}
+
+/// Refuses a state-changing request a web page could send: it must be JSON (a page cannot
+/// send that cross-site without the browser asking first), and a present `Origin` must be
+/// the admin API's own.
+fn same_site_write<B>(
+    request: &Request<B>,
+    names: &AdminNames<'_>,
+) -> Result<(), (StatusCode, &'static str)> {
+    let json = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "changes want Content-Type: application/json",
+        ));
+    }
+    let origin = request
+        .headers()
+        .get(ORIGIN)
+        .map(|v| v.to_str().unwrap_or(""));
+    if origin.is_some_and(|origin| !names.is_own_origin(origin)) {
+        return Err((
+            StatusCode::FORBIDDEN,
+            "changes are refused from another site's page (Origin)",
+        ));
+    }
+    Ok(())
 }
 
 async fn read_json(request: Request<Incoming>) -> Result<serde_json::Value, String> {
@@ -158,5 +251,45 @@ mod tests {
         assert!(!authorized(Some("s3cret"), Some(&header("Bearer s3cre"))));
         assert!(!authorized(Some("s3cret"), Some(&header("Basic s3cret"))));
         assert!(!authorized(Some("s3cret"), None));
+        assert!(authorized(Some("s3cret"), Some(&header("bearer s3cret"))));
+        assert!(authorized(Some("s3cret"), Some(&header("BEARER s3cret"))));
+    }
+
+    #[test]
+    fn only_the_admins_own_names_and_origin_are_answered() {
+        let local: SocketAddr = "127.0.0.1:8081".parse().expect("addr");
+        let configured = ["proxy.internal".to_owned()];
+        let names = AdminNames {
+            local: Some(local),
+            configured: &configured,
+        };
+        for host in [
+            "127.0.0.1:8081",
+            "localhost",
+            "LOCALHOST:8081",
+            "[::1]:8081",
+            "proxy.internal",
+        ] {
+            assert!(names.names(host), "{host}");
+        }
+        for host in [
+            "evil.test",
+            "evil.test:8081",
+            "127.0.0.1.nip.io:8081",
+            "0.0.0.0:8081",
+            "",
+        ] {
+            assert!(!names.names(host), "{host}");
+        }
+        assert!(names.is_own_origin("http://127.0.0.1:8081"));
+        assert!(names.is_own_origin("http://localhost:8081"));
+        for origin in [
+            "http://evil.test",
+            "http://127.0.0.1:8080",
+            "null",
+            "https://localhost:8081",
+        ] {
+            assert!(!names.is_own_origin(origin), "{origin}");
+        }
     }
 }

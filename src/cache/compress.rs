@@ -10,9 +10,9 @@ use http::HeaderMap;
 /// Bodies smaller than this are stored as they are: a frame's overhead eats the gain.
 const MIN_BYTES: usize = 1024;
 /// A compressed body is kept only when it is at most this share of the original.
-const MAX_RATIO: f64 = 0.9;
+pub const MAX_RATIO: f64 = 0.9;
 /// zstd level for stored bodies: fast to write, fast to read.
-const ZSTD_LEVEL: i32 = 3;
+pub const ZSTD_LEVEL: i32 = 3;
 /// Levels for bodies encoded for clients, once per entry.
 const BROTLI_QUALITY: u32 = 5;
 const GZIP_LEVEL: u32 = 6;

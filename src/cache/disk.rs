@@ -12,8 +12,10 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
+use super::compress::{MAX_RATIO, ZSTD_LEVEL};
 use super::entry::{
-    decode_metadata, metadata_len, CachedResponse, CorruptEntry, EntryMeta, PREAMBLE_LEN,
+    decode_metadata, entry_head, metadata_len, CachedResponse, CorruptEntry, EntryMeta,
+    PREAMBLE_LEN,
 };
 use super::journal::Digest;
 use super::key::{hex, CacheKey};
@@ -176,6 +178,55 @@ impl DiskTier {
         Ok(bytes.len() as u64)
     }
 
+    /// Stores the entry of `meta` atomically with its body read from `body` (at its start),
+    /// as a zstd frame when `compress` and that makes it at least a tenth smaller; returns the
+    /// file's size and whether it went compressed.
+    pub fn write_from(
+        &self,
+        meta: &EntryMeta,
+        body: &mut fs::File,
+        compress: bool,
+    ) -> Result<(PathBuf, u64, bool), DiskError> {
+        use std::io::{Seek, Write};
+        let path = self.path_of(&meta.key);
+        let dir = path.parent().unwrap_or(&self.root);
+        fs::create_dir_all(dir).map_err(io_error("create", dir))?;
+        let failed = io_error("write", &path);
+        let written = (|| -> io::Result<(u64, bool)> {
+            let mut temp = tempfile::Builder::new()
+                .prefix(atomic_file::TEMP_PREFIX)
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .tempfile_in(dir)?;
+            let mut compressed = false;
+            if compress {
+                temp.write_all(&entry_head(meta, true))?;
+                let frame_start = temp.stream_position()?;
+                let mut encoder = zstd::stream::Encoder::new(temp.as_file_mut(), ZSTD_LEVEL)?;
+                encoder.include_checksum(true)?;
+                io::copy(body, &mut encoder)?;
+                encoder.finish()?;
+                let frame_len = temp.stream_position()? - frame_start;
+                compressed = (frame_len as f64) <= meta.body_len as f64 * MAX_RATIO;
+                if !compressed {
+                    body.rewind()?;
+                    temp.as_file_mut().set_len(0)?;
+                    temp.rewind()?;
+                }
+            }
+            if !compressed {
+                temp.write_all(&entry_head(meta, false))?;
+                io::copy(body, &mut temp)?;
+            }
+            let size = temp.stream_position()?;
+            temp.as_file().sync_all()?;
+            temp.persist(&path).map_err(|e| e.error)?;
+            fs::File::open(dir)?.sync_all()?;
+            Ok((size, compressed))
+        })()
+        .map_err(failed)?;
+        Ok((path, written.0, written.1))
+    }
+
     /// Every entry file, for listing and purging.
     pub fn entry_paths(&self) -> Vec<PathBuf> {
         files_below(&self.root.join("entries"), "")
@@ -200,8 +251,18 @@ impl DiskTier {
         Ok((meta, size))
     }
 
-    /// Removes the entry file at `path`.
+    /// Removes the entry file at `path`. A fan-out directory that is a symbolic link is not
+    /// the proxy's: nothing is removed through it.
     pub fn remove_path(&self, path: &Path) -> Result<(), DiskError> {
+        let through_link = path
+            .parent()
+            .and_then(|dir| fs::symlink_metadata(dir).ok())
+            .is_some_and(|meta| meta.file_type().is_symlink());
+        if through_link {
+            return Err(io_error("remove", path)(io::Error::other(
+                "its directory is a symbolic link the proxy did not make",
+            )));
+        }
         match fs::remove_file(path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error("remove", path)(e)),
             _ => Ok(()),
@@ -236,39 +297,76 @@ fn remove_temps(root: &Path) -> io::Result<usize> {
     Ok(temps.len())
 }
 
+/// The areas of the tier with fan-out directories.
+const AREAS: [&str; 3] = ["entries", "assets", "vary"];
+
 /// Temp files in the fan-out directories and directly under the root (the journal's).
+/// Symbolic links are never followed, nor reported as temp files.
 pub fn temp_files(root: &Path) -> Vec<PathBuf> {
     let mut dirs = vec![root.to_owned()];
-    for area in ["entries", "assets", "vary"] {
-        if let Ok(fan_out) = fs::read_dir(root.join(area)) {
-            dirs.extend(fan_out.flatten().map(|dir| dir.path()));
-        }
+    for area in AREAS {
+        dirs.extend(
+            real_children(&root.join(area))
+                .filter(|(_, kind)| kind.is_dir())
+                .map(|(path, _)| path),
+        );
     }
     dirs.iter()
-        .filter_map(|dir| fs::read_dir(dir).ok())
-        .flat_map(|files| files.flatten())
-        .filter(|file| {
-            file.file_name()
-                .to_string_lossy()
-                .starts_with(atomic_file::TEMP_PREFIX)
+        .flat_map(|dir| real_children(dir))
+        .filter(|(path, kind)| {
+            kind.is_file()
+                && path.file_name().is_some_and(|name| {
+                    name.to_string_lossy().starts_with(atomic_file::TEMP_PREFIX)
+                })
         })
-        .map(|file| file.path())
+        .map(|(path, _)| path)
         .collect()
 }
 
-/// Files with `extension` in the fan-out directories below `dir`.
+/// The symbolic links in the tier's areas: something put there by hand, never followed (a
+/// link to a directory elsewhere would let a repair delete files outside the cache).
+pub fn symlinks_below(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for area in AREAS {
+        for (path, kind) in real_children(&root.join(area)) {
+            if kind.is_symlink() {
+                out.push(path);
+            } else if kind.is_dir() {
+                out.extend(
+                    real_children(&path)
+                        .filter(|(_, kind)| kind.is_symlink())
+                        .map(|(path, _)| path),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// The entries of `dir` with their own file types (a symbolic link is a link, not what it
+/// points to).
+fn real_children(dir: &Path) -> impl Iterator<Item = (PathBuf, fs::FileType)> {
+    fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| Some((entry.path(), entry.file_type().ok()?)))
+}
+
+/// Files with `extension` in the fan-out directories below `dir`; symbolic links are left out.
 pub fn files_below(dir: &Path, extension: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let Ok(fan_out) = fs::read_dir(dir) else {
-        return out;
-    };
-    for sub in fan_out.flatten() {
-        let Ok(files) = fs::read_dir(sub.path()) else {
+    for (sub, kind) in real_children(dir) {
+        if !kind.is_dir() {
             continue;
-        };
-        for file in files.flatten() {
-            let path = file.path();
-            let name = file.file_name();
+        }
+        for (path, kind) in real_children(&sub) {
+            if !kind.is_file() {
+                continue;
+            }
+            let Some(name) = path.file_name().map(|n| n.to_owned()) else {
+                continue;
+            };
             let name = name.to_string_lossy();
             let wanted = if extension.is_empty() {
                 !name.contains('.')

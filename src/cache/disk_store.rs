@@ -5,13 +5,14 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::disk::{DiskError, DiskTier};
-use super::entry::{now_ms, CachedResponse};
+use super::entry::{now_ms, CachedResponse, EntryMeta};
 use super::eviction::Eviction;
 use super::health::DiskHealth;
 use super::index::DiskIndex;
 use super::journal::{Digest, Removal};
 use super::key::CacheKey;
 use super::memory::MemoryTier;
+use super::spill::Spilled;
 use super::version_index::VersionIndex;
 use crate::stats::Stats;
 
@@ -140,6 +141,32 @@ impl DiskStore {
             Ok(_) => self.health.succeeded(),
             Err(e) => self.health.failed(&index_error(e)),
         }
+    }
+
+    /// Writes the entry of `meta` with the body a fill spilled, and records it; returns the
+    /// entry file's path.
+    pub fn write_spilled(
+        &self,
+        meta: &EntryMeta,
+        spilled: &mut Spilled,
+    ) -> Result<std::path::PathBuf, DiskError> {
+        let compress = self.compress && meta.is_compressible();
+        self.eviction.make_room(self, meta.body_len);
+        let (path, size, compressed) =
+            self.tier
+                .write_from(meta, spilled.file.as_file_mut(), compress)?;
+        self.stats.disk_writes.inc();
+        if compressed {
+            self.stats.disk_compressed_writes.inc();
+            self.stats
+                .disk_bytes_saved_by_compression
+                .add(meta.body_len.saturating_sub(size));
+        }
+        match self.index.put(&[(meta.key.digest_bytes(), size, now_ms())]) {
+            Ok(_) => self.health.succeeded(),
+            Err(e) => self.health.failed(&index_error(e)),
+        }
+        Ok(path)
     }
 
     /// Removes the entries of `keys` and records why.

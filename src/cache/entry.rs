@@ -245,6 +245,20 @@ impl EntryMeta {
         stored_at: SystemTime,
         body: &[u8],
     ) -> EntryMeta {
+        let (len, xxh3) = (body.len() as u64, xxh3_64(body));
+        EntryMeta::for_body(key, status, headers, lifetime, stored_at, len, xxh3)
+    }
+
+    /// Metadata for a body of `len` bytes whose xxh3 is `xxh3` (a body not in memory).
+    pub fn for_body(
+        key: CacheKey,
+        status: StatusCode,
+        headers: &HeaderMap,
+        lifetime: Lifetime,
+        stored_at: SystemTime,
+        len: u64,
+        xxh3: u64,
+    ) -> EntryMeta {
         let mut meta = EntryMeta {
             key,
             status: status.as_u16(),
@@ -253,8 +267,8 @@ impl EntryMeta {
             version: None,
             stored_at_ms: 0,
             lifetime,
-            body_len: body.len() as u64,
-            body_xxh3: xxh3_64(body),
+            body_len: len,
+            body_xxh3: xxh3,
             parsed: OnceLock::new(),
             compressible: OnceLock::new(),
         };
@@ -344,18 +358,13 @@ impl CachedResponse {
 
     /// The entry in its on-disk layout: compressed when its zstd frame was made and paid off.
     pub fn encode(&self) -> Bytes {
-        // Serialising a struct of strings and integers cannot fail.
-        let meta = serde_json::to_vec(&self.meta).unwrap_or_default();
-        let (format, body) = match self.encodings.get(Coding::Zstd) {
-            Some(frame) => (FORMAT_ZSTD, frame),
-            None => (FORMAT, &self.body),
+        let (compressed, body) = match self.encodings.get(Coding::Zstd) {
+            Some(frame) => (true, frame),
+            None => (false, &self.body),
         };
-        let mut out = BytesMut::with_capacity(PREAMBLE + meta.len() + body.len());
-        out.put_slice(MAGIC);
-        out.put_u8(format);
-        out.put_u32_le(meta.len() as u32);
-        out.put_u64_le(xxh3_64(&meta));
-        out.put_slice(&meta);
+        let head = entry_head(&self.meta, compressed);
+        let mut out = BytesMut::with_capacity(head.len() + body.len());
+        out.put_slice(&head);
         out.put_slice(body);
         out.freeze()
     }
@@ -380,6 +389,20 @@ impl CachedResponse {
         }
         Ok(entry)
     }
+}
+
+/// What an entry file holds before its body: preamble and metadata; the body that follows is
+/// a zstd frame when `compressed`.
+pub fn entry_head(meta: &EntryMeta, compressed: bool) -> Vec<u8> {
+    // Serialising a struct of strings and integers cannot fail.
+    let json = serde_json::to_vec(meta).unwrap_or_default();
+    let mut out = Vec::with_capacity(PREAMBLE + json.len());
+    out.extend_from_slice(MAGIC);
+    out.push(if compressed { FORMAT_ZSTD } else { FORMAT });
+    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    out.extend_from_slice(&xxh3_64(&json).to_le_bytes());
+    out.extend_from_slice(&json);
+    out
 }
 
 /// Bytes an entry file starts with before its metadata.

@@ -3,6 +3,7 @@
 //! writer's queue — off the request path). A cache failure never fails a request: it is
 //! logged, counted, and becomes a miss.
 
+mod commit;
 pub mod compress;
 pub mod content;
 pub mod disk;
@@ -22,6 +23,7 @@ pub mod policy;
 pub mod prewarm;
 mod retirement;
 pub mod shared;
+pub mod spill;
 pub mod tee;
 pub mod upkeep;
 pub mod vary;
@@ -31,9 +33,7 @@ pub mod version_index;
 pub mod writer;
 
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
-use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
@@ -41,22 +41,19 @@ use url::Url;
 
 use crate::config::CacheConfig;
 use crate::stats::Stats;
-use content::ContentKind;
 use disk::{DiskError, DiskTier};
 use disk_store::{index_error, DiskStore};
 pub use entry::CachedResponse;
 use entry::{now_ms, EntryMeta, Lifetime, PrefetchMark};
 use index::DiskIndex;
 use inflight::{Fill, FillOutcome, FillPermit, InFlight};
-use journal::Removal;
 use key::CacheKey;
 use layout::Opened;
 use memory::MemoryTier;
 use policy::{CachePlan, Sharing};
 use shared::{FleetLock, SharedTier, VersionNews};
 use vary::VaryIndex;
-use version::{AssetId, Version};
-use version_index::{Outcome, RetireRule, Use, VersionIndex};
+use version_index::{RetireRule, VersionIndex};
 use writer::DiskWriter;
 
 /// Which tier answered.
@@ -347,16 +344,6 @@ impl Cache {
         self.inner.inflight.solo(key)
     }
 
-    /// Stores a complete body in the background: memory (followers are woken), version
-    /// index, then the disk writer's queue. The caller never waits for it.
-    pub fn commit(&self, permit: FillPermit, fill: FillPlan, body: Bytes, guard: PendingGuard) {
-        let cache = self.clone();
-        tokio::spawn(async move {
-            cache.store(permit, fill, body).await;
-            drop(guard);
-        });
-    }
-
     /// Counts a fill as under way until the guard drops: `settled` waits for it, so a
     /// shutdown lets a body still streaming in finish and be stored.
     pub fn pending(&self) -> PendingGuard {
@@ -367,196 +354,6 @@ impl Cache {
     pub async fn settled(&self) {
         let mut receiver = self.inner.pending.subscribe();
         let _ = receiver.wait_for(|pending| *pending == 0).await;
-    }
-
-    /// Builds the entry of a fetched body and keeps it (`keep`), then hands it to the
-    /// shared tier with the fleet's fill lock.
-    async fn store(&self, permit: FillPermit, fill: FillPlan, body: Bytes) {
-        let key = self.variant_key(permit.key(), &fill).await;
-        let versioned = fill.plan.versioned.clone().map(|v| (v.asset, v.version));
-        let mut meta = EntryMeta::new(
-            key,
-            fill.status,
-            &fill.headers,
-            fill.lifetime,
-            SystemTime::now(),
-            &body,
-        );
-        (meta.asset, meta.version) = versioned.unzip();
-        if let Some(previous) = &fill.previous {
-            self.note_content_change(&previous.meta, &meta);
-        }
-        let mut entry = CachedResponse::new(meta, body);
-        if let Some(mark) = fill.prefetched {
-            mark.set_bytes(entry.body.len() as u64);
-            self.inner.stats.prefetched.inc();
-            self.inner
-                .stats
-                .prefetched_bytes
-                .add(entry.body.len() as u64);
-            entry.prefetched = Some(mark);
-        }
-        let entry = Arc::new(entry);
-        self.keep(permit, entry.clone()).await;
-        if let Some(shared) = &self.inner.shared {
-            let ttl = policy::time_left(&entry.meta, SystemTime::now());
-            shared.put(entry, ttl, fill.fleet_lock);
-        }
-    }
-
-    /// Keeps an entry: memory first, so waiting requests are answered at once; then, for a
-    /// version of an asset, the version index, which may retire other versions (their entries
-    /// leave every tier); then the disk writer's queue. Returns the keys of retired entries.
-    async fn keep(&self, permit: FillPermit, entry: Arc<CachedResponse>) -> Vec<CacheKey> {
-        let inner = &self.inner;
-        let key = entry.meta.key.clone();
-        inner.memory.insert(entry.clone());
-        permit.complete(FillOutcome::Stored);
-
-        // A 404 for a new version holds nothing: it must not retire the version that works.
-        let versioned = match (&entry.meta.asset, &entry.meta.version) {
-            (Some(asset), Some(version)) if entry.meta.status == StatusCode::OK.as_u16() => {
-                Some((asset, version))
-            }
-            _ => None,
-        };
-        let mut retired = Vec::new();
-        if let Some((asset, version)) = versioned {
-            match self.admit(asset, version, &key).await {
-                Ok(outcome) => {
-                    retired = outcome.retired_keys();
-                    self.apply_retirement(asset, &outcome);
-                }
-                Err(e) => {
-                    inner.stats.disk_errors.inc();
-                    warn!(error = %e, key = %key, "version index update failed; storing without it");
-                }
-            }
-            inner.retirement.used_here(asset);
-        }
-        inner.stats.stored.inc();
-        self.queue_write(entry);
-        retired
-    }
-
-    /// Drops the entries of retired versions from memory, has the writer remove them from
-    /// disk and the shared tier forget them, and counts and logs what the retirement means.
-    fn apply_retirement(&self, asset: &AssetId, outcome: &Outcome) {
-        let inner = &self.inner;
-        let keys = outcome.retired_keys();
-        for key in &keys {
-            inner.memory.remove(key);
-        }
-        inner.stats.version_evictions.add(keys.len() as u64);
-        for retired in &outcome.retired {
-            if retired.one_off {
-                inner.stats.one_off_versions.inc();
-            }
-            debug!(asset = %asset, version = %retired.version, one_off = retired.one_off, "version retired");
-        }
-        if let Some((old, new)) = &outcome.took_over {
-            self.note_version_change(asset, old, new, "asset version changed");
-        }
-        if keys.is_empty() {
-            return;
-        }
-        if let Some(shared) = &inner.shared {
-            shared.remove(&keys);
-        }
-        inner
-            .writer
-            .remove(keys, Removal::OlderVersion, self.pending());
-    }
-
-    /// Counts, shows and logs a new version of an asset.
-    fn note_version_change(&self, asset: &AssetId, old: &Version, new: &Version, what: &str) {
-        let stats = &self.inner.stats;
-        stats.version_changes.inc();
-        stats
-            .activity
-            .version_changed(asset.as_str(), old.as_str(), new.as_str());
-        info!(asset = %asset, old = %old, new = %new, "{what}");
-    }
-
-    async fn admit(
-        &self,
-        asset: &AssetId,
-        version: &Version,
-        key: &CacheKey,
-    ) -> Result<Outcome, DiskError> {
-        let (cache, asset, version, key) =
-            (self.clone(), asset.clone(), version.clone(), key.clone());
-        tokio::task::spawn_blocking(move || {
-            let (store, memory) = (&cache.inner.store, &cache.inner.memory);
-            // Memory hits reach the disk index in batches; the entries' own stamps are newer.
-            let last_use = |key: &CacheKey| {
-                let slot = store.index.get(&key.digest_bytes());
-                let stamp = memory.get(key).map(|entry| entry.used.clone());
-                if slot.is_none() && stamp.is_none() {
-                    return None;
-                }
-                Some(Use {
-                    at_ms: slot
-                        .map_or(0, |s| s.used_ms)
-                        .max(stamp.as_ref().map_or(0, |s| s.get())),
-                    count: slot
-                        .map_or(0, |s| s.uses)
-                        .max(stamp.map_or(0, |s| s.count())),
-                })
-            };
-            cache
-                .inner
-                .versions
-                .admit(&asset, &version, &key, SystemTime::now(), &last_use)
-        })
-        .await
-        .unwrap_or_else(|e| {
-            Err(DiskError::Io {
-                op: "index",
-                path: Default::default(),
-                source: std::io::Error::other(e),
-            })
-        })
-    }
-}
-
-impl Cache {
-    /// The key to store a response under: the request's variant for the headers the
-    /// response varies on, recorded for the URL when they changed.
-    async fn variant_key(&self, fill_key: &CacheKey, fill: &FillPlan) -> CacheKey {
-        let names = vary::vary_names(&fill.headers).unwrap_or_default();
-        let Ok(url) = Url::parse(fill_key.url()) else {
-            return fill_key.clone();
-        };
-        let shared = policy::shared_across_cookies(&fill.plan, &fill.headers);
-        let key = CacheKey::for_request(&url, fill.request.headers(), &names, shared);
-        if key == *fill_key {
-            return key;
-        }
-        let (index, owned_url) = (self.inner.vary.clone(), fill_key.url().to_owned());
-        let recorded = tokio::task::spawn_blocking(move || index.record(&owned_url, &names)).await;
-        if let Ok(Err(e)) = recorded {
-            self.inner.stats.disk_errors.inc();
-            warn!(error = %e, "vary index write failed");
-        }
-        key
-    }
-
-    /// Logs and counts a changed body of an unversioned URL: a new version of that asset.
-    fn note_content_change(&self, old: &EntryMeta, new: &EntryMeta) {
-        // Versioned assets change by URL; data answers are not assets at all.
-        if new.version.is_some() || content::kind_of(new.header_map()) == ContentKind::Data {
-            return;
-        }
-        let (before, after) = (policy::content_identity(old), policy::content_identity(new));
-        if before != after {
-            self.inner.stats.version_changes.inc();
-            self.inner
-                .stats
-                .activity
-                .version_changed(new.key.url(), &before, &after);
-            info!(asset = %new.key.url(), old = %before, new = %after, "asset version changed");
-        }
     }
 }
 

@@ -1,7 +1,8 @@
-//! `TeeBody`: streams an origin body to the client while collecting it for the cache. Only a
-//! clean end, with as many bytes as announced, is committed. If the client goes away first,
-//! the rest of the body is still read in the background so the fill (and the requests
-//! waiting on it) completes.
+//! `TeeBody`: streams an origin body to the client while keeping it for the cache. Only a
+//! clean end, with as many bytes as announced, is committed. A body past `SPILL_AT` goes to a
+//! temp file in the cache directory as it arrives instead of staying in memory. If the client
+//! goes away first, the rest of the body is still read in the background so the fill (and the
+//! requests waiting on it) completes.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -12,6 +13,7 @@ use http_body_util::BodyExt;
 use tracing::debug;
 
 use super::inflight::{FillOutcome, FillPermit};
+use super::spill::{Spill, SPILL_AT};
 use super::{Cache, FillPlan, PendingGuard};
 
 /// An origin body on its way to the client and into the cache.
@@ -20,34 +22,82 @@ pub struct TeeBody<B: Body<Data = Bytes> + Unpin + Send + 'static> {
     fill: Option<Collector>,
 }
 
+/// Where the body is kept while it arrives.
+enum Kept {
+    Memory(BytesMut),
+    Disk(Spill),
+}
+
 struct Collector {
     cache: Cache,
     pending: PendingGuard,
     permit: FillPermit,
     plan: FillPlan,
-    buffer: BytesMut,
+    kept: Kept,
+    received: u64,
     expected: Option<u64>,
     max: u64,
 }
 
 impl Collector {
-    /// Adds a chunk; `false` when the body grew past the limit.
+    /// Ready for the next chunk: a spill's channel has room. `Err` when the spill failed.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
+        match &mut self.kept {
+            Kept::Memory(_) => Poll::Ready(Ok(())),
+            Kept::Disk(spill) => spill.poll_ready(cx),
+        }
+    }
+
+    async fn ready(&mut self) -> Result<(), ()> {
+        std::future::poll_fn(|cx| self.poll_ready(cx)).await
+    }
+
+    /// Adds a chunk (after `poll_ready`); `false` when the body grew past the limit or the
+    /// spill failed.
     fn push(&mut self, chunk: &Bytes) -> bool {
-        if (self.buffer.len() + chunk.len()) as u64 > self.max {
+        self.received += chunk.len() as u64;
+        if self.received > self.max {
             return false;
         }
-        self.buffer.extend_from_slice(chunk);
-        true
+        match &mut self.kept {
+            Kept::Memory(buffer) if self.received > SPILL_AT => {
+                buffer.extend_from_slice(chunk);
+                let first = std::mem::take(buffer).freeze();
+                self.kept = Kept::Disk(Spill::start(&self.cache.spill_dir(), first));
+                true
+            }
+            Kept::Memory(buffer) => {
+                buffer.extend_from_slice(chunk);
+                true
+            }
+            Kept::Disk(spill) => spill.send(chunk.clone()),
+        }
     }
 
     fn finish(self) {
-        let received = self.buffer.len() as u64;
-        if self.expected.is_some_and(|expected| expected != received) {
-            debug!(received, expected = ?self.expected, "origin body ended short; not stored");
+        if self
+            .expected
+            .is_some_and(|expected| expected != self.received)
+        {
+            debug!(received = self.received, expected = ?self.expected, "origin body ended short; not stored");
             return; // Dropping the permit abandons the fill.
         }
-        self.cache
-            .commit(self.permit, self.plan, self.buffer.freeze(), self.pending);
+        match self.kept {
+            Kept::Memory(buffer) => {
+                self.cache
+                    .commit(self.permit, self.plan, buffer.freeze(), self.pending);
+            }
+            Kept::Disk(spill) => {
+                let (cache, permit, plan, pending) =
+                    (self.cache, self.permit, self.plan, self.pending);
+                tokio::spawn(async move {
+                    match spill.finish().await {
+                        Ok(spilled) => cache.commit_spilled(permit, plan, spilled, pending),
+                        Err(e) => cache.spill_failed(&e),
+                    }
+                });
+            }
+        }
     }
 }
 
@@ -64,7 +114,9 @@ where
         expected: Option<u64>,
     ) -> Self {
         let max = cache.config().max_object_bytes;
-        let capacity = expected.filter(|len| *len <= max).unwrap_or(0) as usize;
+        let capacity = expected
+            .filter(|len| *len <= max.min(SPILL_AT))
+            .unwrap_or(0) as usize;
         TeeBody {
             inner: Some(inner),
             fill: Some(Collector {
@@ -72,7 +124,8 @@ where
                 cache,
                 permit,
                 plan,
-                buffer: BytesMut::with_capacity(capacity),
+                kept: Kept::Memory(BytesMut::with_capacity(capacity)),
+                received: 0,
                 expected,
                 max,
             }),
@@ -95,6 +148,14 @@ where
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
+        // A spill that cannot take more holds back the origin's body, not the other way.
+        if let Some(fill) = this.fill.as_mut() {
+            match fill.poll_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(())) => this.fill = None,
+                Poll::Ready(Ok(())) => {}
+            }
+        }
         let polled = Pin::new(inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -149,7 +210,13 @@ impl<B: Body<Data = Bytes> + Unpin + Send + 'static> Drop for TeeBody<B> {
 }
 
 async fn drain<B: Body<Data = Bytes> + Unpin>(mut inner: B, mut fill: Collector) {
-    while let Some(frame) = inner.frame().await {
+    loop {
+        if fill.ready().await.is_err() {
+            return;
+        }
+        let Some(frame) = inner.frame().await else {
+            break;
+        };
         let Ok(frame) = frame else { return };
         if let Some(chunk) = frame.data_ref() {
             if !fill.push(chunk) {

@@ -83,7 +83,26 @@ impl CertAuthority {
             let path = path.to_owned();
             move |source| CaError::Io { op, path, source }
         };
-        fs::create_dir_all(dir).map_err(io("create", dir))?;
+        {
+            use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io("create", dir))?;
+            let mode = fs::metadata(dir)
+                .map_err(io("stat", dir))?
+                .permissions()
+                .mode();
+            if mode & 0o022 != 0 {
+                return Err(CaError::Unusable(format!(
+                    "{} is writable by group or others (mode {:o}): anyone who can write there can replace the CA every client trusts; run `chmod go-w {}`",
+                    dir.display(),
+                    mode & 0o777,
+                    dir.display()
+                )));
+            }
+        }
         // Two proxies starting together on one directory must not both create a CA.
         let lock_path = dir.join(".lock");
         let lock = LockFile::open(&lock_path).map_err(io("open", &lock_path))?;

@@ -209,7 +209,7 @@ impl Target {
             FirstBytes::Http => {
                 ctx.stats.tunnels_intercepted.inc();
                 let service = ProxyService::in_tunnel(ctx.clone(), "http", &self.authority);
-                ctx.connections.serve(client, service).await;
+                ctx.connections.serve(client, service.handler()).await;
             }
             FirstBytes::Other | FirstBytes::Unsure => {
                 self.relay_to_origin(&ctx, client, "not-http").await;
@@ -284,7 +284,7 @@ impl Target {
         };
         ctx.stats.tunnels_intercepted.inc();
         let service = ProxyService::in_tunnel(ctx.clone(), "https", &self.authority);
-        ctx.connections.serve(tls, service).await;
+        ctx.connections.serve(tls, service.handler()).await;
     }
 }
 

@@ -7,6 +7,7 @@ pub mod chain;
 mod encoded;
 pub mod headers;
 pub mod log;
+pub mod own_addrs;
 mod prefetch;
 pub mod respond;
 pub mod splice;
@@ -36,6 +37,7 @@ use crate::stats::Stats;
 use body::ProxyBody;
 use headers::{add_via, remove_hop_by_hop, CacheStatus, CACHE_STATUS};
 use log::{LoggedBody, RequestSummary};
+use own_addrs::OwnAddrs;
 use upstream::{Route, Upstream, UpstreamBody};
 
 /// Everything a request may need, built once by `App`.
@@ -57,7 +59,7 @@ pub struct Context {
     /// Credentials clients must present.
     pub auth: ProxyAuth,
     /// The proxy's own listening addresses: requests to them would loop.
-    pub own_addrs: RwLock<Vec<SocketAddr>>,
+    pub own_addrs: OwnAddrs,
     /// Limits and accounting of predictive prefetch.
     pub prefetcher: crate::prefetch::Prefetcher,
 }
@@ -91,8 +93,9 @@ impl Context {
         }
     }
 
-    /// Refuses a target that is this proxy itself (or its admin API): the request would
-    /// loop. Only addresses are compared; names other than `localhost` are not resolved.
+    /// Refuses at once a target that is plainly this proxy itself (or its admin API): an IP
+    /// literal or `localhost`. Any other name is caught where its connection lands (see
+    /// `own_addrs`), which no spelling escapes.
     pub fn check_not_self(&self, host: &str, port: u16) -> Result<(), ProxyError> {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let targets: Vec<IpAddr> = match host.parse::<IpAddr>() {
@@ -105,17 +108,9 @@ impl Context {
             }
             Err(_) => return Ok(()),
         };
-        let own = self
-            .own_addrs
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        let is_own = |ip: &IpAddr, addr: &SocketAddr| {
-            *ip == addr.ip()
-                || (addr.ip().is_unspecified() && (ip.is_loopback() || ip.is_unspecified()))
-        };
-        if own
-            .iter()
-            .any(|addr| addr.port() == port && targets.iter().any(|ip| is_own(ip, addr)))
+        if targets
+            .into_iter()
+            .any(|ip| self.own_addrs.is_own(SocketAddr::new(ip, port)))
         {
             return Err(ProxyError::Loop {
                 target: format!("{host}:{port}"),
@@ -146,6 +141,27 @@ impl ProxyService {
         ProxyService {
             ctx,
             origin: Some(Arc::from(format!("{scheme}://{authority}"))),
+        }
+    }
+
+    /// The service as a request handler for `Connections::serve`.
+    pub fn handler(
+        self,
+    ) -> impl Fn(
+        Request<Incoming>,
+    )
+        -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<ProxyBody>> + Send>>
+           + Send
+           + Sync
+           + 'static {
+        move |request| {
+            let service = self.clone();
+            Box::pin(async move {
+                match service.handle(request).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                }
+            })
         }
     }
 
@@ -205,6 +221,13 @@ impl ProxyService {
             Err(_) => url.to_string(),
         };
         let referrer = self.referrer(&request, &url);
+        let mut request = request;
+        if plan.is_ok() {
+            // What the cache may store must not depend on headers it does not key.
+            for name in &self.ctx.policy().unkeyed_headers {
+                request.headers_mut().remove(name);
+            }
+        }
         let (response, cache_status) = match plan {
             Ok(plan) => self.cached(request, &url, plan).await,
             Err(_) if self.ctx.policy().offline => {

@@ -25,8 +25,14 @@ use tokio::net::TcpStream;
 use tokio_util::either::Either;
 
 use super::chain::{ChainConnector, ChainError, ChainProxy};
+use super::own_addrs::{GuardedConnector, OwnAddrs, SelfConnect};
 use crate::config::UpstreamConfig;
 use crate::error::ProxyError;
+
+/// Header fields an origin's response head may have at most.
+const MAX_RESPONSE_HEADERS: usize = 256;
+/// Bytes an origin's response head may take at most (hyper's read buffer must hold it).
+const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024 + 16 * 1024;
 
 /// A request body on its way to an origin.
 pub type UpstreamBody = BoxBody<Bytes, hyper::Error>;
@@ -50,11 +56,13 @@ pub enum UpstreamSetupError {
 /// The connection pools to origins: direct, and through the upstream proxy when one is set.
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
+    client: Client<HttpsConnector<GuardedConnector>, UpstreamBody>,
     chained: Option<(
         ChainProxy,
         Client<HttpsConnector<ChainConnector>, UpstreamBody>,
     )>,
+    /// The proxy's own sockets, which no origin connection may reach.
+    own: OwnAddrs,
     /// TLS to origins offering HTTP/1.1 only, for connections that carry an upgrade.
     tls_http1: tokio_rustls::TlsConnector,
     connect_timeout: Duration,
@@ -78,6 +86,7 @@ impl Upstream {
     pub fn new(
         config: &UpstreamConfig,
         provider: Arc<CryptoProvider>,
+        own: OwnAddrs,
     ) -> Result<Upstream, UpstreamSetupError> {
         let mut roots = RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -97,13 +106,20 @@ impl Upstream {
             .pool_idle_timeout(config.idle_timeout)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
-            .build(tls_over(http, tls.clone()));
+            .http1_max_headers(MAX_RESPONSE_HEADERS)
+            .http1_max_buf_size(MAX_RESPONSE_HEAD_BYTES)
+            .build(tls_over(
+                GuardedConnector::new(http, own.clone()),
+                tls.clone(),
+            ));
         let chained = config.proxy.clone().map(|proxy| {
             let connector = ChainConnector::new(proxy.clone(), config.connect_timeout);
             let client = Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(config.idle_timeout)
                 .pool_timer(TokioTimer::new())
                 .timer(TokioTimer::new())
+                .http1_max_headers(MAX_RESPONSE_HEADERS)
+                .http1_max_buf_size(MAX_RESPONSE_HEAD_BYTES)
                 .build(tls_over(connector, tls.clone()));
             (proxy, client)
         });
@@ -112,6 +128,7 @@ impl Upstream {
         Ok(Upstream {
             client,
             chained,
+            own,
             tls_http1: tokio_rustls::TlsConnector::from(Arc::new(tls_http1)),
             connect_timeout: config.connect_timeout,
             response_timeout: config.response_timeout,
@@ -136,7 +153,12 @@ impl Upstream {
                 });
         }
         match tokio::time::timeout(self.connect_timeout, TcpStream::connect((host, port))).await {
-            Ok(Ok(stream)) => Ok(stream),
+            Ok(Ok(stream)) => match self.own.check(&stream) {
+                Ok(()) => Ok(stream),
+                Err(refused) => Err(ProxyError::Loop {
+                    target: refused.target.to_string(),
+                }),
+            },
             Ok(Err(e)) => Err(ProxyError::Connect {
                 origin: authority,
                 detail: e.to_string(),
@@ -200,7 +222,7 @@ impl Upstream {
             _ => self.client.request(request),
         };
         match tokio::time::timeout(self.response_timeout, sent).await {
-            Ok(Ok(response)) => Ok(response),
+            Ok(Ok(response)) => check_framing(origin, response),
             Ok(Err(error)) => Err(classify(origin, &error, self.connect_timeout)),
             Err(_) => Err(ProxyError::Timeout {
                 origin,
@@ -208,6 +230,38 @@ impl Upstream {
             }),
         }
     }
+}
+
+/// Refuses an answer that frames its body both by `Content-Length` and by
+/// `Transfer-Encoding` (RFC 9112 §6.3: a sign of response splitting): which bytes belong to it
+/// cannot be trusted, so none of it is passed on or stored.
+fn check_framing(
+    origin: String,
+    response: Response<Incoming>,
+) -> Result<Response<Incoming>, ProxyError> {
+    let headers = response.headers();
+    if headers.contains_key(http::header::TRANSFER_ENCODING)
+        && headers.contains_key(http::header::CONTENT_LENGTH)
+    {
+        return Err(ProxyError::OriginFraming {
+            origin,
+            detail: "both Content-Length and Transfer-Encoding frame the body".to_owned(),
+        });
+    }
+    if headers.get_all(http::header::CONTENT_LENGTH).iter().count() > 1 {
+        let values: Vec<&[u8]> = headers
+            .get_all(http::header::CONTENT_LENGTH)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        if values.windows(2).any(|pair| pair[0] != pair[1]) {
+            return Err(ProxyError::OriginFraming {
+                origin,
+                detail: "conflicting Content-Length values".to_owned(),
+            });
+        }
+    }
+    Ok(response)
 }
 
 /// TLS (or plain HTTP) over `connector`'s streams, HTTP/2 or HTTP/1.1 by ALPN.
@@ -244,6 +298,14 @@ fn classify(
     connect_timeout: Duration,
 ) -> ProxyError {
     let causes = causes(error);
+    if let Some(refused) = causes
+        .iter()
+        .find_map(|cause| cause.downcast_ref::<SelfConnect>())
+    {
+        return ProxyError::Loop {
+            target: refused.target.to_string(),
+        };
+    }
     if let Some(chain) = causes
         .iter()
         .find_map(|cause| cause.downcast_ref::<ChainError>())
@@ -260,6 +322,16 @@ fn classify(
         return ProxyError::Tls {
             origin,
             detail: tls.to_string(),
+        };
+    }
+    if let Some(parse) = std::iter::once(error as &(dyn StdError + 'static))
+        .chain(causes.iter().copied())
+        .filter_map(|cause| cause.downcast_ref::<hyper::Error>())
+        .find(|e| e.is_parse() || e.is_parse_too_large() || e.is_parse_status())
+    {
+        return ProxyError::OriginFraming {
+            origin,
+            detail: parse.to_string(),
         };
     }
     let timed_out = causes

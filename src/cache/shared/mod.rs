@@ -189,6 +189,54 @@ impl SharedTier {
         });
     }
 
+    /// Writes the entry file at `path` (already in the shared encoding) under `key` in the
+    /// background, within the same budget as `put`: for bodies a fill spilled to disk.
+    pub fn put_file(
+        &self,
+        key: &CacheKey,
+        path: std::path::PathBuf,
+        ttl: Duration,
+        lock: Option<FleetLock>,
+    ) {
+        if ttl < MIN_SHARED_TTL {
+            return;
+        }
+        let stats = &self.inner.stats;
+        let size = std::fs::metadata(&path).map_or(u64::MAX, |m| m.len());
+        let kib = u32::try_from(size / 1024 + 1).unwrap_or(u32::MAX);
+        let (Some(mut connection), Ok(budget)) = (
+            self.inner.link.connection(),
+            self.inner.writes.clone().try_acquire_many_owned(kib),
+        ) else {
+            stats.shared_writes_skipped.inc();
+            return;
+        };
+        let (this, key) = (self.clone(), key.clone());
+        tokio::spawn(async move {
+            let Ok(Ok(encoded)) = tokio::task::spawn_blocking(move || std::fs::read(path)).await
+            else {
+                this.inner.stats.shared_writes_skipped.inc();
+                return;
+            };
+            let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+            let mut write = redis::Cmd::set(this.entry_key(&key), &encoded[..]);
+            write.arg("PX").arg(ttl_ms);
+            drop(encoded);
+            match connection.query::<()>(&write).await {
+                Ok(()) => {
+                    this.inner.stats.shared_writes.inc();
+                    let announce = redis::Cmd::publish(this.channel("filled"), key.digest());
+                    if let Err(e) = connection.query::<()>(&announce).await {
+                        this.inner.link.failed(&connection, &e);
+                    }
+                }
+                Err(e) => this.inner.link.failed(&connection, &e),
+            }
+            drop(budget);
+            drop(lock);
+        });
+    }
+
     /// Tells the fleet when this proxy last used the versions of `assets`, in the background.
     pub fn report(&self, assets: Vec<AssetUses>) {
         if assets.is_empty() {
