@@ -99,6 +99,16 @@ impl App {
         &self.ctx.ca
     }
 
+    /// Serves the admin API on one connection given as a byte stream, as from a loopback
+    /// client. For in-process drivers such as the fuzzer.
+    pub async fn serve_admin_stream<I>(&self, io: I)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let local = std::net::SocketAddr::from(([127, 0, 0, 1], 8081));
+        crate::admin::serve_stream(self.ctx.clone(), io, local).await;
+    }
+
     /// Serves one client connection given as a byte stream (what the listener does for each
     /// TCP connection). For in-process drivers such as the fuzzer.
     pub async fn serve_stream<I>(&self, io: I)

@@ -44,6 +44,22 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Context>) {
         .await;
 }
 
+/// Serves the admin API on one connection given as a byte stream, as if from a loopback
+/// client to a listener on `local`. For in-process drivers such as the fuzzer.
+pub async fn serve_stream<I>(ctx: Arc<Context>, io: I, local: SocketAddr)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = SocketAddr::from(([127, 0, 0, 1], 1));
+    let connections = ctx.connections.clone();
+    connections
+        .serve(io, move |request| {
+            let ctx = ctx.clone();
+            async move { handle(&ctx, peer, Some(local), request).await }
+        })
+        .await;
+}
+
 async fn handle(
     ctx: &Context,
     peer: SocketAddr,

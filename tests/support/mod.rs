@@ -98,6 +98,9 @@ pub struct Route {
     /// Send the body as the test hands over its parts (ignoring `body`), ending when the
     /// sender is dropped. Taken by the first request.
     pub stream: Option<Arc<Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Bytes>>>>>,
+    /// Answer with the value of this request header (as origins that build URLs from
+    /// `X-Forwarded-Host` do), or `none`.
+    pub reflect: Option<String>,
 }
 
 impl Route {
@@ -109,7 +112,15 @@ impl Route {
             truncate_at: None,
             gate: None,
             stream: None,
+            reflect: None,
         }
+    }
+
+    /// A script whose body is the value of the request header `name`.
+    pub fn reflecting(name: &str) -> Route {
+        let mut route = Route::ok(Bytes::new()).header("content-type", "text/javascript");
+        route.reflect = Some(name.to_owned());
+        route
     }
 
     /// A body sent part by part as the test sends them on the returned channel.
@@ -325,11 +336,22 @@ async fn answer(
         return response;
     }
     state.lock().expect("origin state").bodies_sent += 1;
+    let reflected = route.reflect.as_ref().map(|name| {
+        let value = request
+            .headers()
+            .get(name.as_str())
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none");
+        Bytes::from(format!("var host = {value:?};"))
+    });
     let streamed = route
         .stream
         .as_ref()
         .and_then(|stream| stream.lock().expect("stream").take());
     let body: OriginBody = match (streamed, route.truncate_at) {
+        (None, None) if reflected.is_some() => Full::new(reflected.unwrap_or_default())
+            .map_err(|e| match e {})
+            .boxed(),
         (Some(parts), _) => {
             let frames = futures_util::stream::unfold(parts, |mut parts| async move {
                 let part = parts.recv().await?;
@@ -541,7 +563,22 @@ pub struct ProxyProcess {
 impl ProxyProcess {
     /// Starts `proxy --port 0` on `dir` with extra `args`; waits for its "listening" line.
     pub fn start(dir: &Path, args: &[&str]) -> ProxyProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_proxy"))
+        ProxyProcess::start_from(Command::new(env!("CARGO_BIN_EXE_proxy")), dir, args)
+    }
+
+    /// Like `start`, with at most `files` open file descriptors (`ulimit -n`).
+    pub fn start_with_fd_limit(dir: &Path, args: &[&str], files: u32) -> ProxyProcess {
+        let mut shell = Command::new("sh");
+        shell.args([
+            "-c",
+            &format!("ulimit -n {files} && exec \"$0\" \"$@\""),
+            env!("CARGO_BIN_EXE_proxy"),
+        ]);
+        ProxyProcess::start_from(shell, dir, args)
+    }
+
+    fn start_from(mut command: Command, dir: &Path, args: &[&str]) -> ProxyProcess {
+        let mut child = command
             .current_dir(dir)
             .args(["--port", "0"])
             .args(if args.contains(&"--log") {
