@@ -27,7 +27,7 @@ use url::Url;
 
 use asset_proxy::cache::disk::DiskTier;
 use asset_proxy::cache::entry::{CachedResponse, EntryMeta, Lifetime};
-use asset_proxy::cache::key::CacheKey;
+use asset_proxy::cache::http::key::CacheKey;
 
 const MIB: u64 = 1024 * 1024;
 

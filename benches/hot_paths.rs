@@ -12,9 +12,9 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use url::Url;
 
 use asset_proxy::cache::entry::{CachedResponse, EntryMeta, Lifetime};
-use asset_proxy::cache::key::CacheKey;
+use asset_proxy::cache::http::key::CacheKey;
+use asset_proxy::cache::http::version;
 use asset_proxy::cache::memory::MemoryTier;
-use asset_proxy::cache::version;
 use asset_proxy::Config;
 
 const URLS: [&str; 4] = [

@@ -160,8 +160,8 @@ async fn with_retire_after_zero_a_new_version_retires_the_old_at_once() {
     assert_eq!(get(&client, &v1).await.1, MEMORY_HIT);
 }
 
-fn key(url: &str) -> asset_proxy::cache::key::CacheKey {
-    asset_proxy::cache::key::CacheKey::new(
+fn key(url: &str) -> asset_proxy::cache::http::key::CacheKey {
+    asset_proxy::cache::http::key::CacheKey::new(
         &url::Url::parse(url).expect("url"),
         &http::HeaderMap::new(),
     )

@@ -10,7 +10,7 @@ use std::io::Read;
 use std::path::Path;
 
 use asset_proxy::cache::compress::Coding;
-use asset_proxy::cache::key::CacheKey;
+use asset_proxy::cache::http::key::CacheKey;
 use bytes::Bytes;
 use http::HeaderMap;
 use support::{random_bytes, wait_until, Origin, Route, TestCa, TestProxy};

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use asset_proxy::cache::disk::DiskTier;
 use asset_proxy::cache::entry::{CachedResponse, EntryMeta, Lifetime};
-use asset_proxy::cache::key::CacheKey;
+use asset_proxy::cache::http::key::CacheKey;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_cache_semantics::{CacheOptions, CachePolicy};

@@ -2,8 +2,8 @@
 //! text. Nothing may panic, and a detected version's identity must itself parse as a URL.
 #![no_main]
 
-use asset_proxy::cache::key::CacheKey;
-use asset_proxy::cache::{policy, version};
+use asset_proxy::cache::http::key::CacheKey;
+use asset_proxy::cache::http::{policy, version};
 use asset_proxy::Config;
 use libfuzzer_sys::fuzz_target;
 

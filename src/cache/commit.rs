@@ -13,18 +13,18 @@ use http::StatusCode;
 use tracing::{debug, info, warn};
 use url::Url;
 
-use super::content::{self, ContentKind};
-use super::disk::DiskError;
-use super::entry::{CachedResponse, EntryMeta, PrefetchMark};
-use super::inflight::{FillOutcome, FillPermit};
-use super::journal::Removal;
-use super::key::CacheKey;
-use super::policy;
-use super::spill::Spilled;
-use super::vary;
-use super::version::{AssetId, Version};
-use super::version_index::{Outcome, Use};
-use super::{Cache, FillPlan, PendingGuard};
+use crate::cache::disk::journal::Removal;
+use crate::cache::disk::spill::Spilled;
+use crate::cache::disk::DiskError;
+use crate::cache::entry::{CachedResponse, EntryMeta, PrefetchMark};
+use crate::cache::http::content::{self, ContentKind};
+use crate::cache::http::key::CacheKey;
+use crate::cache::http::policy;
+use crate::cache::http::vary;
+use crate::cache::http::version::{AssetId, Version};
+use crate::cache::inflight::{FillOutcome, FillPermit};
+use crate::cache::version_index::{Outcome, Use};
+use crate::cache::{Cache, FillPlan, PendingGuard};
 
 /// Spilled bodies up to this share of the memory tier are kept in memory too; larger ones are
 /// served from disk.

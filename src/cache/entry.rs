@@ -15,9 +15,9 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::compress::{self, Coding};
-use super::key::CacheKey;
-use super::version::{AssetId, Version};
+use crate::cache::compress::{self, Coding};
+use crate::cache::http::key::CacheKey;
+use crate::cache::http::version::{AssetId, Version};
 
 const MAGIC: &[u8; 4] = b"APXE";
 /// The body follows as it is.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::key::CacheKey;
+use crate::cache::http::key::CacheKey;
 
 /// How a leader's fetch ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

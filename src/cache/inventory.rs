@@ -7,10 +7,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::entry::EntryMeta;
-use super::journal::Removal;
-use super::version_index::AssetSummary;
-use super::Cache;
+use crate::cache::disk::journal::Removal;
+use crate::cache::entry::EntryMeta;
+use crate::cache::version_index::AssetSummary;
+use crate::cache::Cache;
 
 /// What to purge.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

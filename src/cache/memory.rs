@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use moka::sync::Cache;
 
-use super::entry::CachedResponse;
-use super::key::CacheKey;
-use super::version::AssetId;
+use crate::cache::entry::CachedResponse;
+use crate::cache::http::key::CacheKey;
+use crate::cache::http::version::AssetId;
 
 /// Bytes counted per entry beside its body: key, headers and bookkeeping.
 const ENTRY_OVERHEAD: u64 = 1024;

@@ -5,56 +5,39 @@
 
 mod commit;
 pub mod compress;
-pub mod content;
 pub mod disk;
-pub mod disk_store;
 pub mod entry;
-pub mod eviction;
-mod fleet;
-pub mod health;
-pub mod index;
+pub mod http;
 pub mod inflight;
 pub mod inventory;
-pub mod journal;
-pub mod key;
-pub mod layout;
 pub mod memory;
-pub mod policy;
-pub mod prewarm;
 mod retirement;
 pub mod shared;
-pub mod spill;
 pub mod tee;
-pub mod upkeep;
-pub mod vary;
-pub mod verify;
-pub mod version;
 pub mod version_index;
-pub mod writer;
 
 use std::sync::{Arc, Mutex};
 
-use http::{HeaderMap, Request, StatusCode};
+use ::http::{HeaderMap, Request, StatusCode};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 use url::Url;
 
 use crate::config::CacheConfig;
 use crate::stats::Stats;
-use disk::{DiskError, DiskTier};
-use disk_store::{index_error, DiskStore};
+use disk::index::DiskIndex;
+use disk::layout::{self, Opened};
+use disk::vary_store::VaryIndex;
+use disk::writer::DiskWriter;
+use disk::{index_error, prewarm, upkeep, DiskError, DiskStore, DiskTier};
 pub use entry::CachedResponse;
 use entry::{now_ms, EntryMeta, Lifetime, PrefetchMark};
-use index::DiskIndex;
+use http::key::CacheKey;
+use http::policy::{CachePlan, Sharing};
 use inflight::{Fill, FillOutcome, FillPermit, InFlight};
-use key::CacheKey;
-use layout::Opened;
 use memory::MemoryTier;
-use policy::{CachePlan, Sharing};
 use shared::{FleetLock, SharedTier, VersionNews};
-use vary::VaryIndex;
 use version_index::{RetireRule, VersionIndex};
-use writer::DiskWriter;
 
 /// Which tier answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,7 +261,9 @@ impl Cache {
         plan: &CachePlan,
     ) -> Option<(Arc<CachedResponse>, Tier)> {
         if let Some((entry, tier)) = self.lookup(&keys.shared).await {
-            if keys.own.is_none() || policy::shared_across_cookies(plan, entry.meta.header_map()) {
+            if keys.own.is_none()
+                || http::policy::shared_across_cookies(plan, entry.meta.header_map())
+            {
                 return Some((entry, tier));
             }
         }

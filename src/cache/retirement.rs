@@ -11,12 +11,12 @@ use std::time::{Duration, SystemTime};
 
 use tracing::warn;
 
-use super::entry::now_ms;
-use super::key::CacheKey;
-use super::shared::AssetUses;
-use super::version::{AssetId, Version};
-use super::version_index::Use;
-use super::{Cache, Inner};
+use crate::cache::entry::now_ms;
+use crate::cache::http::key::CacheKey;
+use crate::cache::http::version::{AssetId, Version};
+use crate::cache::shared::AssetUses;
+use crate::cache::version_index::Use;
+use crate::cache::{Cache, Inner};
 
 /// Assets remembered for sweeping at most; beyond it the set starts afresh (assets still in
 /// use come back with their next use).

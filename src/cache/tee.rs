@@ -12,9 +12,9 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tracing::debug;
 
-use super::inflight::{FillOutcome, FillPermit};
-use super::spill::{Spill, SPILL_AT};
-use super::{Cache, FillPlan, PendingGuard};
+use crate::cache::disk::spill::{Spill, SPILL_AT};
+use crate::cache::inflight::{FillOutcome, FillPermit};
+use crate::cache::{Cache, FillPlan, PendingGuard};
 
 /// An origin body on its way to the client and into the cache.
 pub struct TeeBody<B: Body<Data = Bytes> + Unpin + Send + 'static> {

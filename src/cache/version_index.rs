@@ -20,10 +20,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::disk::{files_below, DiskError};
-use super::key::{hex, CacheKey};
-use super::version::{AssetId, Version};
 use crate::atomic_file;
+use crate::cache::disk::{files_below, DiskError};
+use crate::cache::http::key::{hex, CacheKey};
+use crate::cache::http::version::{AssetId, Version};
 use crate::file_lock::LockFile;
 
 /// Versions of one asset held at most.

@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 use url::Url;
 
-use crate::cache::version;
+use crate::cache::http::version;
 use crate::config::PolicyConfig;
 
 /// References kept from one body at most.

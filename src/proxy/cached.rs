@@ -19,9 +19,11 @@ use super::headers::{remove_hop_by_hop, CacheStatus, StaleServe};
 use super::respond::respond;
 use super::upstream::UpstreamBody;
 use super::{CountedBody, ProxyService};
+use crate::cache::http::key::CacheKey;
+use crate::cache::http::policy::{
+    self, CachePlan, Freshness, NoCacheReason, StaleUse, StoreLimits,
+};
 use crate::cache::inflight::{Fill, FillOutcome, FillPermit};
-use crate::cache::key::CacheKey;
-use crate::cache::policy::{self, CachePlan, Freshness, NoCacheReason, StaleUse, StoreLimits};
 use crate::cache::shared::{Claim, FleetLock};
 use crate::cache::tee::TeeBody;
 use crate::cache::{CachedResponse, FillPlan, Tier};

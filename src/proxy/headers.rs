@@ -4,7 +4,7 @@
 use http::header::{HeaderName, CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderValue, Version};
 
-use crate::cache::policy::NoCacheReason;
+use crate::cache::http::policy::NoCacheReason;
 use crate::cache::Tier;
 
 /// The name the proxy gives itself in `Cache-Status` and `Via`.

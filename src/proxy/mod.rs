@@ -27,7 +27,7 @@ use hyper::body::Incoming;
 use url::Url;
 
 use crate::auth::ProxyAuth;
-use crate::cache::policy;
+use crate::cache::http::policy;
 use crate::cache::Cache;
 use crate::config::{Config, PolicyConfig};
 use crate::error::ProxyError;
@@ -80,7 +80,7 @@ impl Context {
         if !self.config.upstream.chains(host) {
             return Route::Direct;
         }
-        let text = crate::cache::policy::match_text(url);
+        let text = crate::cache::http::policy::match_text(url);
         let direct = self
             .policy()
             .rules

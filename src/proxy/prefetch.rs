@@ -15,8 +15,8 @@ use url::Url;
 use super::body::ProxyBody;
 use super::ProxyService;
 use crate::cache::entry::PrefetchMark;
+use crate::cache::http::policy;
 use crate::cache::inflight::Fill;
-use crate::cache::policy;
 use crate::prefetch::refs::{self, Kind};
 use crate::prefetch::{body_text, tap::TapBody};
 

@@ -20,7 +20,7 @@ use super::headers::{add_via, remove_hop_by_hop, CacheStatus};
 use super::splice::splice;
 use super::upstream::Route;
 use super::{Context, CountedBody};
-use crate::cache::policy::NoCacheReason;
+use crate::cache::http::policy::NoCacheReason;
 use crate::error::ProxyError;
 
 /// What the cache did with every upgrade request.

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::SharedTier;
 use crate::cache::entry::CachedResponse;
-use crate::cache::key::CacheKey;
+use crate::cache::http::key::CacheKey;
 
 /// How often a waiting proxy checks for the entry and the lock without being told.
 const RECHECK_EVERY: Duration = Duration::from_millis(250);

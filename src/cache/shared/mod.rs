@@ -14,6 +14,7 @@
 //! reports of the last uses of versions).
 
 pub mod claim;
+mod fleet;
 pub mod link;
 
 use std::sync::Arc;
@@ -24,9 +25,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, Semaphore};
 use tracing::{debug, warn};
 
-use super::entry::CachedResponse;
-use super::key::CacheKey;
-use super::version::{AssetId, Version};
+use crate::cache::entry::CachedResponse;
+use crate::cache::http::key::CacheKey;
+use crate::cache::http::version::{AssetId, Version};
 use crate::config::SharedConfig;
 use crate::stats::Stats;
 pub use claim::{Claim, FleetLock};
@@ -353,7 +354,7 @@ fn instance_name() -> String {
     format!(
         "{}-{}-{}",
         std::process::id(),
-        super::key::hex(&random),
-        super::entry::now_ms()
+        crate::cache::http::key::hex(&random),
+        crate::cache::entry::now_ms()
     )
 }

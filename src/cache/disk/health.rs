@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use super::disk::DiskError;
+use crate::cache::disk::DiskError;
 use crate::stats::Stats;
 use crate::trouble::Trouble;
 

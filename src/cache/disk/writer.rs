@@ -11,11 +11,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use tracing::warn;
 
-use super::disk_store::DiskStore;
-use super::entry::CachedResponse;
-use super::journal::Removal;
-use super::key::CacheKey;
-use super::PendingGuard;
+use crate::cache::disk::journal::Removal;
+use crate::cache::disk::DiskStore;
+use crate::cache::entry::CachedResponse;
+use crate::cache::http::key::CacheKey;
+use crate::cache::PendingGuard;
 
 /// Entries waiting to be written, at most.
 pub const MAX_QUEUED_STORES: usize = 64;

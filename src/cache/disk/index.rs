@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::io;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use super::journal::{Digest, Journal, Op, Record, Removal, Replay};
+use crate::cache::disk::journal::{Digest, Journal, Op, Record, Removal, Replay};
 
 /// One entry file, as the index knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -285,7 +285,7 @@ impl DiskIndex {
     /// Returns whether it did.
     pub fn compact_if_long(&self) -> io::Result<bool> {
         let mut locked = self.locked();
-        let records = locked.journal.bytes_read() / super::journal::RECORD_LEN as u64;
+        let records = locked.journal.bytes_read() / crate::cache::disk::journal::RECORD_LEN as u64;
         let live = locked.known.state.usage().0;
         if records < COMPACT_MIN_RECORDS || records < live.saturating_mul(COMPACT_FACTOR) {
             return Ok(false);

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use super::disk::{digest_of_path, DiskError};
-use super::disk_store::{index_error, DiskStore};
-use super::entry::now_ms;
-use super::journal::{Digest, Removal};
-use super::Inner;
+use crate::cache::disk::journal::{Digest, Removal};
+use crate::cache::disk::{digest_of_path, DiskError};
+use crate::cache::disk::{index_error, DiskStore};
+use crate::cache::entry::now_ms;
+use crate::cache::Inner;
 
 const TICK: Duration = Duration::from_millis(500);
 /// Uses are recorded every this many ticks (and before every eviction).
@@ -23,7 +23,7 @@ const TOUCH_EVERY: u64 = 4;
 const COMPACT_EVERY: u64 = 120;
 
 /// Starts the upkeep thread; it ends when the cache is dropped.
-pub(super) fn start(cache: Weak<Inner>, rebuild: bool) -> std::io::Result<()> {
+pub(in crate::cache) fn start(cache: Weak<Inner>, rebuild: bool) -> std::io::Result<()> {
     let mut upkeep = Upkeep {
         ticks: 0,
         reconcile: rebuild,

@@ -17,11 +17,11 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 use http_cache_semantics::{BeforeRequest, CacheOptions, CachePolicy};
 use url::Url;
 
-use super::content::{self, ContentKind};
-use super::entry::{EntryMeta, Lifetime};
-use super::key::secret_digest;
-use super::vary;
-use super::version::{self, VersionedAsset};
+use crate::cache::entry::{EntryMeta, Lifetime};
+use crate::cache::http::content::{self, ContentKind};
+use crate::cache::http::key::secret_digest;
+use crate::cache::http::vary;
+use crate::cache::http::version::{self, VersionedAsset};
 use crate::config::{PolicyConfig, RuleAction};
 
 /// Why a request or response does not go through the cache. Shown in `Cache-Status` details.

@@ -12,15 +12,15 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use super::compress::{MAX_RATIO, ZSTD_LEVEL};
-use super::entry::{
+use crate::atomic_file;
+use crate::cache::compress::{MAX_RATIO, ZSTD_LEVEL};
+use crate::cache::disk::journal::Digest;
+use crate::cache::disk::layout::{self, LayoutError, Opened};
+use crate::cache::entry::{
     decode_metadata, entry_head, metadata_len, CachedResponse, CorruptEntry, EntryMeta,
     PREAMBLE_LEN,
 };
-use super::journal::Digest;
-use super::key::{hex, CacheKey};
-use super::layout::{self, LayoutError, Opened};
-use crate::atomic_file;
+use crate::cache::http::key::{hex, CacheKey};
 use crate::file_lock::LockFile;
 
 /// A disk-tier failure, with the path it concerns.

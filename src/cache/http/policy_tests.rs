@@ -1,7 +1,7 @@
 //! Policy tables: request headers x response headers x age -> decision.
 
 use super::*;
-use crate::cache::key::CacheKey;
+use crate::cache::http::key::CacheKey;
 use crate::config::Config;
 use http::HeaderValue;
 

@@ -1,4 +1,4 @@
-//! The vary index: which request headers (besides Accept-Encoding, always in the key) each
+//! The vary index on disk: which request headers (besides Accept-Encoding, always in the key) each
 //! URL's responses vary on, so a lookup can build the whole key before it has a response.
 //! Held in memory, and in one small file per URL under `<cache-dir>/v1/vary/` so it survives
 //! restarts. URLs that vary on nothing have no file.
@@ -8,12 +8,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use http::header::VARY;
-use http::HeaderMap;
-
-use super::disk::DiskError;
-use super::key::hex;
 use crate::atomic_file;
+use crate::cache::disk::DiskError;
+use crate::cache::http::key::hex;
 
 /// URLs whose vary names are remembered in memory (most vary on nothing, which is
 /// remembered too, so hits need no disk look-up). About 250 bytes each.
@@ -83,51 +80,9 @@ impl VaryIndex {
     }
 }
 
-/// The names a response varies on, lower-case and sorted, Accept-Encoding left out; `None`
-/// for `Vary: *` (the response cannot be matched to any request).
-pub fn vary_names(headers: &HeaderMap) -> Option<Vec<String>> {
-    let mut names = Vec::new();
-    for value in headers.get_all(VARY) {
-        for name in value.to_str().unwrap_or("*").split(',') {
-            let name = name.trim().to_ascii_lowercase();
-            match name.as_str() {
-                "*" => return None,
-                "" | "accept-encoding" => {}
-                _ => names.push(name),
-            }
-        }
-    }
-    names.sort();
-    names.dedup();
-    Some(names)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
-
-    #[test]
-    fn vary_names_are_normalised() {
-        let cases: [(&[&'static str], Option<&[&str]>); 5] = [
-            (&[], Some(&[])),
-            (&["Accept-Encoding"], Some(&[])),
-            (
-                &["User-Agent, accept-encoding", "Accept-Language"],
-                Some(&["accept-language", "user-agent"]),
-            ),
-            (&["Origin", "origin"], Some(&["origin"])),
-            (&["Accept-Encoding, *"], None),
-        ];
-        for (lines, want) in cases {
-            let mut headers = HeaderMap::new();
-            for line in lines {
-                headers.append(VARY, HeaderValue::from_static(line));
-            }
-            let want = want.map(|names| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>());
-            assert_eq!(vary_names(&headers), want, "{lines:?}");
-        }
-    }
 
     #[test]
     fn names_survive_a_new_index() {

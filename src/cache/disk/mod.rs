@@ -2,18 +2,32 @@
 //! tier's health together, so that every write and removal is recorded in the index and
 //! every failure is counted and reported in one place. Blocking.
 
+pub mod eviction;
+pub mod files;
+pub mod health;
+pub mod index;
+pub mod journal;
+pub mod layout;
+pub mod prewarm;
+pub mod spill;
+pub mod upkeep;
+pub mod vary_store;
+pub mod verify;
+pub mod writer;
+
+pub use files::{digest_of_path, files_below, symlinks_below, temp_files, DiskError, DiskTier};
+
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::disk::{DiskError, DiskTier};
-use super::entry::{now_ms, CachedResponse, EntryMeta};
-use super::eviction::Eviction;
-use super::health::DiskHealth;
-use super::index::DiskIndex;
-use super::journal::{Digest, Removal};
-use super::key::CacheKey;
-use super::memory::MemoryTier;
-use super::spill::Spilled;
-use super::version_index::VersionIndex;
+use crate::cache::disk::eviction::Eviction;
+use crate::cache::disk::health::DiskHealth;
+use crate::cache::disk::index::DiskIndex;
+use crate::cache::disk::journal::{Digest, Removal};
+use crate::cache::disk::spill::Spilled;
+use crate::cache::entry::{now_ms, CachedResponse, EntryMeta};
+use crate::cache::http::key::CacheKey;
+use crate::cache::memory::MemoryTier;
+use crate::cache::version_index::VersionIndex;
 use crate::stats::Stats;
 
 /// Entry files, index and health.

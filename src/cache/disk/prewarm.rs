@@ -10,16 +10,16 @@ use tracing::{debug, info};
 
 use std::collections::HashMap;
 
-use super::disk::DiskError;
-use super::index::Slot;
-use super::journal::Digest;
-use super::Inner;
+use crate::cache::disk::index::Slot;
+use crate::cache::disk::journal::Digest;
+use crate::cache::disk::DiskError;
+use crate::cache::Inner;
 
 /// Pre-warming stops at this share of the memory tier, leaving room for new traffic.
 const FILL_PERCENT: u64 = 80;
 
 /// Starts pre-warming on a thread of its own; it stops early when the cache is dropped.
-pub(super) fn start(cache: Weak<Inner>) -> std::io::Result<()> {
+pub(in crate::cache) fn start(cache: Weak<Inner>) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("cache-prewarm".into())
         .spawn(move || prewarm(&cache))?;
@@ -29,7 +29,7 @@ pub(super) fn start(cache: Weak<Inner>) -> std::io::Result<()> {
 fn prewarm(cache: &Weak<Inner>) {
     let started = Instant::now();
     let Some(inner) = cache.upgrade() else { return };
-    let recent = by_worth(inner.store.index.snapshot(), super::entry::now_ms());
+    let recent = by_worth(inner.store.index.snapshot(), crate::cache::entry::now_ms());
     let budget = inner.config.memory_max_bytes / 100 * FILL_PERCENT;
     drop(inner);
     let (mut entries, mut bytes) = (0u64, 0u64);

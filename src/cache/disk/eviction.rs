@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info};
 
-use super::disk_store::DiskStore;
-use super::journal::{Digest, Removal};
+use crate::cache::disk::journal::{Digest, Removal};
+use crate::cache::disk::DiskStore;
 use crate::file_lock::LockFile;
 
 /// Eviction brings usage down to this share of the cap, so it does not run for every write.

@@ -5,11 +5,11 @@ use std::sync::{Arc, PoisonError, Weak};
 
 use tokio::sync::mpsc;
 
-use super::entry::now_ms;
-use super::inflight::FillPermit;
-use super::key::CacheKey;
-use super::shared::{Claim, SharedTier, VersionNews};
-use super::{Cache, CachedResponse, Inner};
+use crate::cache::entry::now_ms;
+use crate::cache::http::key::CacheKey;
+use crate::cache::inflight::FillPermit;
+use crate::cache::shared::{Claim, SharedTier, VersionNews};
+use crate::cache::{Cache, CachedResponse, Inner};
 
 impl Cache {
     /// Starts the background tasks that need a tokio runtime: the version sweep, and, with a
@@ -20,7 +20,7 @@ impl Cache {
             .sweeping
             .swap(true, std::sync::atomic::Ordering::Relaxed)
         {
-            tokio::spawn(super::retirement::run(Arc::downgrade(&self.inner)));
+            tokio::spawn(crate::cache::retirement::run(Arc::downgrade(&self.inner)));
         }
         let news = self
             .inner

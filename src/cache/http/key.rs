@@ -131,7 +131,7 @@ pub fn hex(bytes: &[u8]) -> String {
 
 fn coding_class(headers: &HeaderMap) -> String {
     let mut accepted = [false; KNOWN_CODINGS.len()];
-    for (coding, on) in super::compress::accept_encoding_items(headers) {
+    for (coding, on) in crate::cache::compress::accept_encoding_items(headers) {
         if let Some(i) = KNOWN_CODINGS.iter().position(|known| *known == coding) {
             accepted[i] = on;
         }

@@ -12,14 +12,16 @@ use serde::Serialize;
 
 use std::sync::Arc;
 
-use super::disk::{digest_of_path, files_below, symlinks_below, temp_files, DiskError, DiskTier};
-use super::disk_store::{index_error, DiskStore};
-use super::entry::CachedResponse;
-use super::index::DiskIndex;
-use super::journal::{Digest, Removal};
-use super::memory::MemoryTier;
-use super::upkeep;
-use super::version_index::{RetireRule, VersionIndex};
+use crate::cache::disk::index::DiskIndex;
+use crate::cache::disk::journal::{Digest, Removal};
+use crate::cache::disk::upkeep;
+use crate::cache::disk::{
+    digest_of_path, files_below, symlinks_below, temp_files, DiskError, DiskTier,
+};
+use crate::cache::disk::{index_error, DiskStore};
+use crate::cache::entry::CachedResponse;
+use crate::cache::memory::MemoryTier;
+use crate::cache::version_index::{RetireRule, VersionIndex};
 use crate::stats::Stats;
 
 /// One problem found.
