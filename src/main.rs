@@ -283,7 +283,7 @@ fn load_config(options: &Options) -> anyhow::Result<(Config, Option<PathBuf>)> {
     config.mitm.ca_dir = options.ca_dir.clone();
     config.upstream.extra_roots = options.upstream_ca.clone();
     if let Some(url) = options.upstream_proxy.as_deref().filter(|u| !u.is_empty()) {
-        let proxy = asset_proxy::proxy::chain::ChainProxy::parse(url)
+        let proxy = asset_proxy::config::ProxyUrl::parse(url)
             .map_err(|e| anyhow::anyhow!("--upstream-proxy: {e}"))?;
         config.upstream.proxy = Some(proxy);
     }

@@ -6,14 +6,14 @@ mod support;
 
 use std::path::Path;
 
-use asset_proxy::proxy::chain::ChainProxy;
+use asset_proxy::config::ProxyUrl;
 use support::{
     admin_json, client_via, get, plain_client, random_bytes, ChainMode, ConnectProxy, Origin,
     ProxyProcess, Route, TestCa, TestProxy,
 };
 
 async fn proxy_through(dir: &Path, chain: &str, config: &str, ca: &TestCa) -> TestProxy {
-    let chain = ChainProxy::parse(chain).expect("chain URL");
+    let chain = ProxyUrl::parse(chain).expect("chain URL");
     TestProxy::start_with(dir, config, Some(&ca.path), move |config| {
         config.upstream.proxy = Some(chain);
     })

@@ -78,7 +78,7 @@ pub async fn connect(ctx: Arc<Context>, request: Request<Incoming>) -> Response<
     }
     // The proxy's own page is answered inside the tunnel, whatever the allow-list says.
     if target.host != crate::admin::CA_HOST {
-        if let Err(error) = ctx.config.upstream.check_allowed(&target.host) {
+        if let Err(error) = ctx.check_allowed(&target.host) {
             return error.into_response();
         }
     }

@@ -9,31 +9,19 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use base64::Engine as _;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use url::Url;
+
+use crate::config::ProxyUrl;
 
 /// The longest answer head to a `CONNECT` read.
 const MAX_HEAD: usize = 16 * 1024;
 
-/// An upstream proxy, parsed from `http://[user:pass@]host:port`.
-#[derive(Clone)]
+/// An upstream proxy every origin connection goes through, as the configuration names it.
+#[derive(Clone, Debug)]
 pub struct ChainProxy {
-    host: String,
-    port: u16,
-    /// `Basic …` for `Proxy-Authorization`, when the URL carries credentials.
-    authorization: Option<String>,
-    /// The URL without its password, for messages and logs.
-    display: String,
-}
-
-impl std::fmt::Debug for ChainProxy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never the password.
-        f.write_str(&self.display)
-    }
+    url: ProxyUrl,
 }
 
 /// Why a connection through the upstream proxy failed; names the proxy.
@@ -47,45 +35,14 @@ pub struct ChainError {
 }
 
 impl ChainProxy {
-    /// Parses the proxy URL; the message says what is wrong with it.
-    pub fn parse(text: &str) -> Result<ChainProxy, String> {
-        let url = Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
-        if url.scheme() != "http" {
-            return Err(format!(
-                "only http:// upstream proxies are supported (CONNECT), not {}://",
-                url.scheme()
-            ));
-        }
-        let host = url
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| format!("{text:?} names no host"))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let port = url.port_or_known_default().unwrap_or(80);
-        let user = percent_decode(url.username());
-        let authorization = (!user.is_empty()).then(|| {
-            let password = percent_decode(url.password().unwrap_or(""));
-            let token =
-                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-            format!("Basic {token}")
-        });
-        let display = match url.host() {
-            Some(url::Host::Ipv6(ip)) => format!("http://[{ip}]:{port}"),
-            _ => format!("http://{host}:{port}"),
-        };
-        Ok(ChainProxy {
-            host,
-            port,
-            authorization,
-            display,
-        })
+    /// The proxy `url` names.
+    pub fn new(url: ProxyUrl) -> ChainProxy {
+        ChainProxy { url }
     }
 
     /// The proxy's URL without credentials.
     pub fn display(&self) -> &str {
-        &self.display
+        self.url.display()
     }
 
     /// A TCP stream to `host:port` through the proxy, within `limit` for connecting and the
@@ -106,7 +63,7 @@ impl ChainProxy {
     }
 
     async fn tunnel(&self, host: &str, port: u16) -> Result<TcpStream, ChainError> {
-        let mut stream = TcpStream::connect((self.host.as_str(), self.port))
+        let mut stream = TcpStream::connect((self.url.host(), self.url.port()))
             .await
             .map_err(|e| self.error(format!("cannot connect: {e}")))?;
         let _ = stream.set_nodelay(true);
@@ -116,7 +73,7 @@ impl ChainProxy {
             format!("{host}:{port}")
         };
         let mut head = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
-        if let Some(authorization) = &self.authorization {
+        if let Some(authorization) = self.url.basic_authorization() {
             head.push_str(&format!("Proxy-Authorization: {authorization}\r\n"));
         }
         head.push_str("\r\n");
@@ -127,7 +84,7 @@ impl ChainProxy {
         let status = self.read_answer(&mut stream).await?;
         match status {
             200..=299 => Ok(stream),
-            407 if self.authorization.is_some() => Err(self.error(
+            407 if self.url.has_credentials() => Err(self.error(
                 "407 Proxy Authentication Required: it refused the credentials".to_owned(),
             )),
             407 => Err(self.error(
@@ -165,17 +122,10 @@ impl ChainProxy {
 
     fn error(&self, detail: String) -> ChainError {
         ChainError {
-            proxy: self.display.clone(),
+            proxy: self.url.display().to_owned(),
             detail,
         }
     }
-}
-
-fn percent_decode(text: &str) -> String {
-    url::form_urlencoded::parse(format!("x={text}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
 }
 
 /// The connector the origin client uses when connections go through the upstream proxy.
@@ -219,28 +169,5 @@ impl tower_service::Service<http::Uri> for ChainConnector {
                 });
             proxy.dial(&host, port, limit).await.map(TokioIo::new)
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn proxy_urls_are_parsed_and_their_passwords_kept_out_of_sight() {
-        let proxy = ChainProxy::parse("http://fleet:s%40cret@proxy.example:3128").expect("valid");
-        assert_eq!(proxy.display(), "http://proxy.example:3128");
-        assert_eq!(format!("{proxy:?}"), "http://proxy.example:3128");
-        let token = base64::engine::general_purpose::STANDARD.encode("fleet:s@cret");
-        assert_eq!(proxy.authorization, Some(format!("Basic {token}")));
-        assert_eq!(
-            ChainProxy::parse("http://127.0.0.1")
-                .expect("valid")
-                .display(),
-            "http://127.0.0.1:80"
-        );
-        for bad in ["https://p:1", "socks5://p:1", "not a url", "http://:8080"] {
-            assert!(ChainProxy::parse(bad).is_err(), "{bad}");
-        }
     }
 }

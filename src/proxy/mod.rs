@@ -93,6 +93,18 @@ impl Context {
         }
     }
 
+    /// Refuses a host outside `upstream.allow_hosts`, before any DNS lookup or connection.
+    pub fn check_allowed(&self, host: &str) -> Result<(), ProxyError> {
+        if self.config.upstream.allows_host(host) {
+            return Ok(());
+        }
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        Err(ProxyError::HostNotAllowed { host })
+    }
+
     /// Refuses at once a target that is plainly this proxy itself (or its admin API): an IP
     /// literal or `localhost`. Any other name is caught where its connection lands (see
     /// `own_addrs`), which no spelling escapes.
@@ -270,7 +282,7 @@ impl ProxyService {
         let refused = self
             .ctx
             .check_not_self(host, port)
-            .and_then(|()| self.ctx.config.upstream.check_allowed(host));
+            .and_then(|()| self.ctx.check_allowed(host));
         refused.err().map(ProxyError::into_response)
     }
 

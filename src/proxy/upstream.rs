@@ -112,7 +112,7 @@ impl Upstream {
                 GuardedConnector::new(http, own.clone()),
                 tls.clone(),
             ));
-        let chained = config.proxy.clone().map(|proxy| {
+        let chained = config.proxy.clone().map(ChainProxy::new).map(|proxy| {
             let connector = ChainConnector::new(proxy.clone(), config.connect_timeout);
             let client = Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(config.idle_timeout)

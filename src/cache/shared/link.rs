@@ -12,10 +12,11 @@ use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSub};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{AsyncConnectionConfig, Client, ConnectionInfo, FromRedisValue, IntoConnectionInfo};
+use redis::{AsyncConnectionConfig, Client, FromRedisValue};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
+use crate::config::RedisNode;
 use crate::stats::Stats;
 use crate::trouble::Trouble;
 
@@ -27,62 +28,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Limit for any command on the connection, background writes of large bodies included.
 /// Commands on a request's path have the shorter `shared.timeout_ms` on top.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// One Redis node from the configuration.
-#[derive(Clone)]
-pub struct RedisNode {
-    info: ConnectionInfo,
-    shown: String,
-}
-
-impl RedisNode {
-    /// Parses comma-separated `redis://[user:password@]host:port[/db]` URLs.
-    pub fn parse_list(urls: &str) -> Result<Vec<RedisNode>, String> {
-        let nodes = urls
-            .split(',')
-            .map(str::trim)
-            .filter(|url| !url.is_empty())
-            .map(RedisNode::parse)
-            .collect::<Result<Vec<_>, _>>()?;
-        if nodes.is_empty() {
-            return Err("names no redis:// URL".to_owned());
-        }
-        Ok(nodes)
-    }
-
-    fn parse(url: &str) -> Result<RedisNode, String> {
-        if !url.starts_with("redis://") {
-            return Err(format!(
-                "{}: only redis://host:port URLs are supported",
-                shown_without_password(url)
-            ));
-        }
-        let info = url
-            .into_connection_info()
-            .map_err(|e| format!("{}: {e}", shown_without_password(url)))?;
-        let shown = format!("redis://{}", info.addr());
-        Ok(RedisNode { info, shown })
-    }
-
-    /// The node for logs and `/stats`: scheme, host and port, never the password.
-    pub fn display(&self) -> &str {
-        &self.shown
-    }
-}
-
-impl fmt::Debug for RedisNode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.shown)
-    }
-}
-
-/// A URL that did not parse, shown without anything between `//` and `@`.
-fn shown_without_password(url: &str) -> String {
-    match (url.find("//"), url.rfind('@')) {
-        (Some(start), Some(at)) if at > start => format!("{}{}", &url[..start + 2], &url[at + 1..]),
-        _ => url.to_owned(),
-    }
-}
 
 /// A connection for commands, to a single node or a cluster. Cloning shares it.
 #[derive(Clone)]
@@ -227,7 +172,7 @@ impl Link {
         channels: &[String],
         epoch: u64,
     ) -> redis::RedisResult<(Connection, PubSub)> {
-        let client = Client::open(node.info.clone())?;
+        let client = Client::open(node.connection_info().clone())?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT));
@@ -239,11 +184,12 @@ impl Link {
             .query_async(&mut single)
             .await?;
         let kind = if info.contains("cluster_enabled:1") {
-            let cluster = ClusterClientBuilder::new(self.nodes.iter().map(|n| n.info.clone()))
-                .connection_timeout(CONNECT_TIMEOUT)
-                .response_timeout(RESPONSE_TIMEOUT)
-                .retries(1)
-                .build()?;
+            let cluster =
+                ClusterClientBuilder::new(self.nodes.iter().map(|n| n.connection_info().clone()))
+                    .connection_timeout(CONNECT_TIMEOUT)
+                    .response_timeout(RESPONSE_TIMEOUT)
+                    .retries(1)
+                    .build()?;
             Kind::Cluster(cluster.get_async_connection().await?)
         } else {
             Kind::Single(single)
@@ -306,22 +252,5 @@ async fn relay(mut pubsub: PubSub, deliver: &impl Fn(Message)) {
             channel: message.get_channel_name().to_owned(),
             payload: message.get_payload_bytes().to_vec(),
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nodes_are_shown_without_passwords() {
-        let nodes = RedisNode::parse_list("redis://user:secret@10.0.0.1:7000, redis://h:6380/2")
-            .expect("valid");
-        let shown: Vec<&str> = nodes.iter().map(RedisNode::display).collect();
-        assert_eq!(shown, ["redis://10.0.0.1:7000", "redis://h:6380"]);
-        let error = RedisNode::parse_list("rediss://user:secret@h:1").expect_err("tls");
-        assert!(!error.contains("secret"), "{error}");
-        assert!(RedisNode::parse_list(" , ").is_err());
-        assert!(RedisNode::parse_list("redis://").is_err());
     }
 }

@@ -1,0 +1,121 @@
+//! Configuration tables: text -> config or the key an error names.
+
+use std::time::Duration;
+
+use super::*;
+
+const MIB: u64 = 1024 * 1024;
+
+#[test]
+fn empty_document_gives_defaults() {
+    let config = Config::parse("{}").expect("valid");
+    assert_eq!(config.cache.memory_max_bytes, 256 * MIB);
+    assert_eq!(config.cache.keep_versions, 1);
+    assert_eq!(config.cache.max_age, Duration::from_secs(24 * 3600));
+    assert_eq!(config.policy.version_query_params.len(), 5);
+}
+
+#[test]
+fn shipped_example_config_is_valid() {
+    let config = Config::parse(include_str!("../../config/proxy.json")).expect("valid");
+    let defaults = Config::default();
+    assert_eq!(
+        config.cache.memory_max_bytes,
+        defaults.cache.memory_max_bytes
+    );
+    assert_eq!(
+        config.policy.version_query_params,
+        defaults.policy.version_query_params
+    );
+    assert_eq!(
+        config.policy.asset_extensions,
+        defaults.policy.asset_extensions
+    );
+    assert_eq!(config.policy.rules.len(), 1);
+    assert_eq!(config.policy.negative_ttl, defaults.policy.negative_ttl);
+    assert_eq!(
+        config.policy.versioned_stale_if_error,
+        defaults.policy.versioned_stale_if_error
+    );
+    assert_eq!(
+        config.policy.versioned_stale_while_revalidate,
+        defaults.policy.versioned_stale_while_revalidate
+    );
+}
+
+#[test]
+fn errors_name_the_field() {
+    let cases = [
+        (r#"{"memory": {"max_mb": "big"}}"#, "memory.max_mb"),
+        (r#"{"memory": {"max_mb": 0}}"#, "memory.max_mb"),
+        (r#"{"memory": {"maxmb": 1}}"#, "memory.maxmb"),
+        (r#"{"colour": 1}"#, "colour"),
+        (r#"{"": 1}"#, "(top level)"),
+        ("{\"\"action\":\"cach{\n  s\"}],\"m", "(top level)"),
+        (r#"{"rules": [{"action": "cache"}]}"#, "rules[0]"),
+        (r#"{"rules": [{"glob": "a/**"}]}"#, "rules[0]"),
+        (
+            r#"{"rules": [{"glob": "a/**", "action": "bypass", "ttl_secs": 5}]}"#,
+            "rules[0].ttl_secs",
+        ),
+        (r#"{"negative_ttl_secs": 0}"#, "negative_ttl_secs"),
+        (r#"{"standard_caching": "yes"}"#, "standard_caching"),
+        (
+            r#"{"rules": [{"glob": "a/**", "action": "cache"}, {"regex": "(", "action": "bypass"}]}"#,
+            "rules[1].regex",
+        ),
+        (
+            r#"{"rules": [{"glob": "a", "action": "keep"}]}"#,
+            "rules[0].action",
+        ),
+        (
+            r#"{"versioned": {"query_params": ["v", ""]}}"#,
+            "versioned.query_params[1]",
+        ),
+        (r#"{"passthrough": ["[bad"]}"#, "passthrough[0]"),
+        (r#"{"shared": {"redis": "http://h:1"}}"#, "shared.redis"),
+        (r#"{"shared": {"redis": "redis://"}}"#, "shared.redis"),
+        (r#"{"shared": {"timeout_ms": 0}}"#, "shared.timeout_ms"),
+        (
+            r#"{"shared": {"lock_ttl_secs": 0}}"#,
+            "shared.lock_ttl_secs",
+        ),
+    ];
+    for (text, want) in cases {
+        let (field, message) = Config::parse(text).expect_err(text);
+        assert_eq!(field, want, "{text}: {message}");
+    }
+}
+
+#[test]
+fn rule_globs_keep_star_within_a_segment() {
+    let config = Config::parse(
+        r#"{"rules": [{"glob": "cdn.example.com/*.js", "action": "cache", "ttl_secs": 60}]}"#,
+    )
+    .expect("valid");
+    let rule = &config.policy.rules[0];
+    assert!(rule.pattern.is_match("cdn.example.com/app.js"));
+    assert!(!rule.pattern.is_match("cdn.example.com/deep/app.js"));
+    assert_eq!(rule.ttl, Some(Duration::from_secs(60)));
+}
+
+#[test]
+fn allow_hosts_limits_upstream_hosts() {
+    let open = Config::default();
+    assert!(open.upstream.allows_host("example.com"));
+    let config = Config::parse(r#"{"upstream": {"allow_hosts": ["localhost", "127.*", "::1"]}}"#)
+        .expect("valid");
+    for host in ["localhost", "LOCALHOST", "127.0.0.1", "[::1]"] {
+        assert!(config.upstream.allows_host(host), "{host}");
+    }
+    for host in ["example.com", "localhost.evil.test", "clients2.google.com"] {
+        assert!(!config.upstream.allows_host(host), "{host}");
+    }
+}
+
+#[test]
+fn passthrough_matches_hosts_case_insensitively() {
+    let config = Config::parse(r#"{"passthrough": ["*.Bank.example"]}"#).expect("valid");
+    assert!(config.mitm.is_passthrough("www.bank.EXAMPLE"));
+    assert!(!config.mitm.is_passthrough("bank.example.org"));
+}

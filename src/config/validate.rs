@@ -1,0 +1,343 @@
+//! Validation: the file's format turned into `Config`, every key checked once, each error
+//! naming its key (`memory.max_mb`, `rules[2].glob`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use globset::{Glob, GlobBuilder, GlobMatcher};
+use regex::Regex;
+
+use super::file::*;
+use super::*;
+
+const MIB: u64 = 1024 * 1024;
+
+impl Default for Config {
+    fn default() -> Self {
+        // The empty document is valid by construction, so this cannot fail.
+        match Config::from_raw(RawConfig::default()) {
+            Ok(config) => config,
+            Err((field, message)) => unreachable!("built-in defaults invalid: {field}: {message}"),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|(field, message)| ConfigError::Invalid {
+            path: path.to_owned(),
+            field,
+            message,
+        })
+    }
+
+    /// Parses and validates config text; an error is `(field, message)`.
+    pub fn parse(text: &str) -> Result<Config, (String, String)> {
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let raw: RawConfig = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+            let field = match e.path().to_string() {
+                path if path.is_empty() || path == "." || path == "?" => "(top level)".to_owned(),
+                path => path,
+            };
+            (field, e.into_inner().to_string())
+        })?;
+        Config::from_raw(raw)
+    }
+
+    fn from_raw(raw: RawConfig) -> Result<Config, (String, String)> {
+        let cache = CacheConfig {
+            dir: PathBuf::from("cache"),
+            memory_max_bytes: positive("memory.max_mb", raw.memory.max_mb.unwrap_or(256))? * MIB,
+            memory_idle: secs("memory.idle_secs", raw.memory.idle_secs.unwrap_or(300))?,
+            prewarm: raw.memory.prewarm.unwrap_or(true),
+            disk_max_bytes: positive("disk.max_mb", raw.disk.max_mb.unwrap_or(10_240))? * MIB,
+            disk_compress: raw.disk.compress.unwrap_or(true),
+            serve_compressed: raw.serve_compressed.unwrap_or(true),
+            max_age: secs(
+                "disk.max_age_hours",
+                raw.disk.max_age_hours.unwrap_or(24).saturating_mul(3600),
+            )?,
+            keep_versions: positive("keep_versions", raw.keep_versions.unwrap_or(1) as u64)?
+                as usize,
+            retire_after: Duration::from_secs(raw.versioned.retire_after_secs.unwrap_or(300)),
+            max_object_bytes: positive("max_object_mb", raw.max_object_mb.unwrap_or(64))? * MIB,
+            coalesce_wait: secs("coalesce_wait_secs", raw.coalesce_wait_secs.unwrap_or(30))?,
+            shared: shared_config(raw.shared)?,
+        };
+        let policy = PolicyConfig {
+            version_query_params: word_list(
+                "versioned.query_params",
+                raw.versioned.query_params,
+                DEFAULT_VERSION_PARAMS,
+            )?,
+            asset_extensions: word_list(
+                "versioned.extensions",
+                raw.versioned.extensions,
+                DEFAULT_ASSET_EXTENSIONS,
+            )?
+            .into_iter()
+            .map(|ext| ext.trim_start_matches('.').to_ascii_lowercase())
+            .collect(),
+            rules: raw
+                .rules
+                .into_iter()
+                .enumerate()
+                .map(|(index, rule)| rule.validate(index))
+                .collect::<Result<_, _>>()?,
+            standard_caching: raw.standard_caching.unwrap_or(true),
+            negative_ttl: secs("negative_ttl_secs", raw.negative_ttl_secs.unwrap_or(60))?,
+            versioned_stale_while_revalidate: Duration::from_secs(
+                raw.versioned
+                    .stale_while_revalidate_secs
+                    .unwrap_or(24 * 3600),
+            ),
+            versioned_stale_if_error: Duration::from_secs(
+                raw.versioned.stale_if_error_secs.unwrap_or(7 * 24 * 3600),
+            ),
+            offline: false,
+            unkeyed_headers: header_names(
+                "unkeyed_request_headers",
+                raw.unkeyed_request_headers,
+                DEFAULT_UNKEYED_HEADERS,
+            )?,
+        };
+        let upstream = UpstreamConfig {
+            extra_roots: None,
+            connect_timeout: secs(
+                "upstream.connect_timeout_secs",
+                raw.upstream.connect_timeout_secs.unwrap_or(10),
+            )?,
+            response_timeout: secs(
+                "upstream.response_timeout_secs",
+                raw.upstream.response_timeout_secs.unwrap_or(60),
+            )?,
+            idle_timeout: secs(
+                "upstream.idle_timeout_secs",
+                raw.upstream.idle_timeout_secs.unwrap_or(90),
+            )?,
+            allow_hosts: host_globs("upstream.allow_hosts", &raw.upstream.allow_hosts)?,
+            proxy: raw
+                .upstream
+                .proxy
+                .as_deref()
+                .map(ProxyUrl::parse)
+                .transpose()
+                .map_err(|e| ("upstream.proxy".to_owned(), e))?,
+            no_proxy: host_globs("upstream.no_proxy", &raw.upstream.no_proxy)?,
+        };
+        let passthrough = host_globs("passthrough", &raw.passthrough)?;
+        let server_speaks_first = raw.server_speaks_first.unwrap_or_else(|| {
+            DEFAULT_SERVER_SPEAKS_FIRST
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect()
+        });
+        let mitm = MitmConfig {
+            ca_dir: PathBuf::from("certs"),
+            passthrough,
+            server_speaks_first: host_globs("server_speaks_first", &server_speaks_first)?,
+        };
+        let credentials = match raw.clients.proxy_auth {
+            None => None,
+            Some(raw)
+                if raw.username.is_empty()
+                    || raw.username.contains(':')
+                    || raw.password.is_empty() =>
+            {
+                return Err((
+                    "clients.proxy_auth".to_owned(),
+                    "username (without ':') and password must not be empty".to_owned(),
+                ))
+            }
+            Some(raw) => Some(Credentials {
+                username: raw.username,
+                password: raw.password,
+            }),
+        };
+        let clients = ClientsConfig {
+            header_timeout: secs(
+                "clients.header_timeout_secs",
+                raw.clients.header_timeout_secs.unwrap_or(30),
+            )?,
+            tls_handshake_timeout: secs(
+                "clients.tls_handshake_timeout_secs",
+                raw.clients.tls_handshake_timeout_secs.unwrap_or(10),
+            )?,
+            websocket_idle: secs(
+                "clients.websocket_idle_secs",
+                raw.clients.websocket_idle_secs.unwrap_or(600),
+            )?,
+            idle_timeout: secs(
+                "clients.idle_timeout_secs",
+                raw.clients.idle_timeout_secs.unwrap_or(60),
+            )?,
+            credentials,
+        };
+        let prefetch = prefetch_config(raw.prefetch)?;
+        Ok(Config {
+            cache,
+            policy,
+            upstream,
+            mitm,
+            admin: AdminConfig {
+                token: None,
+                hosts: word_list("admin.hosts", Some(raw.admin.hosts), &[])?,
+            },
+            clients,
+            prefetch,
+        })
+    }
+}
+
+impl RawRule {
+    fn validate(self, index: usize) -> Result<Rule, (String, String)> {
+        let field = |name: &str| format!("rules[{index}].{name}");
+        let pattern = match (self.glob, self.regex) {
+            (Some(glob), None) => GlobBuilder::new(&glob)
+                .literal_separator(true)
+                .build()
+                .map(|glob| Pattern::Glob(glob.compile_matcher()))
+                .map_err(|e| (field("glob"), e.to_string()))?,
+            (None, Some(regex)) => Regex::new(&regex)
+                .map(Pattern::Regex)
+                .map_err(|e| (field("regex"), e.to_string()))?,
+            _ => {
+                return Err((
+                    format!("rules[{index}]"),
+                    "a rule needs exactly one of `glob` and `regex`".to_owned(),
+                ))
+            }
+        };
+        let ttl = self
+            .ttl_secs
+            .map(|ttl| secs(&field("ttl_secs"), ttl))
+            .transpose()?;
+        if self.action.is_none()
+            && self.standard_caching.is_none()
+            && self.share_credentials.is_none()
+            && !self.direct
+        {
+            return Err((
+                format!("rules[{index}]"),
+                "a rule needs `action`, `standard_caching`, `share_credentials` or `direct`"
+                    .to_owned(),
+            ));
+        }
+        if self.action == Some(RuleAction::Bypass) && self.share_credentials.is_some() {
+            return Err((
+                field("share_credentials"),
+                "a bypass rule caches nothing to share".to_owned(),
+            ));
+        }
+        if self.action != Some(RuleAction::Cache) && ttl.is_some() {
+            return Err((
+                field("ttl_secs"),
+                "only a rule with \"action\": \"cache\" takes this".to_owned(),
+            ));
+        }
+        Ok(Rule {
+            pattern,
+            action: self.action,
+            standard_caching: self.standard_caching,
+            ttl,
+            share_credentials: self.share_credentials,
+            direct: self.direct,
+        })
+    }
+}
+
+fn host_globs(field: &str, hosts: &[String]) -> Result<Vec<GlobMatcher>, (String, String)> {
+    hosts
+        .iter()
+        .enumerate()
+        .map(|(index, host)| {
+            Glob::new(&host.to_ascii_lowercase())
+                .map(|glob| glob.compile_matcher())
+                .map_err(|e| (format!("{field}[{index}]"), e.to_string()))
+        })
+        .collect()
+}
+
+fn prefetch_config(raw: RawPrefetch) -> Result<PrefetchConfig, (String, String)> {
+    let scripts = match raw.scripts {
+        Some(scripts) => scripts,
+        None => DEFAULT_PREFETCH_SCRIPTS
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect(),
+    };
+    let count = |field: &str, value: u64| {
+        positive(field, value).map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+    };
+    Ok(PrefetchConfig {
+        enabled: raw.enabled.unwrap_or(true),
+        all_cacheable: raw.all_cacheable.unwrap_or(false),
+        scan_bytes: count("prefetch.scan_kb", raw.scan_kb.unwrap_or(512))?.saturating_mul(1024),
+        concurrency: count("prefetch.concurrency", raw.concurrency.unwrap_or(4))?,
+        per_origin: count("prefetch.per_origin", raw.per_origin.unwrap_or(2))?,
+        scripts: host_globs("prefetch.scripts", &scripts)?,
+    })
+}
+
+fn shared_config(raw: RawShared) -> Result<SharedConfig, (String, String)> {
+    let mut shared = SharedConfig {
+        nodes: Vec::new(),
+        prefix: raw
+            .prefix
+            .unwrap_or_else(|| DEFAULT_SHARED_PREFIX.to_owned()),
+        timeout: Duration::from_millis(positive(
+            "shared.timeout_ms",
+            raw.timeout_ms.unwrap_or(500),
+        )?),
+        lock_ttl: secs("shared.lock_ttl_secs", raw.lock_ttl_secs.unwrap_or(10))?,
+    };
+    if let Some(urls) = raw.redis.filter(|urls| !urls.trim().is_empty()) {
+        shared
+            .set_nodes(&urls)
+            .map_err(|e| ("shared.redis".to_owned(), e))?;
+    }
+    Ok(shared)
+}
+
+fn positive(field: &str, value: u64) -> Result<u64, (String, String)> {
+    if value == 0 {
+        return Err((field.to_owned(), "must be greater than 0".to_owned()));
+    }
+    Ok(value)
+}
+
+fn secs(field: &str, value: u64) -> Result<Duration, (String, String)> {
+    positive(field, value).map(Duration::from_secs)
+}
+
+fn header_names(
+    field: &str,
+    given: Option<Vec<String>>,
+    default: &[&str],
+) -> Result<Vec<http::HeaderName>, (String, String)> {
+    word_list(field, given, default)?
+        .iter()
+        .enumerate()
+        .map(|(index, name)| {
+            http::HeaderName::from_bytes(name.trim().as_bytes())
+                .map_err(|e| (format!("{field}[{index}]"), e.to_string()))
+        })
+        .collect()
+}
+
+fn word_list(
+    field: &str,
+    given: Option<Vec<String>>,
+    default: &[&str],
+) -> Result<Vec<String>, (String, String)> {
+    let words = given.unwrap_or_else(|| default.iter().map(|w| (*w).to_owned()).collect());
+    if let Some(index) = words.iter().position(|w| w.trim().is_empty()) {
+        return Err((format!("{field}[{index}]"), "must not be empty".to_owned()));
+    }
+    Ok(words)
+}
