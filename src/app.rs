@@ -11,14 +11,15 @@ use std::pin::Pin;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{info, warn};
 
+use crate::ca::{CaError, CertAuthority};
 use crate::cache::disk::DiskError;
 use crate::cache::Cache;
 use crate::config::Config;
-use crate::listener::{ConnectionLimits, Connections};
-use crate::mitm::ca::{CaError, CertAuthority};
+use crate::listener::{front, ConnectionLimits, Connections};
 use crate::proxy::upstream::{Upstream, UpstreamSetupError};
 use crate::proxy::Context;
 use crate::stats::Stats;
+use crate::tasks::Tasks;
 
 /// How long shutdown waits for requests in flight and cache writes.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -41,6 +42,7 @@ pub enum StartError {
 pub struct App {
     ctx: Arc<Context>,
     connections: Connections,
+    tasks: Tasks,
 }
 
 impl App {
@@ -63,7 +65,8 @@ impl App {
             idle_timeout: config.clients.idle_timeout,
             descriptors: crate::listener::descriptor_limit(),
         };
-        let connections = Connections::new(limits, stats.clone());
+        let tasks = Tasks::default();
+        let connections = Connections::new(limits, tasks.clone(), stats.clone());
         let policy = RwLock::new(Arc::new(config.policy.clone()));
         let prefetcher = crate::prefetch::Prefetcher::new(config.prefetch.clone(), stats.clone());
         let ctx = Context {
@@ -75,12 +78,13 @@ impl App {
             upstream,
             ca: Arc::new(ca),
             stats,
-            connections: connections.clone(),
+            tasks: tasks.clone(),
             prefetcher,
         };
         Ok(App {
             ctx: Arc::new(ctx),
             connections,
+            tasks,
         })
     }
 
@@ -106,7 +110,7 @@ impl App {
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let local = std::net::SocketAddr::from(([127, 0, 0, 1], 8081));
-        crate::admin::serve_stream(self.ctx.clone(), io, local).await;
+        crate::admin::serve_stream(self.ctx.clone(), self.connections.clone(), io, local).await;
     }
 
     /// Serves one client connection given as a byte stream (what the listener does for each
@@ -115,8 +119,8 @@ impl App {
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let service = crate::proxy::ProxyService::new(self.ctx.clone());
-        self.connections.serve(io, service.handler()).await;
+        let handler = front::handler(self.ctx.clone(), self.connections.clone());
+        self.connections.serve(io, handler).await;
     }
 
     /// Applies a reloaded configuration's rules and cache policy (listeners, directories and
@@ -162,7 +166,9 @@ impl App {
         }
         let admin = async {
             match admin {
-                Some(listener) => crate::admin::serve(listener, self.ctx.clone()).await,
+                Some(listener) => {
+                    crate::admin::serve(listener, self.ctx.clone(), self.connections.clone()).await
+                }
                 None => std::future::pending().await,
             }
         };
@@ -173,7 +179,7 @@ impl App {
             () = shutdown => {}
         }
         info!("shutting down: finishing requests in flight");
-        if !self.connections.shutdown(SHUTDOWN_GRACE).await {
+        if !self.tasks.shutdown(SHUTDOWN_GRACE).await {
             warn!("some connections did not finish in time");
         }
         if tokio::time::timeout(SHUTDOWN_GRACE, self.ctx.cache.settled())
@@ -191,8 +197,8 @@ fn serve_client(
     ctx: Arc<Context>,
 ) -> impl Fn(TcpStream, Connections) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     move |stream, connections| {
-        let service = crate::proxy::ProxyService::new(ctx.clone());
-        connections.serve(stream, service.handler())
+        let handler = front::handler(ctx.clone(), connections.clone());
+        connections.serve(stream, handler)
     }
 }
 

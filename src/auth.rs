@@ -5,8 +5,8 @@ use base64::Engine;
 use http::header::{PROXY_AUTHENTICATE, PROXY_AUTHORIZATION};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
+use crate::body::{full, ProxyBody};
 use crate::config::Credentials;
-use crate::proxy::body::{full, ProxyBody};
 
 /// Compares two secrets in time that depends on neither: their digests are compared whole.
 pub fn same_secret(a: &[u8], b: &[u8]) -> bool {

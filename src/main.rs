@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use asset_proxy::ca::CertAuthority;
 use asset_proxy::cache::inventory::Purge;
 use asset_proxy::commands::{self, CacheTarget};
-use asset_proxy::mitm::ca::CertAuthority;
 use asset_proxy::{App, Config};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
@@ -424,7 +424,7 @@ async fn operate(command: Command, config: Config, options: &Options) -> anyhow:
                 config
                     .mitm
                     .ca_dir
-                    .join(asset_proxy::mitm::ca::CERT_FILE)
+                    .join(asset_proxy::ca::CERT_FILE)
                     .display()
             );
             Ok(ExitCode::SUCCESS)

@@ -17,19 +17,17 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
-use crate::proxy::body::{full, ProxyBody};
+use crate::body::{full, ProxyBody};
+use crate::listener::Connections;
 use crate::proxy::Context;
-
-pub use pages::{ca_response, CA_HOST};
 
 /// Largest request body the admin API reads (a purge selector).
 const MAX_BODY: usize = 64 * 1024;
 
 /// Serves the admin API on `listener` until the future is dropped. Its connections live by the
 /// same deadlines as the proxy's.
-pub async fn serve(listener: TcpListener, ctx: Arc<Context>) {
+pub async fn serve(listener: TcpListener, ctx: Arc<Context>, connections: Connections) {
     let local = listener.local_addr().ok();
-    let connections = ctx.connections.clone();
     connections
         .accept(listener, move |stream, connections| {
             let peer = stream
@@ -46,12 +44,11 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Context>) {
 
 /// Serves the admin API on one connection given as a byte stream, as if from a loopback
 /// client to a listener on `local`. For in-process drivers such as the fuzzer.
-pub async fn serve_stream<I>(ctx: Arc<Context>, io: I, local: SocketAddr)
+pub async fn serve_stream<I>(ctx: Arc<Context>, connections: Connections, io: I, local: SocketAddr)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let peer = SocketAddr::from(([127, 0, 0, 1], 1));
-    let connections = ctx.connections.clone();
     connections
         .serve(io, move |request| {
             let ctx = ctx.clone();
@@ -102,7 +99,7 @@ async fn handle(
     let query = request.uri().query().unwrap_or("").to_owned();
     match (request.method().clone(), path.as_str()) {
         (Method::GET, "/") => pages::status_page(),
-        (Method::GET, "/ca" | "/ca.pem") => ca_response(ctx, &path),
+        (Method::GET, "/ca" | "/ca.pem") => crate::ca::page::response(&ctx.ca, &path),
         (Method::GET, "/stats") => json(&api::stats(ctx).await),
         (Method::GET, "/activity") => json(&api::activity(ctx)),
         (Method::GET, "/metrics") => text(api::metrics(ctx).await, "text/plain; version=0.0.4; charset=utf-8"),

@@ -34,3 +34,8 @@ pub const DEFAULT_ASSET_EXTENSIONS: &[&str] = &[
     "js", "mjs", "cjs", "css", "wasm", "map", "woff", "woff2", "ttf", "otf", "eot", "png", "jpg",
     "jpeg", "gif", "webp", "avif", "svg", "ico", "bmp", "mp3", "mp4", "webm", "ogg", "wav",
 ];
+
+/// `host:port` globs of protocols whose server speaks first (FTP, SMTP, POP3, IMAP,
+/// submission, MySQL), tunnelled without waiting for the client when the config names none.
+pub const DEFAULT_SERVER_SPEAKS_FIRST: &[&str] =
+    &["*:21", "*:25", "*:110", "*:143", "*:587", "*:3306"];

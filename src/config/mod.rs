@@ -380,10 +380,5 @@ impl MitmConfig {
     }
 }
 
-/// `host:port` globs of protocols whose server speaks first (FTP, SMTP, POP3, IMAP,
-/// submission, MySQL), tunnelled without waiting for the client when the config names none.
-pub const DEFAULT_SERVER_SPEAKS_FIRST: &[&str] =
-    &["*:21", "*:25", "*:110", "*:143", "*:587", "*:3306"];
-
 #[cfg(test)]
 mod tests;

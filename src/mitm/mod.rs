@@ -5,7 +5,6 @@
 //! always relayed. Waiting for the first bytes is bounded by the TLS handshake timeout: a busy
 //! client that is slow to send its ClientHello is still intercepted, never silently relayed.
 
-pub mod ca;
 pub mod rewind;
 
 use std::sync::Arc;
@@ -20,12 +19,12 @@ use tokio::time::timeout;
 use tokio_rustls::LazyConfigAcceptor;
 use tracing::{debug, info, warn};
 
-use crate::error::ProxyError;
-use crate::proxy::body::{empty, ProxyBody};
+use crate::body::{empty, ProxyBody};
+use crate::proxy::error::ProxyError;
 use crate::proxy::headers::{CACHE_STATUS, PROXY_NAME};
 use crate::proxy::splice::splice;
 use crate::proxy::upstream::Route;
-use crate::proxy::{Context, ProxyService};
+use crate::proxy::Context;
 use rewind::Rewind;
 use url::Url;
 
@@ -67,41 +66,96 @@ fn classify(first: &[u8]) -> FirstBytes {
     }
 }
 
-/// Answers a CONNECT and serves the tunnel in the background.
-pub async fn connect(ctx: Arc<Context>, request: Request<Incoming>) -> Response<ProxyBody> {
+/// What a CONNECT came to: the answer for the client and, when it was accepted, the tunnel to
+/// open once the answer is sent.
+pub struct Connected {
+    /// The answer to the CONNECT.
+    pub response: Response<ProxyBody>,
+    /// The tunnel, unless the CONNECT was refused.
+    pub tunnel: Option<Tunnel>,
+}
+
+/// An accepted CONNECT whose tunnel is not open yet.
+pub struct Tunnel {
+    ctx: Arc<Context>,
+    request: Request<Incoming>,
+    target: Target,
+    /// The origin, already dialled, of a passthrough tunnel.
+    passthrough: Option<TcpStream>,
+}
+
+/// A tunnel whose requests the proxy serves: the client's stream (TLS terminated, or plain
+/// HTTP) and the origin its requests go to.
+pub struct Intercepted {
+    /// The client's side, ready for HTTP.
+    pub stream: Box<dyn ClientStream>,
+    /// `https://host:port` or `http://host:port`.
+    pub origin: String,
+}
+
+/// A stream a client speaks HTTP on.
+pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ClientStream for T {}
+
+/// Answers a CONNECT: refused, or accepted with a tunnel to open.
+pub async fn connect(ctx: Arc<Context>, request: Request<Incoming>) -> Connected {
+    let refused = |error: ProxyError| Connected {
+        response: error.into_response(),
+        tunnel: None,
+    };
     let target = match Target::of(&request) {
         Ok(target) => target,
-        Err(error) => return error.into_response(),
+        Err(error) => return refused(error),
     };
     if let Err(error) = ctx.check_not_self(&target.host, target.port) {
-        return error.into_response();
+        return refused(error);
     }
     // The proxy's own page is answered inside the tunnel, whatever the allow-list says.
-    if target.host != crate::admin::CA_HOST {
+    if target.host != crate::ca::page::CA_HOST {
         if let Err(error) = ctx.check_allowed(&target.host) {
-            return error.into_response();
+            return refused(error);
         }
     }
-    let connections = ctx.connections.clone();
+    let mut passthrough = None;
     if ctx.config.mitm.is_passthrough(&target.host) {
         // Connect first, so that the client learns of a dead origin from the status.
-        let origin = match target.dial(&ctx).await {
-            Ok(origin) => origin,
-            Err(error) => return error.into_response(),
-        };
-        connections.spawn(async move {
-            if let Some(client) = upgraded(request).await {
-                target.relay(&ctx, client, origin, "passthrough").await;
-            }
-        });
-        return established("tunnel");
-    }
-    connections.spawn(async move {
-        if let Some(client) = upgraded(request).await {
-            target.serve(ctx, client).await;
+        match target.dial(&ctx).await {
+            Ok(origin) => passthrough = Some(origin),
+            Err(error) => return refused(error),
         }
+    }
+    let response = established(if passthrough.is_some() {
+        "tunnel"
+    } else {
+        "intercept"
     });
-    established("intercept")
+    Connected {
+        response,
+        tunnel: Some(Tunnel {
+            ctx,
+            request,
+            target,
+            passthrough,
+        }),
+    }
+}
+
+impl Tunnel {
+    /// Takes over the client's connection once the CONNECT's answer is out: relays it (to a
+    /// passthrough host, a server that speaks first, anything not HTTP), or hands back the
+    /// stream whose requests the proxy serves.
+    pub async fn open(self) -> Option<Intercepted> {
+        let client = upgraded(self.request).await?;
+        match self.passthrough {
+            Some(origin) => {
+                self.target
+                    .relay(&self.ctx, client, origin, "passthrough")
+                    .await;
+                None
+            }
+            None => self.target.serve(self.ctx, client).await,
+        }
+    }
 }
 
 fn established(detail: &str) -> Response<ProxyBody> {
@@ -176,16 +230,16 @@ impl Target {
         ctx.upstream.dial(&self.host, self.port, route).await
     }
 
-    /// Intercepts TLS, serves plain HTTP, relays anything else.
+    /// Intercepts TLS, hands back plain HTTP, relays anything else.
     async fn serve<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         self,
         ctx: Arc<Context>,
         mut client: T,
-    ) {
+    ) -> Option<Intercepted> {
         if ctx.config.mitm.server_speaks_first(&self.host, self.port) {
-            return self
-                .relay_to_origin(&ctx, client, "server-speaks-first")
+            self.relay_to_origin(&ctx, client, "server-speaks-first")
                 .await;
+            return None;
         }
         let limit = ctx.config.clients.tls_handshake_timeout;
         let mut first = Vec::with_capacity(4096);
@@ -195,11 +249,12 @@ impl Target {
                 break kind;
             }
             match timeout(limit, client.read_buf(&mut first)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return,
+                Ok(Ok(0)) | Ok(Err(_)) => return None,
                 Ok(Ok(_)) => {}
                 Err(_) => {
                     ctx.stats.tunnels_silent.inc();
-                    return debug!(host = %self.host, port = self.port, "tunnel closed: the client sent nothing in time");
+                    debug!(host = %self.host, port = self.port, "tunnel closed: the client sent nothing in time");
+                    return None;
                 }
             }
         };
@@ -208,11 +263,14 @@ impl Target {
             FirstBytes::Tls => self.intercept(ctx, client).await,
             FirstBytes::Http => {
                 ctx.stats.tunnels_intercepted.inc();
-                let service = ProxyService::in_tunnel(ctx.clone(), "http", &self.authority);
-                ctx.connections.serve(client, service.handler()).await;
+                Some(Intercepted {
+                    stream: Box::new(client),
+                    origin: format!("http://{}", self.authority),
+                })
             }
             FirstBytes::Other | FirstBytes::Unsure => {
                 self.relay_to_origin(&ctx, client, "not-http").await;
+                None
             }
         }
     }
@@ -257,15 +315,19 @@ impl Target {
         self,
         ctx: Arc<Context>,
         client: T,
-    ) {
+    ) -> Option<Intercepted> {
         let limit = ctx.config.clients.tls_handshake_timeout;
         let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), client);
         let start = match timeout(limit, acceptor).await {
             Ok(Ok(start)) => start,
             Ok(Err(error)) => {
-                return debug!(error = %error, host = %self.host, "client hello unreadable")
+                debug!(error = %error, host = %self.host, "client hello unreadable");
+                return None;
             }
-            Err(_) => return debug!(host = %self.host, "client sent no TLS hello in time"),
+            Err(_) => {
+                debug!(host = %self.host, "client sent no TLS hello in time");
+                return None;
+            }
         };
         let name = start
             .client_hello()
@@ -273,18 +335,27 @@ impl Target {
             .map_or_else(|| self.host.clone(), str::to_owned);
         let config = match ctx.ca.server_config(&name).await {
             Ok(config) => config,
-            Err(error) => return warn!(error = %error, host = %name, "cannot mint a certificate"),
+            Err(error) => {
+                warn!(error = %error, host = %name, "cannot mint a certificate");
+                return None;
+            }
         };
         let tls = match timeout(limit, start.into_stream(config)).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(error)) => {
-                return debug!(error = %error, host = %name, "client TLS handshake failed")
+                debug!(error = %error, host = %name, "client TLS handshake failed");
+                return None;
             }
-            Err(_) => return debug!(host = %name, "client TLS handshake timed out"),
+            Err(_) => {
+                debug!(host = %name, "client TLS handshake timed out");
+                return None;
+            }
         };
         ctx.stats.tunnels_intercepted.inc();
-        let service = ProxyService::in_tunnel(ctx.clone(), "https", &self.authority);
-        ctx.connections.serve(tls, service.handler()).await;
+        Some(Intercepted {
+            stream: Box::new(tls),
+            origin: format!("https://{}", self.authority),
+        })
     }
 }
 

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 
-use crate::proxy::body::{BoxError, ProxyBody};
+use crate::body::{BoxError, ProxyBody};
 
 /// What is done with the copy.
 type Sink = Box<dyn FnOnce(Bytes) + Send + Sync>;

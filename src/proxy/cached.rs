@@ -13,12 +13,12 @@ use hyper::body::Incoming;
 use tracing::{debug, warn};
 use url::Url;
 
-use super::body::ProxyBody;
 use super::encoded;
 use super::headers::{remove_hop_by_hop, CacheStatus, StaleServe};
 use super::respond::respond;
 use super::upstream::UpstreamBody;
 use super::{CountedBody, ProxyService};
+use crate::body::ProxyBody;
 use crate::cache::http::key::CacheKey;
 use crate::cache::http::policy::{
     self, CachePlan, Freshness, NoCacheReason, StaleUse, StoreLimits,
@@ -27,7 +27,7 @@ use crate::cache::inflight::{Fill, FillOutcome, FillPermit};
 use crate::cache::shared::{Claim, FleetLock};
 use crate::cache::tee::TeeBody;
 use crate::cache::{CachedResponse, FillPlan, Tier};
-use crate::error::ProxyError;
+use crate::proxy::error::ProxyError;
 
 /// Request headers that would make an origin answer with less than the whole body. The
 /// client's own conditionals and ranges are answered from the cache instead.
@@ -270,7 +270,7 @@ impl ProxyService {
             return;
         };
         let (this, head, url, plan) = (self.clone(), clone_head(head), url.clone(), plan.clone());
-        self.ctx.connections.spawn(async move {
+        self.ctx.tasks.spawn(async move {
             let stale = StaleEntry {
                 usable: StaleUse::default(),
                 ..stale

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, ETAG, RANGE, VARY};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 
-use super::body::{full, ProxyBody};
+use crate::body::{full, ProxyBody};
 use crate::cache::compress::{self, Coding};
 use crate::cache::CachedResponse;
 

@@ -10,8 +10,8 @@ use http::{Method, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use tracing::info;
 
-use super::body::{BoxError, ProxyBody};
 use super::headers::CacheStatus;
+use crate::body::{BoxError, ProxyBody};
 use crate::stats::Stats;
 
 /// What the log line says besides bytes and time.

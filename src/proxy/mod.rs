@@ -1,10 +1,10 @@
 //! `ProxyService`: one request through policy -> cache -> upstream. Orchestration only: the
 //! decisions live in `cache::policy`, storage in `cache`, the network in `upstream`.
 
-pub mod body;
 mod cached;
 pub mod chain;
 mod encoded;
+pub mod error;
 pub mod headers;
 pub mod log;
 pub mod own_addrs;
@@ -27,14 +27,14 @@ use hyper::body::Incoming;
 use url::Url;
 
 use crate::auth::ProxyAuth;
+use crate::body::ProxyBody;
+use crate::ca::CertAuthority;
 use crate::cache::http::policy;
 use crate::cache::Cache;
 use crate::config::{Config, PolicyConfig};
-use crate::error::ProxyError;
-use crate::listener::Connections;
-use crate::mitm::ca::CertAuthority;
+use crate::proxy::error::ProxyError;
 use crate::stats::Stats;
-use body::ProxyBody;
+use crate::tasks::Tasks;
 use headers::{add_via, remove_hop_by_hop, CacheStatus, CACHE_STATUS};
 use log::{LoggedBody, RequestSummary};
 use own_addrs::OwnAddrs;
@@ -52,8 +52,8 @@ pub struct Context {
     pub ca: Arc<CertAuthority>,
     /// Counters.
     pub stats: Arc<Stats>,
-    /// Client connections, for serving intercepted tunnels.
-    pub connections: Connections,
+    /// Background work shutdown waits for (sockets, refreshes).
+    pub tasks: Tasks,
     /// Rules and cache policy; replaced whole when the config is reloaded.
     pub policy: RwLock<Arc<PolicyConfig>>,
     /// Credentials clients must present.
@@ -147,12 +147,12 @@ impl ProxyService {
         ProxyService { ctx, origin: None }
     }
 
-    /// A service for requests inside a CONNECT tunnel to `scheme://authority`: `https` when
-    /// the proxy terminated the client's TLS, `http` for plain HTTP inside.
-    pub fn in_tunnel(ctx: Arc<Context>, scheme: &str, authority: &str) -> ProxyService {
+    /// A service for requests inside a CONNECT tunnel to `origin` (`https://host:port` when
+    /// the proxy terminated the client's TLS, `http://host:port` for plain HTTP inside).
+    pub fn in_tunnel(ctx: Arc<Context>, origin: &str) -> ProxyService {
         ProxyService {
             ctx,
-            origin: Some(Arc::from(format!("{scheme}://{authority}"))),
+            origin: Some(Arc::from(origin)),
         }
     }
 
@@ -166,33 +166,23 @@ impl ProxyService {
            + Send
            + Sync
            + 'static {
-        move |request| {
-            let service = self.clone();
-            Box::pin(async move {
-                match service.handle(request).await {
-                    Ok(response) => response,
-                    Err(never) => match never {},
-                }
-            })
+        move |request| Box::pin(self.clone().answer(request))
+    }
+
+    /// Answers one request; never fails (errors become responses). A CONNECT reaches it
+    /// only inside a tunnel, where it is refused: the front of a client's own connection
+    /// hands CONNECTs to `mitm`.
+    pub async fn answer(self, request: Request<Incoming>) -> Response<ProxyBody> {
+        match self.handle(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
         }
     }
 
-    /// Answers one request; never fails (errors become responses).
-    pub async fn handle(
-        self,
-        request: Request<Incoming>,
-    ) -> Result<Response<ProxyBody>, Infallible> {
-        if self.origin.is_none() && !self.ctx.auth.allows(request.headers()) {
-            return Ok(ProxyAuth::challenge());
-        }
-
+    async fn handle(self, request: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
         if request.method() == Method::CONNECT {
-            if self.origin.is_some() {
-                let error =
-                    ProxyError::BadRequest("CONNECT inside an intercepted tunnel".to_owned());
-                return Ok(error.into_response());
-            }
-            return Ok(crate::mitm::connect(self.ctx.clone(), request).await);
+            let error = ProxyError::BadRequest("CONNECT inside a tunnel".to_owned());
+            return Ok(error.into_response());
         }
         let started = Instant::now();
         self.ctx.stats.requests.inc();
@@ -275,8 +265,8 @@ impl ProxyService {
     /// itself, a host outside the allow-list. `None` for everything else.
     fn answer_locally(&self, url: &Url) -> Option<Response<ProxyBody>> {
         let host = url.host_str().unwrap_or("");
-        if host == crate::admin::CA_HOST {
-            return Some(crate::admin::ca_response(&self.ctx, url.path()));
+        if host == crate::ca::page::CA_HOST {
+            return Some(crate::ca::page::response(&self.ctx.ca, url.path()));
         }
         let port = url.port_or_known_default().unwrap_or(80);
         let refused = self

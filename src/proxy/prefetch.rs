@@ -12,8 +12,8 @@ use hyper::body::Incoming;
 use tracing::debug;
 use url::Url;
 
-use super::body::ProxyBody;
 use super::ProxyService;
+use crate::body::ProxyBody;
 use crate::cache::entry::PrefetchMark;
 use crate::cache::http::policy;
 use crate::cache::inflight::Fill;

@@ -11,7 +11,7 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 
-use super::body::{empty, full, ProxyBody};
+use crate::body::{empty, full, ProxyBody};
 use crate::cache::CachedResponse;
 
 /// Headers a 304 carries from the stored response (RFC 9110 §15.4.5).

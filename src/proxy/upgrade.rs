@@ -15,13 +15,13 @@ use hyper_util::rt::TokioIo;
 use tracing::{debug, info};
 use url::Url;
 
-use super::body::ProxyBody;
 use super::headers::{add_via, remove_hop_by_hop, CacheStatus};
 use super::splice::splice;
 use super::upstream::Route;
 use super::{Context, CountedBody};
+use crate::body::ProxyBody;
 use crate::cache::http::policy::NoCacheReason;
-use crate::error::ProxyError;
+use crate::proxy::error::ProxyError;
 
 /// What the cache did with every upgrade request.
 pub const STATUS: CacheStatus = CacheStatus::Bypass(NoCacheReason::Upgrade);
@@ -85,11 +85,11 @@ pub async fn relay(
     }
     let origin_upgrade = hyper::upgrade::on(&mut response);
     let (parts, _) = response.into_parts();
-    let mut answer = Response::new(super::body::empty());
+    let mut answer = Response::new(crate::body::empty());
     *answer.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     *answer.headers_mut() = switching_headers(parts.headers);
     let (socket_ctx, socket_url) = (ctx.clone(), url.to_string());
-    ctx.connections.spawn(async move {
+    ctx.tasks.spawn(async move {
         let socket = Socket {
             url: socket_url,
             client_version,

@@ -27,7 +27,7 @@ use tokio_util::either::Either;
 use super::chain::{ChainConnector, ChainError, ChainProxy};
 use super::own_addrs::{GuardedConnector, OwnAddrs, SelfConnect};
 use crate::config::UpstreamConfig;
-use crate::error::ProxyError;
+use crate::proxy::error::ProxyError;
 
 /// Header fields an origin's response head may have at most.
 const MAX_RESPONSE_HEADERS: usize = 256;

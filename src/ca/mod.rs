@@ -1,6 +1,8 @@
 //! `CertAuthority`: the proxy's root certificate (loaded from `<ca-dir>`, or created there on
 //! first run) and the leaf certificates it mints per host, cached in memory.
 
+pub mod page;
+
 use std::fs;
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;

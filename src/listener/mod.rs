@@ -9,33 +9,34 @@
 //! proxy runs short of file descriptors it closes its oldest idle connections first, so a new
 //! client is served at once.
 
+mod activity;
+pub mod front;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::proxy::body::{BoxError, ProxyBody};
+use crate::body::ProxyBody;
 use crate::stats::Stats;
+use crate::tasks::Tasks;
 use crate::trouble::Trouble;
+use activity::{Activity, GuardedBody, InFlight, Tracked};
 
 /// Largest request head a client may send; a larger one gets 431.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -72,8 +73,7 @@ pub struct Connections {
 }
 
 struct Shared {
-    tracker: TaskTracker,
-    stopping: CancellationToken,
+    tasks: Tasks,
     limits: ConnectionLimits,
     /// When the clock of every connection's activity started.
     epoch: Instant,
@@ -89,21 +89,12 @@ struct Registered {
     close: CancellationToken,
 }
 
-/// When bytes last moved on a connection (ms since the registry's epoch) and its requests in
-/// flight.
-#[derive(Default)]
-struct Activity {
-    last_ms: AtomicU64,
-    in_flight: AtomicUsize,
-}
-
 impl Connections {
-    /// No connections yet.
-    pub fn new(limits: ConnectionLimits, stats: Arc<Stats>) -> Connections {
+    /// No connections yet; their tasks run among `tasks`.
+    pub fn new(limits: ConnectionLimits, tasks: Tasks, stats: Arc<Stats>) -> Connections {
         Connections {
             inner: Arc::new(Shared {
-                tracker: TaskTracker::new(),
-                stopping: CancellationToken::new(),
+                tasks,
                 limits,
                 epoch: Instant::now(),
                 open: Mutex::new(HashMap::new()),
@@ -116,7 +107,7 @@ impl Connections {
 
     /// Runs `task` as part of serving clients.
     pub fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) {
-        self.inner.tracker.spawn(task);
+        self.inner.tasks.spawn(task);
     }
 
     /// Accepts clients until the future is dropped; `serve` answers each connection.
@@ -260,7 +251,7 @@ impl Connections {
                     }
                     None
                 }
-                () = this.inner.stopping.cancelled() => Some("shutdown"),
+                () = this.inner.tasks.stopping() => Some("shutdown"),
                 () = close.cancelled() => Some("descriptors short"),
                 () = &mut idle => Some("idle"),
             };
@@ -342,15 +333,6 @@ impl Connections {
             self.inner.stats.clients_open.dec();
         }
     }
-
-    /// Asks every connection to finish its requests, and waits up to `grace` for them.
-    pub async fn shutdown(&self, grace: Duration) -> bool {
-        self.inner.stopping.cancel();
-        self.inner.tracker.close();
-        tokio::time::timeout(grace, self.inner.tracker.wait())
-            .await
-            .is_ok()
-    }
 }
 
 /// The process's soft limit on open files, from `/proc/self/limits`; `None` elsewhere.
@@ -365,115 +347,6 @@ fn open_descriptors() -> Option<u64> {
     std::fs::read_dir("/proc/self/fd")
         .ok()
         .map(|dir| dir.count() as u64)
-}
-
-/// A connection's byte stream, noting when bytes move.
-struct Tracked<I> {
-    inner: I,
-    activity: Arc<Activity>,
-    epoch: Instant,
-}
-
-impl<I> Tracked<I> {
-    fn moved(&self) {
-        let now = self.epoch.elapsed().as_millis() as u64;
-        self.activity.last_ms.store(now, Ordering::Relaxed);
-    }
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.moved();
-        }
-        polled
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.moved();
-        }
-        polled
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.moved();
-        }
-        polled
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// A request in flight on a connection, until its response body is done.
-struct InFlight(Arc<Activity>);
-
-impl InFlight {
-    fn enter(activity: Arc<Activity>) -> InFlight {
-        activity.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(activity)
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A response body that keeps its request counted as in flight until it is dropped.
-struct GuardedBody {
-    body: ProxyBody,
-    _guard: InFlight,
-}
-
-impl Body for GuardedBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
 }
 
 #[cfg(test)]

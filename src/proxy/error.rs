@@ -6,7 +6,7 @@ use std::time::Duration;
 use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
 use http::{Response, StatusCode};
 
-use crate::proxy::body::{full, ProxyBody};
+use crate::body::{full, ProxyBody};
 use crate::proxy::headers::{CacheStatus, CACHE_STATUS};
 
 /// Why the proxy could not answer a request with an origin's response.

@@ -1,0 +1,50 @@
+//! The front of a client connection: who may use the proxy, then CONNECTs to `mitm` (their
+//! intercepted tunnels served back through `Connections`) and every other request to `proxy`.
+
+use std::sync::Arc;
+
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+
+use super::Connections;
+use crate::auth::ProxyAuth;
+use crate::body::ProxyBody;
+use crate::proxy::{Context, ProxyService};
+
+/// Answers one request a client sent on its own connection to the proxy.
+pub async fn answer(
+    ctx: Arc<Context>,
+    connections: Connections,
+    request: Request<Incoming>,
+) -> Response<ProxyBody> {
+    if !ctx.auth.allows(request.headers()) {
+        return ProxyAuth::challenge();
+    }
+    if request.method() != Method::CONNECT {
+        return ProxyService::new(ctx).answer(request).await;
+    }
+    let connected = crate::mitm::connect(ctx.clone(), request).await;
+    if let Some(tunnel) = connected.tunnel {
+        let serving = connections.clone();
+        connections.spawn(async move {
+            if let Some(intercepted) = tunnel.open().await {
+                let service = ProxyService::in_tunnel(ctx, &intercepted.origin);
+                serving.serve(intercepted.stream, service.handler()).await;
+            }
+        });
+    }
+    connected.response
+}
+
+/// The handler of a client connection: `answer` for each request.
+pub fn handler(
+    ctx: Arc<Context>,
+    connections: Connections,
+) -> impl Fn(
+    Request<Incoming>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<ProxyBody>> + Send>>
+       + Send
+       + Sync
+       + 'static {
+    move |request| Box::pin(answer(ctx.clone(), connections.clone(), request))
+}
