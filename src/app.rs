@@ -154,7 +154,7 @@ impl App {
             .filter_map(|l| l.local_addr().ok())
             .collect();
         self.ctx.own_addrs.set(own);
-        self.ctx.cache.start_sharing();
+        self.ctx.cache.start_background();
         if let Some(shared) = self.ctx.cache.shared() {
             info!(redis = %shared.display(), "shared cache tier configured");
         }

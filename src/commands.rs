@@ -21,8 +21,8 @@ use tokio::sync::Semaphore;
 use crate::admin::client::AdminClient;
 use crate::app::{App, StartError};
 use crate::cache::disk::verify::verify_dir;
-use crate::cache::inventory::Purge;
 use crate::cache::Cache;
+use crate::cache::Purge;
 use crate::config::Config;
 use crate::stats::Stats;
 

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use asset_proxy::ca::CertAuthority;
-use asset_proxy::cache::inventory::Purge;
+use asset_proxy::cache::Purge;
 use asset_proxy::commands::{self, CacheTarget};
 use asset_proxy::{App, Config};
 use clap::{Args, Parser, Subcommand, ValueEnum};

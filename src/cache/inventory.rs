@@ -9,8 +9,8 @@ use url::Url;
 
 use crate::cache::disk::journal::Removal;
 use crate::cache::entry::EntryMeta;
+use crate::cache::tiers::Tiers;
 use crate::cache::version_index::AssetSummary;
-use crate::cache::Cache;
 
 /// What to purge.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -94,27 +94,27 @@ pub struct EntrySummary {
     pub version: Option<String>,
 }
 
-impl Cache {
+impl Tiers {
     /// Entries and bytes per tier, the disk's from its index.
     pub async fn usage(&self) -> Usage {
-        let (memory_entries, memory_bytes) = self.inner.memory.usage();
-        let (disk_entries, disk_bytes) = self.inner.store.index.usage();
-        let (write_queue_entries, write_queue_bytes) = self.inner.writer.depth();
+        let (memory_entries, memory_bytes) = self.memory.usage();
+        let (disk_entries, disk_bytes) = self.store.index.usage();
+        let (write_queue_entries, write_queue_bytes) = self.writer.depth();
         Usage {
             memory_entries,
             memory_bytes,
             disk_entries,
             disk_bytes,
-            disk_max_bytes: self.inner.config.disk_max_bytes,
+            disk_max_bytes: self.config.disk_max_bytes,
             write_queue_entries: write_queue_entries as u64,
             write_queue_bytes,
-            disk_failing: self.inner.store.health.is_failing(),
+            disk_failing: self.store.health.is_failing(),
         }
     }
 
     /// Entries on disk whose URL starts with `prefix`, sorted by URL, at most `limit`.
     pub async fn entries(&self, prefix: &str, limit: usize) -> Vec<EntrySummary> {
-        let (store, prefix) = (self.inner.store.clone(), prefix.to_owned());
+        let (store, prefix) = (self.store.clone(), prefix.to_owned());
         tokio::task::spawn_blocking(move || {
             let disk = &store.tier;
             let mut out: Vec<EntrySummary> = disk
@@ -142,7 +142,7 @@ impl Cache {
 
     /// Every asset in the version index, with the bytes each held version takes on disk.
     pub async fn assets(&self) -> Vec<AssetSummary> {
-        let (index, store) = (self.inner.versions.clone(), self.inner.store.clone());
+        let (index, store) = (self.versions.clone(), self.store.clone());
         tokio::task::spawn_blocking(move || {
             let disk = &store.tier;
             let mut assets = index.list();
@@ -167,11 +167,10 @@ impl Cache {
         let what = Arc::new(what);
         let memory = {
             let what = what.clone();
-            self.inner
-                .memory
+            self.memory
                 .remove_matching(move |entry| what.matches(&entry.meta))
         };
-        let (store, index) = (self.inner.store.clone(), self.inner.versions.clone());
+        let (store, index) = (self.store.clone(), self.versions.clone());
         let removed = tokio::task::spawn_blocking(move || {
             let disk = &store.tier;
             let mut removed = Vec::new();

@@ -14,7 +14,11 @@ use tracing::debug;
 
 use crate::cache::disk::spill::{Spill, SPILL_AT};
 use crate::cache::inflight::{FillOutcome, FillPermit};
-use crate::cache::{Cache, FillPlan, PendingGuard};
+use std::sync::Arc;
+
+use crate::cache::pending::PendingGuard;
+use crate::cache::store::FillPlan;
+use crate::cache::tiers::Tiers;
 
 /// An origin body on its way to the client and into the cache.
 pub struct TeeBody<B: Body<Data = Bytes> + Unpin + Send + 'static> {
@@ -29,7 +33,7 @@ enum Kept {
 }
 
 struct Collector {
-    cache: Cache,
+    cache: Arc<Tiers>,
     pending: PendingGuard,
     permit: FillPermit,
     plan: FillPlan,
@@ -106,14 +110,14 @@ where
     B: Body<Data = Bytes> + Unpin + Send + 'static,
 {
     /// Wraps `inner`; the body is committed under `permit` when it ends cleanly.
-    pub fn new(
+    pub(crate) fn new(
         inner: B,
-        cache: Cache,
+        cache: Arc<Tiers>,
         permit: FillPermit,
         plan: FillPlan,
         expected: Option<u64>,
     ) -> Self {
-        let max = cache.config().max_object_bytes;
+        let max = cache.config.max_object_bytes;
         let capacity = expected
             .filter(|len| *len <= max.min(SPILL_AT))
             .unwrap_or(0) as usize;
@@ -202,7 +206,7 @@ impl<B: Body<Data = Bytes> + Unpin + Send + 'static> Drop for TeeBody<B> {
         };
         // The client left mid-body: finish the fill in the background, as long as followers
         // would wait for it.
-        let limit = fill.cache.config().coalesce_wait;
+        let limit = fill.cache.config.coalesce_wait;
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(tokio::time::timeout(limit, drain(inner, fill)));
         }

@@ -1,63 +1,28 @@
-//! The cache path of one request: look up, judge freshness, answer from the entry (fresh, or
-//! stale where a window allows it), follow another request's fetch, or lead a fetch — a
-//! revalidation when a stale entry has validators.
+//! The HTTP side of a cacheable request: ask the cache what to do (`Cache::lookup`), then
+//! answer from an entry, or fetch under the fill the cache gave and hand it the origin's
+//! answer — a revalidation when it holds a stale entry. At most three calls to the cache: the
+//! lookup, the fill's answer, and a second lookup after a body stored in full (HEAD, ranges).
 
-use super::upstream::Route;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use http::header::{CONTENT_LENGTH, IF_RANGE, RANGE};
+use http::header::{CONTENT_LENGTH, RANGE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
-use tracing::{debug, warn};
+use tracing::warn;
 use url::Url;
 
 use super::encoded;
 use super::headers::{remove_hop_by_hop, CacheStatus, StaleServe};
 use super::respond::respond;
-use super::upstream::UpstreamBody;
+use super::upstream::{Route, UpstreamBody};
 use super::{CountedBody, ProxyService};
 use crate::body::ProxyBody;
-use crate::cache::http::key::CacheKey;
-use crate::cache::http::policy::{
-    self, CachePlan, Freshness, NoCacheReason, StaleUse, StoreLimits,
-};
-use crate::cache::inflight::{Fill, FillOutcome, FillPermit};
-use crate::cache::shared::{Claim, FleetLock};
-use crate::cache::tee::TeeBody;
-use crate::cache::{CachedResponse, FillPlan, Tier};
+use crate::cache::entry::now_ms;
+use crate::cache::http::policy::{self, CachePlan};
+use crate::cache::{Answered, CacheRequest, CachedResponse, Fill, Hit, Lookup, Tier};
 use crate::proxy::error::ProxyError;
-
-/// Request headers that would make an origin answer with less than the whole body. The
-/// client's own conditionals and ranges are answered from the cache instead.
-const PARTIAL_REQUEST_HEADERS: [&str; 7] = [
-    "if-none-match",
-    "if-modified-since",
-    "if-match",
-    "if-unmodified-since",
-    "if-range",
-    "range",
-    "accept-ranges",
-];
-
-/// How many times a request waits on other fetches before it fetches for itself.
-const MAX_FOLLOWS: usize = 3;
-
-/// A stale entry found for a request.
-struct StaleEntry {
-    entry: Arc<CachedResponse>,
-    tier: Tier,
-    usable: StaleUse,
-}
-
-/// What the fleet said before a cold fetch.
-enum FleetTurn {
-    /// The shared tier answered.
-    Answered(Fetched),
-    /// Fetch from the origin, with the fleet's fill lock if one was taken.
-    Fetch(FillPermit, Option<FleetLock>),
-}
 
 /// What a fetch for the cache came to.
 enum Fetched {
@@ -75,140 +40,61 @@ impl ProxyService {
         url: &Url,
         plan: CachePlan,
     ) -> (Response<ProxyBody>, CacheStatus) {
-        let cache = &self.ctx.cache;
         let head = request_head(&request, url);
         // Ranges and HEAD are answered from a complete stored body, so their fetch is stored
         // in full first.
         let drain = head.method() == Method::HEAD || head.headers().contains_key(RANGE);
-        let offline = self.ctx.policy().offline;
-        let arrived = now_ms();
-        let mut collapsed = false;
-        // Once this request has waited for another's fetch, what that fetch stored or
-        // revalidated is fresh enough for it, whatever its lifetime (a no-cache entry point
-        // revalidated for ten waiting requests is not revalidated ten more times).
-        let mut waited_since: Option<u64> = None;
-        for _ in 0..MAX_FOLLOWS {
-            let keys = cache.keys_for(url, head.headers(), &plan).await;
-            let key = keys.fill_key(&plan);
-            let stale = match cache.find(&keys, &plan).await {
-                None => None,
-                Some((entry, tier)) => match self.judge(&entry, &head, waited_since) {
-                    Freshness::Fresh => {
-                        return self.reply(&entry, &head, CacheStatus::Hit { tier, collapsed })
-                    }
-                    Freshness::Stale(_) if offline => {
-                        return self.reply(
-                            &entry,
-                            &head,
-                            CacheStatus::Stale {
-                                tier,
-                                why: StaleServe::Offline,
-                            },
-                        )
-                    }
-                    Freshness::Stale(usable) if usable.while_revalidating => {
-                        self.refresh_in_background(
-                            &entry.meta.key.clone(),
-                            &head,
-                            url,
-                            &plan,
-                            StaleEntry {
-                                entry: entry.clone(),
-                                tier,
-                                usable,
-                            },
-                        );
-                        return self.reply(
-                            &entry,
-                            &head,
-                            CacheStatus::Stale {
-                                tier,
-                                why: StaleServe::WhileRevalidating,
-                            },
-                        );
-                    }
-                    Freshness::Stale(usable) => Some(StaleEntry {
-                        entry,
-                        tier,
-                        usable,
-                    }),
-                },
+        let policy = self.ctx.policy();
+        let mut fresh_since = None;
+        for _ in 0..2 {
+            let ask = CacheRequest {
+                head: &head,
+                url,
+                plan: &plan,
+                policy: &policy,
+                offline: policy.offline,
+                fresh_since,
+                wait: true,
+                prefetch: None,
             };
-            if offline {
-                return self.failed(ProxyError::Offline {
-                    url: url.to_string(),
-                });
-            }
-            if head.method() == Method::HEAD && stale.is_none() {
-                break;
-            }
-            let fill = if plan.live_request {
-                Fill::Leader(cache.solo_fill(key))
-            } else {
-                cache.begin_fill(key)
-            };
-            let waiter = match fill {
-                Fill::Leader(permit) => {
-                    // A fill may have ended between the lookup and now; what it stored
-                    // since this request arrived is fresh enough for it.
-                    let usable = cache.memory_entry(key).filter(|entry| {
-                        keys.own.as_ref() == Some(key)
-                            || keys.own.is_none()
-                            || policy::shared_across_cookies(&plan, entry.meta.header_map())
-                    });
-                    if let Some(entry) = usable {
-                        if self.judge(&entry, &head, Some(arrived)) == Freshness::Fresh {
-                            permit.complete(FillOutcome::Stored);
-                            let status = CacheStatus::Hit {
-                                tier: Tier::Memory,
-                                collapsed: true,
-                            };
-                            return self.reply(&entry, &head, status);
-                        }
-                    }
-                    let fetching_since = now_ms();
-                    match self.fetch(&head, url, &plan, permit, stale, drain).await {
-                        Fetched::Answer(response, status) => return (response, status),
-                        Fetched::Filling => {
-                            // What this fetch stores is fresh enough for this request.
-                            waited_since = Some(fetching_since);
-                            continue;
-                        }
-                    }
+            let fill = match self.ctx.cache.lookup(&ask).await {
+                Lookup::Fresh(hit) => {
+                    let status = CacheStatus::Hit {
+                        tier: hit.tier,
+                        collapsed: hit.collapsed,
+                    };
+                    return self.reply(&hit.entry, &head, status);
                 }
-                Fill::Follower(waiter) => waiter,
-            };
-            collapsed = true;
-            waited_since = Some(now_ms());
-            self.ctx.stats.coalesced_waits.inc();
-            match waiter.wait(cache.config().coalesce_wait).await {
-                Some(FillOutcome::Stored | FillOutcome::Abandoned) => continue,
-                Some(FillOutcome::NotStorable) => break,
-                None => {
+                Lookup::Offline(Some(hit)) => return self.stale(&hit, &head, StaleServe::Offline),
+                Lookup::Offline(None) => {
+                    return self.failed(ProxyError::Offline {
+                        url: url.to_string(),
+                    })
+                }
+                Lookup::Revalidating(hit, refresh) => {
+                    if let Some(fill) = refresh {
+                        self.refresh_in_background(fill, &head, url);
+                    }
+                    return self.stale(&hit, &head, StaleServe::WhileRevalidating);
+                }
+                Lookup::Stale(fill) | Lookup::Miss(fill) => fill,
+                Lookup::Pass(reason) => {
                     self.ctx.stats.misses.inc();
-                    let status = CacheStatus::miss(false, Some(NoCacheReason::CoalesceTimeout));
-                    return self.forward(request, url, status).await;
+                    return self
+                        .forward(request, url, CacheStatus::miss(false, reason))
+                        .await;
                 }
+            };
+            let fetching_since = now_ms();
+            match self.fetch(&head, url, fill, drain).await {
+                Fetched::Answer(response, status) => return (response, status),
+                // What this fetch stores is fresh enough for this request.
+                Fetched::Filling => fresh_since = Some(fetching_since),
             }
         }
         self.ctx.stats.misses.inc();
         self.forward(request, url, CacheStatus::miss(false, None))
             .await
-    }
-
-    /// How fresh an entry is for this request.
-    fn judge(
-        &self,
-        entry: &CachedResponse,
-        head: &Request<()>,
-        since_ms: Option<u64>,
-    ) -> Freshness {
-        // Strictly later, in whole milliseconds: an entry stored in the same millisecond may
-        // predate the request, and must then be judged by its lifetime.
-        if since_ms.is_some_and(|since| entry.meta.stored_at_ms > since) {
-            return Freshness::Fresh;
-        }
-        policy::freshness(&entry.meta, head, SystemTime::now(), &self.ctx.policy())
     }
 
     /// Answers from an entry, counting the hit.
@@ -257,119 +143,87 @@ impl ProxyService {
         (response, status)
     }
 
-    /// Starts one background refresh of a stale entry, unless one is under way.
-    fn refresh_in_background(
+    /// Answers with a stale entry, saying why.
+    fn stale(
         &self,
-        key: &CacheKey,
+        hit: &Hit,
         head: &Request<()>,
-        url: &Url,
-        plan: &CachePlan,
-        stale: StaleEntry,
-    ) {
-        let Fill::Leader(permit) = self.ctx.cache.begin_fill(key) else {
-            return;
+        why: StaleServe,
+    ) -> (Response<ProxyBody>, CacheStatus) {
+        let status = CacheStatus::Stale {
+            tier: hit.tier,
+            why,
         };
-        let (this, head, url, plan) = (self.clone(), clone_head(head), url.clone(), plan.clone());
+        self.reply(&hit.entry, head, status)
+    }
+
+    /// Refreshes a stale entry in the background under `fill`.
+    fn refresh_in_background(&self, fill: Fill, head: &Request<()>, url: &Url) {
+        let (this, head, url) = (self.clone(), clone_head(head), url.clone());
         self.ctx.tasks.spawn(async move {
-            let stale = StaleEntry {
-                usable: StaleUse::default(),
-                ..stale
-            };
-            let _ = this
-                .fetch(&head, &url, &plan, permit, Some(stale), true)
-                .await;
+            let _ = this.fetch(&head, &url, fill, true).await;
         });
     }
 
-    /// Leads the fetch of a key: a revalidation when a stale entry has validators, else a
-    /// plain GET. A storable body streams to the client while it is stored; with `drain` it
-    /// is stored in the background and the caller looks it up again.
     /// Fetches a key no client is waiting for into the cache (a prefetch); the entry is
     /// stored behind the fetch.
-    pub(super) async fn fill_in_background(
-        &self,
-        head: &Request<()>,
-        url: &Url,
-        plan: &CachePlan,
-        permit: FillPermit,
-    ) {
+    pub(super) async fn fill_in_background(&self, head: &Request<()>, url: &Url, fill: Fill) {
         // What the fetch answers goes nowhere; a stored body is read to its end regardless.
-        let _ = self.fetch(head, url, plan, permit, None, true).await;
+        let _ = self.fetch(head, url, fill, true).await;
     }
 
-    async fn fetch(
-        &self,
-        head: &Request<()>,
-        url: &Url,
-        plan: &CachePlan,
-        permit: FillPermit,
-        stale: Option<StaleEntry>,
-        drain: bool,
-    ) -> Fetched {
+    /// Leads the fetch of `fill`: a revalidation when it holds a stale entry with validators,
+    /// else a plain GET. A storable body streams to the client while it is stored; with
+    /// `drain` it is stored in the background and the caller looks it up again.
+    async fn fetch(&self, head: &Request<()>, url: &Url, fill: Fill, drain: bool) -> Fetched {
         let stats = &self.ctx.stats;
-        let mut fleet_lock = None;
-        let mut permit = permit;
-        if stale.is_none() {
-            match self.ask_fleet(head, permit).await {
-                FleetTurn::Answered(fetched) => return fetched,
-                FleetTurn::Fetch(returned, lock) => (permit, fleet_lock) = (returned, lock),
-            }
-        }
-        if stale.is_some() {
+        if fill.stale().is_some() {
             stats.revalidations.inc();
         } else {
             stats.misses.inc();
         }
-        let sent = fill_request(head, stale.as_ref().map(|s| &*s.entry));
+        let sent = fill.origin_request(head);
         let outgoing = clone_head(&sent).map(|()| empty_upstream_body());
         let response = match self.send(outgoing, url).await {
             Ok(response) => response,
-            Err(error) => return self.failed_with_stale(error, stale, head),
+            Err(error) => return self.failed_with_stale(error, fill, head),
         };
-        if response.status() == StatusCode::NOT_MODIFIED {
-            if let Some(stale) = stale {
-                return self
-                    .revalidated(head, url, &sent, &response, permit, stale)
-                    .await;
-            }
+        let revalidating = fill.stale().is_some();
+        if response.status() == StatusCode::NOT_MODIFIED && revalidating {
+            let mut headers = response.headers().clone();
+            remove_hop_by_hop(&mut headers);
+            let tier = fill.stale().map_or(Tier::Memory, |s| s.hit.tier);
+            return match fill.not_modified(&sent, &headers) {
+                Some(hit) => {
+                    let (response, status) =
+                        self.reply(&hit.entry, head, CacheStatus::Revalidated { tier });
+                    Fetched::Answer(response, status)
+                }
+                // The 304 does not confirm our copy; fetch without validators.
+                None => {
+                    let status = CacheStatus::Miss {
+                        stale: true,
+                        stored: false,
+                        reason: None,
+                    };
+                    self.pass(head, url, status).await
+                }
+            };
         }
-        if response.status().is_server_error() && stale.as_ref().is_some_and(|s| s.usable.on_error)
-        {
+        let on_error = fill.stale().is_some_and(|s| s.usable.on_error);
+        if response.status().is_server_error() && on_error {
             let error = ProxyError::Upstream {
                 origin: url.host_str().unwrap_or("").to_owned(),
                 detail: format!("answered {}", response.status()),
             };
-            return self.failed_with_stale(error, stale, head);
+            return self.failed_with_stale(error, fill, head);
         }
         let (mut parts, body) = response.into_parts();
         remove_hop_by_hop(&mut parts.headers);
         let chained = parts.extensions.get::<Route>() == Some(&Route::Chained);
         let counted = CountedBody::new(body, stats.clone(), chained);
-        let limits = StoreLimits {
-            max_object_bytes: self.ctx.cache.config().max_object_bytes,
-            negative_ttl: self.ctx.policy().negative_ttl,
-        };
-        let mut answered = Response::new(());
-        *answered.status_mut() = parts.status;
-        *answered.headers_mut() = parts.headers.clone();
-        let had_stale = stale.is_some();
-        match policy::storable(plan, &sent, &answered, SystemTime::now(), &limits) {
-            Ok(lifetime) => {
-                let expected = parts
-                    .headers
-                    .get(CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok()?.parse().ok());
-                let fill = FillPlan {
-                    plan: plan.clone(),
-                    request: sent,
-                    status: parts.status,
-                    headers: parts.headers.clone(),
-                    lifetime,
-                    previous: stale.map(|s| s.entry),
-                    fleet_lock,
-                    prefetched: super::prefetch::prefetch_mark(head),
-                };
-                let tee = TeeBody::new(counted, self.ctx.cache.clone(), permit, fill, expected);
+        match fill.answered(sent, parts.status, &parts.headers, counted) {
+            Answered::Storing(tee) => {
                 if drain {
                     tokio::spawn(async move {
                         // Read to the end; the tee keeps the body, nothing else needs to.
@@ -379,125 +233,38 @@ impl ProxyService {
                     return Fetched::Filling;
                 }
                 let status = CacheStatus::Miss {
-                    stale: had_stale,
+                    stale: revalidating,
                     stored: true,
                     reason: None,
                 };
-                Fetched::Answer(
-                    Response::from_parts(parts, tee.map_err(Into::into).boxed()),
-                    status,
-                )
+                let body = tee.map_err(Into::into).boxed();
+                Fetched::Answer(Response::from_parts(parts, body), status)
             }
-            Err(reason) => {
-                debug!(url = %url, reason = reason.as_str(), "response not stored");
-                permit.complete(FillOutcome::NotStorable);
+            Answered::NotStored(counted, reason) => {
                 let status = CacheStatus::Miss {
-                    stale: had_stale,
+                    stale: revalidating,
                     stored: false,
                     reason: Some(reason),
                 };
-                Fetched::Answer(
-                    Response::from_parts(parts, counted.map_err(Into::into).boxed()),
-                    status,
-                )
+                let body = counted.map_err(Into::into).boxed();
+                Fetched::Answer(Response::from_parts(parts, body), status)
             }
         }
     }
 
-    /// Before a cold fetch, the fleet: another proxy may have stored the key in the shared
-    /// tier, or be fetching it (then this waits for it); else this proxy fetches, holding the
-    /// fleet's lock when Redis gave it.
-    async fn ask_fleet(&self, head: &Request<()>, permit: FillPermit) -> FleetTurn {
-        let cache = &self.ctx.cache;
-        match cache.claim_shared(permit.key()).await {
-            Claim::Found { entry, waited } => {
-                if self.judge(&entry, head, None) != Freshness::Fresh {
-                    return FleetTurn::Fetch(permit, None);
-                }
-                let entry = cache.adopt(permit, *entry);
-                let status = CacheStatus::Hit {
-                    tier: Tier::Shared,
-                    collapsed: waited,
-                };
-                let (response, status) = self.reply(&entry, head, status);
-                FleetTurn::Answered(Fetched::Answer(response, status))
-            }
-            Claim::Lead(lock) => FleetTurn::Fetch(permit, Some(lock)),
-            Claim::Alone => FleetTurn::Fetch(permit, None),
-        }
-    }
-
-    /// A 304 for a stale entry: refresh its metadata and answer from its body.
-    async fn revalidated(
-        &self,
-        head: &Request<()>,
-        url: &Url,
-        sent: &Request<()>,
-        response: &Response<Incoming>,
-        permit: FillPermit,
-        stale: StaleEntry,
-    ) -> Fetched {
-        let mut not_modified = Response::new(());
-        *not_modified.status_mut() = StatusCode::NOT_MODIFIED;
-        *not_modified.headers_mut() = response.headers().clone();
-        remove_hop_by_hop(not_modified.headers_mut());
-        let Some(meta) =
-            policy::refreshed(&stale.entry.meta, sent, &not_modified, SystemTime::now())
-        else {
-            // The 304 does not confirm our copy; fetch without validators.
-            drop(permit);
-            return self
-                .pass(
-                    head,
-                    url,
-                    CacheStatus::Miss {
-                        stale: true,
-                        stored: false,
-                        reason: None,
-                    },
-                )
-                .await;
-        };
-        let stats = &self.ctx.stats;
-        stats.not_modified.inc();
-        stats
-            .bytes_saved_by_revalidation
-            .add(stale.entry.body.len() as u64);
-        let refreshed = Arc::new(stale.entry.with_meta(meta));
-        self.ctx
-            .cache
-            .refresh(permit, &stale.entry, refreshed.meta.clone());
-        let (response, status) = self.reply(
-            &refreshed,
-            head,
-            CacheStatus::Revalidated { tier: stale.tier },
-        );
-        Fetched::Answer(response, status)
-    }
-
-    /// The origin failed: serve the stale entry if its stale-if-error window allows.
-    fn failed_with_stale(
-        &self,
-        error: ProxyError,
-        stale: Option<StaleEntry>,
-        head: &Request<()>,
-    ) -> Fetched {
-        match stale.filter(|s| s.usable.on_error) {
+    /// The origin failed: serve the fill's stale entry if its stale-if-error window allows.
+    fn failed_with_stale(&self, error: ProxyError, fill: Fill, head: &Request<()>) -> Fetched {
+        let stale = fill.stale().filter(|s| s.usable.on_error).cloned();
+        drop(fill);
+        let (response, status) = match stale {
             Some(stale) => {
                 self.ctx.stats.upstream_errors.inc();
                 warn!(error = %error, "origin failed; serving a stale entry (stale-if-error)");
-                let status = CacheStatus::Stale {
-                    tier: stale.tier,
-                    why: StaleServe::OnError,
-                };
-                let (response, status) = self.reply(&stale.entry, head, status);
-                Fetched::Answer(response, status)
+                self.stale(&stale.hit, head, StaleServe::OnError)
             }
-            None => {
-                let (response, status) = self.failed(error);
-                Fetched::Answer(response, status)
-            }
-        }
+            None => self.failed(error),
+        };
+        Fetched::Answer(response, status)
     }
 
     /// Sends the request head as it is, without a body, and streams the answer back.
@@ -506,13 +273,6 @@ impl ProxyService {
         let (response, status) = self.relay(outgoing, url, status).await;
         Fetched::Answer(response, status)
     }
-}
-
-/// Now, in milliseconds since the Unix epoch (the resolution entries record).
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The client's request without its body, with the absolute URL.
@@ -530,24 +290,6 @@ fn clone_head(head: &Request<()>) -> Request<()> {
     *copy.uri_mut() = head.uri().clone();
     *copy.headers_mut() = head.headers().clone();
     copy
-}
-
-/// The GET that fills the cache: the client's headers without its conditionals and ranges,
-/// plus the stale entry's validators.
-fn fill_request(head: &Request<()>, stale: Option<&CachedResponse>) -> Request<()> {
-    let mut request = clone_head(head);
-    *request.method_mut() = Method::GET;
-    let headers = request.headers_mut();
-    for name in PARTIAL_REQUEST_HEADERS {
-        headers.remove(name);
-    }
-    headers.remove(IF_RANGE);
-    if let Some(stale) = stale {
-        for (name, value) in policy::validators(&stale.meta) {
-            headers.insert(name, value);
-        }
-    }
-    request
 }
 
 fn empty_upstream_body() -> UpstreamBody {

@@ -2,8 +2,6 @@
 //! through the ordinary cache path — so it coalesces with the browser's own request for the
 //! same asset, uses the shared tier, and is stored like any fetch.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use http::header::{ACCEPT, ACCEPT_ENCODING, ACCEPT_LANGUAGE, AUTHORIZATION, COOKIE, USER_AGENT};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
@@ -14,9 +12,8 @@ use url::Url;
 
 use super::ProxyService;
 use crate::body::ProxyBody;
-use crate::cache::entry::PrefetchMark;
 use crate::cache::http::policy;
-use crate::cache::inflight::Fill;
+use crate::cache::{CacheRequest, Lookup};
 use crate::prefetch::refs::{self, Kind};
 use crate::prefetch::{body_text, tap::TapBody};
 
@@ -118,25 +115,26 @@ impl ProxyService {
         if plan.pinned_ttl.is_none() && !ctx.prefetcher.config().all_cacheable {
             return;
         }
-        let keys = ctx.cache.keys_for(&url, &headers, &plan).await;
-        // A held entry is left alone (a disk entry is now in memory too).
-        if ctx.cache.find(&keys, &plan).await.is_some() {
-            return;
-        }
-        let Fill::Leader(permit) = ctx.cache.begin_fill(keys.fill_key(&plan)) else {
-            return;
-        };
         let mut head = Request::new(());
         *head.uri_mut() = url.as_str().parse().unwrap_or_default();
         *head.headers_mut() = headers;
-        head.extensions_mut().insert(ctx.prefetcher.mark());
+        let ask = CacheRequest {
+            head: &head,
+            url: &url,
+            plan: &plan,
+            policy: &policy,
+            offline: false,
+            fresh_since: None,
+            // A prefetch never waits on another fetch of the asset: that one will store it.
+            wait: false,
+            prefetch: Some(ctx.prefetcher.mark()),
+        };
+        // Anything held, even stale, is left alone: only a cold miss is fetched ahead.
+        let Lookup::Miss(fill) = ctx.cache.lookup(&ask).await else {
+            return;
+        };
         ctx.stats.prefetch_fetches.inc();
         debug!(url = %url, "prefetching");
-        self.fill_in_background(&head, &url, &plan, permit).await;
+        self.fill_in_background(&head, &url, fill).await;
     }
-}
-
-/// The mark a prefetch's request carries to its entry.
-pub(super) fn prefetch_mark(head: &Request<()>) -> Option<Arc<PrefetchMark>> {
-    head.extensions().get::<Arc<PrefetchMark>>().cloned()
 }

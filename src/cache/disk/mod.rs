@@ -27,8 +27,11 @@ use crate::cache::disk::spill::Spilled;
 use crate::cache::entry::{now_ms, CachedResponse, EntryMeta};
 use crate::cache::http::key::CacheKey;
 use crate::cache::memory::MemoryTier;
-use crate::cache::version_index::VersionIndex;
 use crate::stats::Stats;
+
+/// Whether an entry is still wanted once written (the version index says whether its version
+/// is still held). Given by the cache, which knows what the disk tier does not.
+pub type Wanted = Arc<dyn Fn(&EntryMeta) -> bool + Send + Sync>;
 
 /// Entry files, index and health.
 pub struct DiskStore {
@@ -38,12 +41,11 @@ pub struct DiskStore {
     pub index: DiskIndex,
     /// Whether the disk works.
     pub health: DiskHealth,
-    /// Which versions of each asset are held.
-    pub versions: Arc<VersionIndex>,
     /// The cap, kept by removing least recently used entries.
     pub eviction: Eviction,
-    /// The memory tier, whose entries carry when they were last served.
-    memory: MemoryTier,
+    /// The memory tier: its entries carry when they were last served, and what other
+    /// processes removed from disk leaves it.
+    pub memory: MemoryTier,
     /// Uses not yet recorded in the index.
     uses: Mutex<Uses>,
     /// Counters.
@@ -57,7 +59,6 @@ impl DiskStore {
     pub fn new(
         tier: DiskTier,
         index: DiskIndex,
-        versions: Arc<VersionIndex>,
         memory: MemoryTier,
         stats: Arc<Stats>,
         max_bytes: u64,
@@ -66,7 +67,6 @@ impl DiskStore {
             tier,
             index,
             health: DiskHealth::new(stats.clone()),
-            versions,
             eviction: Eviction::new(max_bytes),
             memory,
             uses: Mutex::new(Uses {
@@ -117,17 +117,12 @@ impl DiskStore {
     }
 
     /// Writes `entry` and records it; a failure is reported and the entry stays in memory
-    /// only. A version that retired while it waited is removed again: another process (or a
-    /// sweep) may have retired it, and removed its file, before this write landed.
-    pub fn write(&self, entry: &CachedResponse) {
+    /// only. An entry `wanted` no longer accepts once written is removed again: its version
+    /// may have retired, its file removed by another process, while the write waited.
+    pub fn write(&self, entry: &CachedResponse, wanted: &Wanted) {
         self.write_file(entry);
-        // A 404 of a version holds nothing in the index: only answers that do are checked.
-        let holds = entry.meta.status == http::StatusCode::OK.as_u16();
-        if let (Some(asset), Some(version), true) = (&entry.meta.asset, &entry.meta.version, holds)
-        {
-            if !self.versions.is_held(asset, version).unwrap_or(true) {
-                self.remove_keys(std::slice::from_ref(&entry.meta.key), Removal::OlderVersion);
-            }
+        if !wanted(&entry.meta) {
+            self.remove_keys(std::slice::from_ref(&entry.meta.key), Removal::OlderVersion);
         }
     }
 

@@ -13,24 +13,25 @@ use std::collections::HashMap;
 use crate::cache::disk::index::Slot;
 use crate::cache::disk::journal::Digest;
 use crate::cache::disk::DiskError;
-use crate::cache::Inner;
+use crate::cache::disk::{DiskStore, Wanted};
 
 /// Pre-warming stops at this share of the memory tier, leaving room for new traffic.
 const FILL_PERCENT: u64 = 80;
 
-/// Starts pre-warming on a thread of its own; it stops early when the cache is dropped.
-pub(in crate::cache) fn start(cache: Weak<Inner>) -> std::io::Result<()> {
+/// Starts pre-warming `store`'s memory tier, up to most of `memory_max_bytes`, with the
+/// entries `wanted` accepts, on a thread of its own; it stops early when the store is dropped.
+pub fn start(store: Weak<DiskStore>, memory_max_bytes: u64, wanted: Wanted) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("cache-prewarm".into())
-        .spawn(move || prewarm(&cache))?;
+        .spawn(move || prewarm(&store, memory_max_bytes, &wanted))?;
     Ok(())
 }
 
-fn prewarm(cache: &Weak<Inner>) {
+fn prewarm(cache: &Weak<DiskStore>, memory_max_bytes: u64, wanted: &Wanted) {
     let started = Instant::now();
     let Some(inner) = cache.upgrade() else { return };
-    let recent = by_worth(inner.store.index.snapshot(), crate::cache::entry::now_ms());
-    let budget = inner.config.memory_max_bytes / 100 * FILL_PERCENT;
+    let recent = by_worth(inner.index.snapshot(), crate::cache::entry::now_ms());
+    let budget = memory_max_bytes / 100 * FILL_PERCENT;
     drop(inner);
     let (mut entries, mut bytes) = (0u64, 0u64);
     for (digest, size) in recent {
@@ -42,24 +43,18 @@ fn prewarm(cache: &Weak<Inner>) {
             }
             break;
         }
-        match inner.store.tier.read_digest(&digest) {
+        match inner.tier.read_digest(&digest) {
             Ok(Some(entry)) => {
                 // A version retired after it was written (a crash before its removal) stays
                 // out of memory: it would be held by no record, so never retired again.
-                let retired = match (&entry.meta.asset, &entry.meta.version) {
-                    (Some(asset), Some(version)) => {
-                        !inner.versions.is_held(asset, version).unwrap_or(false)
-                    }
-                    _ => false,
-                };
-                if !retired && inner.memory.get(&entry.meta.key).is_none() {
+                if wanted(&entry.meta) && inner.memory.get(&entry.meta.key).is_none() {
                     bytes += entry.body.len() as u64;
                     entries += 1;
                     inner.memory.insert(std::sync::Arc::new(entry));
                 }
             }
             Ok(None) => {}
-            Err(e @ DiskError::Corrupt { .. }) => inner.store.health.failed(&e),
+            Err(e @ DiskError::Corrupt { .. }) => inner.health.failed(&e),
             Err(e) => debug!(error = %e, "pre-warming read failed"),
         }
     }

@@ -14,7 +14,6 @@ use crate::cache::disk::journal::{Digest, Removal};
 use crate::cache::disk::{digest_of_path, DiskError};
 use crate::cache::disk::{index_error, DiskStore};
 use crate::cache::entry::now_ms;
-use crate::cache::Inner;
 
 const TICK: Duration = Duration::from_millis(500);
 /// Uses are recorded every this many ticks (and before every eviction).
@@ -22,8 +21,8 @@ const TOUCH_EVERY: u64 = 4;
 /// The journal is checked for compaction every this many ticks.
 const COMPACT_EVERY: u64 = 120;
 
-/// Starts the upkeep thread; it ends when the cache is dropped.
-pub(in crate::cache) fn start(cache: Weak<Inner>, rebuild: bool) -> std::io::Result<()> {
+/// Starts the upkeep thread over `store`; it ends when the store is dropped.
+pub fn start(store: Weak<DiskStore>, rebuild: bool) -> std::io::Result<()> {
     let mut upkeep = Upkeep {
         ticks: 0,
         reconcile: rebuild,
@@ -32,8 +31,8 @@ pub(in crate::cache) fn start(cache: Weak<Inner>, rebuild: bool) -> std::io::Res
         .name("cache-upkeep".into())
         .spawn(move || loop {
             std::thread::sleep(TICK);
-            let Some(inner) = cache.upgrade() else { return };
-            upkeep.tick(&inner);
+            let Some(store) = store.upgrade() else { return };
+            upkeep.tick(&store);
         })?;
     Ok(())
 }
@@ -45,13 +44,12 @@ struct Upkeep {
 }
 
 impl Upkeep {
-    fn tick(&mut self, inner: &Inner) {
+    fn tick(&mut self, store: &DiskStore) {
         self.ticks += 1;
-        let store = &inner.store;
         match store.index.sync() {
             Ok(learned) => {
                 if !learned.invalidated.is_empty() {
-                    drop_from_memory(inner, &learned.invalidated);
+                    drop_from_memory(store, &learned.invalidated);
                 }
                 if learned.lost {
                     warn!("cache index missing or unreadable; rebuilding it from the entry files");
@@ -79,9 +77,9 @@ impl Upkeep {
     }
 }
 
-fn drop_from_memory(inner: &Inner, digests: &[Digest]) {
+fn drop_from_memory(store: &DiskStore, digests: &[Digest]) {
     let doomed: HashSet<&Digest> = digests.iter().collect();
-    let dropped = inner
+    let dropped = store
         .memory
         .remove_matching(|entry| doomed.contains(&entry.meta.key.digest_bytes()));
     if dropped > 0 {

@@ -21,7 +21,6 @@ use crate::cache::disk::{
 use crate::cache::disk::{index_error, DiskStore};
 use crate::cache::entry::CachedResponse;
 use crate::cache::memory::MemoryTier;
-use crate::cache::version_index::{RetireRule, VersionIndex};
 use crate::stats::Stats;
 
 /// One problem found.
@@ -58,16 +57,9 @@ pub fn verify_dir(dir: &Path, repair: bool) -> Result<VerifyReport, DiskError> {
     let stats = Arc::new(Stats::default());
     let (tier, _) = DiskTier::inspect(dir)?;
     let (index, _) = DiskIndex::open(tier.root()).map_err(index_error)?;
-    let versions = Arc::new(VersionIndex::new(
-        tier.root(),
-        RetireRule {
-            keep: 1,
-            after: std::time::Duration::MAX,
-        },
-    ));
     // Verifying removes nothing for capacity.
     let memory = MemoryTier::new(0, std::time::Duration::from_secs(1));
-    let store = DiskStore::new(tier, index, versions, memory, stats, u64::MAX);
+    let store = DiskStore::new(tier, index, memory, stats, u64::MAX);
     let sole_user = store.tier.is_sole_user();
     Ok(verify(&store, repair, sole_user))
 }

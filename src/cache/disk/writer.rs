@@ -12,10 +12,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use tracing::warn;
 
 use crate::cache::disk::journal::Removal;
-use crate::cache::disk::DiskStore;
+use crate::cache::disk::{DiskStore, Wanted};
 use crate::cache::entry::CachedResponse;
 use crate::cache::http::key::CacheKey;
-use crate::cache::PendingGuard;
+use crate::cache::pending::PendingGuard;
 
 /// Entries waiting to be written, at most.
 pub const MAX_QUEUED_STORES: usize = 64;
@@ -58,8 +58,8 @@ pub struct DiskWriter {
 }
 
 impl DiskWriter {
-    /// Starts the writer thread over `store`.
-    pub fn start(store: Arc<DiskStore>) -> std::io::Result<DiskWriter> {
+    /// Starts the writer thread over `store`; a written entry `wanted` refuses is removed.
+    pub fn start(store: Arc<DiskStore>, wanted: Wanted) -> std::io::Result<DiskWriter> {
         let queue = Arc::new(Queue {
             state: Mutex::new(State::default()),
             ready: Condvar::new(),
@@ -67,7 +67,7 @@ impl DiskWriter {
         let worker = queue.clone();
         std::thread::Builder::new()
             .name("cache-disk-writer".into())
-            .spawn(move || run(&worker, &store))?;
+            .spawn(move || run(&worker, &store, &wanted))?;
         Ok(DiskWriter { queue })
     }
 
@@ -118,7 +118,7 @@ impl Drop for DiskWriter {
     }
 }
 
-fn run(queue: &Queue, store: &DiskStore) {
+fn run(queue: &Queue, store: &DiskStore, wanted: &Wanted) {
     loop {
         let mut state = queue.lock();
         let queued = loop {
@@ -136,7 +136,7 @@ fn run(queue: &Queue, store: &DiskStore) {
         drop(state);
         // A panic in one job must not stop every later write.
         let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &queued.job {
-            Job::Store(entry) => store.write(entry),
+            Job::Store(entry) => store.write(entry, wanted),
             Job::Remove(keys, why) => store.remove_keys(keys, *why),
         }));
         if done.is_err() {

@@ -14,7 +14,6 @@
 //! reports of the last uses of versions).
 
 pub mod claim;
-mod fleet;
 pub mod link;
 
 use std::sync::Arc;

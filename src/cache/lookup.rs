@@ -1,0 +1,225 @@
+//! One request's way through the cache, as explicit phases: find the entry it may be answered
+//! from (memory, then disk; the shared key, then the cookie's own), judge it for this request,
+//! and then either answer (`Fresh`), serve it stale while a refresh runs (`Revalidating`), or
+//! fill — lead the fetch (`Stale` with validators, `Miss` after asking the fleet) or follow
+//! another request's fetch and look again. A request that may not wait, or whose wait ran
+//! out, passes. The proxy does the network; the cache says what to do.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::{Method, Request};
+use url::Url;
+
+use crate::cache::entry::{now_ms, CachedResponse, PrefetchMark};
+use crate::cache::fill::{Fill, StaleEntry};
+use crate::cache::http::policy::{self, CachePlan, Freshness, NoCacheReason, StaleUse};
+use crate::cache::inflight::{self, FillOutcome};
+use crate::cache::shared::Claim;
+use crate::cache::tiers::{Tier, Tiers};
+use crate::config::PolicyConfig;
+
+/// How many times a request waits on other fetches before it fetches for itself.
+const MAX_FOLLOWS: usize = 3;
+
+/// A request, as the cache needs to see it.
+pub struct CacheRequest<'a> {
+    /// Method, absolute URI and headers.
+    pub head: &'a Request<()>,
+    /// The URL.
+    pub url: &'a Url,
+    /// How the request was classified.
+    pub plan: &'a CachePlan,
+    /// The cache policy in force.
+    pub policy: &'a PolicyConfig,
+    /// Answer only from what is held (`--offline`): nothing is fetched, no fill begun.
+    pub offline: bool,
+    /// What was stored after this time (by a fetch this request led) is fresh enough for it.
+    pub fresh_since: Option<u64>,
+    /// Whether to wait for another request's fetch of the same entry (a prefetch does not).
+    pub wait: bool,
+    /// The mark of a prefetch, carried to the entry it stores.
+    pub prefetch: Option<Arc<PrefetchMark>>,
+}
+
+/// An entry that answers a request.
+#[derive(Clone)]
+pub struct Hit {
+    /// The entry.
+    pub entry: Arc<CachedResponse>,
+    /// Where it was found.
+    pub tier: Tier,
+    /// Whether the request waited for another's fetch first.
+    pub collapsed: bool,
+}
+
+/// What the cache says to do with a request.
+pub enum Lookup {
+    /// An entry fresh for the request: answer with it.
+    Fresh(Hit),
+    /// Offline: a stale entry to answer with, or none.
+    Offline(Option<Hit>),
+    /// Past its lifetime, inside its stale-while-revalidate window: answer with it now, and
+    /// refresh it in the background under the fill, when one is given (none: another request
+    /// is refreshing it).
+    Revalidating(Hit, Option<Fill>),
+    /// Past its lifetime: revalidate (or fetch again) under the fill, which may still answer
+    /// with the stale entry when the origin fails.
+    Stale(Fill),
+    /// Nothing usable held: fetch under the fill.
+    Miss(Fill),
+    /// Fetch without the cache: `None` when nothing could answer a HEAD, or another request's
+    /// answer could not be stored; else why.
+    Pass(Option<NoCacheReason>),
+}
+
+/// Finds what may answer `ask`, leading or following a fill when nothing fresh is held.
+pub(crate) async fn lookup(tiers: &Arc<Tiers>, ask: &CacheRequest<'_>) -> Lookup {
+    let arrived = now_ms();
+    let mut collapsed = false;
+    // Once this request has waited for another's fetch, what that fetch stored or
+    // revalidated is fresh enough for it, whatever its lifetime (a no-cache entry point
+    // revalidated for ten waiting requests is not revalidated ten more times).
+    let mut waited_since = ask.fresh_since;
+    for _ in 0..MAX_FOLLOWS {
+        let keys = tiers.keys_for(ask.url, ask.head.headers(), ask.plan).await;
+        let key = keys.fill_key(ask.plan).clone();
+        let stale = match tiers.find(&keys, ask.plan).await {
+            None => None,
+            Some((entry, tier)) => {
+                let hit = Hit {
+                    entry,
+                    tier,
+                    collapsed,
+                };
+                match judge(&hit.entry, ask, waited_since) {
+                    Freshness::Fresh => return Lookup::Fresh(hit),
+                    Freshness::Stale(_) if ask.offline => return Lookup::Offline(Some(hit)),
+                    Freshness::Stale(usable) if usable.while_revalidating => {
+                        return revalidating(tiers, ask, hit)
+                    }
+                    Freshness::Stale(usable) => Some(StaleEntry { hit, usable }),
+                }
+            }
+        };
+        if ask.offline {
+            return Lookup::Offline(None);
+        }
+        if ask.head.method() == Method::HEAD && stale.is_none() {
+            return Lookup::Pass(None);
+        }
+        let begun = if ask.plan.live_request {
+            inflight::Fill::Leader(tiers.inflight.solo(&key))
+        } else {
+            tiers.inflight.begin(&key)
+        };
+        let waiter = match begun {
+            inflight::Fill::Leader(permit) => {
+                // A fill may have ended between the lookup and now; what it stored since this
+                // request arrived is fresh enough for it.
+                if let Some(hit) = stored_meanwhile(tiers, ask, &keys, &key, arrived) {
+                    permit.complete(FillOutcome::Stored);
+                    return Lookup::Fresh(hit);
+                }
+                let fill = Fill::new(tiers.clone(), permit, ask, stale.clone());
+                return match stale {
+                    Some(_) => Lookup::Stale(fill),
+                    None => ask_fleet(tiers, ask, fill).await,
+                };
+            }
+            inflight::Fill::Follower(waiter) => waiter,
+        };
+        if !ask.wait {
+            return Lookup::Pass(None);
+        }
+        collapsed = true;
+        waited_since = Some(now_ms());
+        tiers.stats.coalesced_waits.inc();
+        match waiter.wait(tiers.config.coalesce_wait).await {
+            Some(FillOutcome::Stored | FillOutcome::Abandoned) => continue,
+            Some(FillOutcome::NotStorable) => return Lookup::Pass(None),
+            None => return Lookup::Pass(Some(NoCacheReason::CoalesceTimeout)),
+        }
+    }
+    Lookup::Pass(None)
+}
+
+/// How fresh an entry is for a request.
+fn judge(entry: &CachedResponse, ask: &CacheRequest<'_>, since_ms: Option<u64>) -> Freshness {
+    // Strictly later, in whole milliseconds: an entry stored in the same millisecond may
+    // predate the request, and must then be judged by its lifetime.
+    if since_ms.is_some_and(|since| entry.meta.stored_at_ms > since) {
+        return Freshness::Fresh;
+    }
+    policy::freshness(&entry.meta, ask.head, SystemTime::now(), ask.policy)
+}
+
+/// A stale entry inside its stale-while-revalidate window, with the fill of its refresh
+/// unless one is under way.
+fn revalidating(tiers: &Arc<Tiers>, ask: &CacheRequest<'_>, hit: Hit) -> Lookup {
+    let refresh = match tiers.inflight.begin(&hit.entry.meta.key) {
+        inflight::Fill::Leader(permit) => {
+            let stale = StaleEntry {
+                hit: hit.clone(),
+                usable: StaleUse::default(),
+            };
+            Some(Fill::new(tiers.clone(), permit, ask, Some(stale)))
+        }
+        inflight::Fill::Follower(_) => None,
+    };
+    Lookup::Revalidating(hit, refresh)
+}
+
+/// A memory entry a fill stored after this request arrived, if one may answer it.
+fn stored_meanwhile(
+    tiers: &Tiers,
+    ask: &CacheRequest<'_>,
+    keys: &crate::cache::tiers::RequestKeys,
+    key: &crate::cache::http::key::CacheKey,
+    arrived: u64,
+) -> Option<Hit> {
+    let entry = tiers.memory_entry(key).filter(|entry| {
+        keys.own.as_ref() == Some(key)
+            || keys.own.is_none()
+            || policy::shared_across_cookies(ask.plan, entry.meta.header_map())
+    })?;
+    (judge(&entry, ask, Some(arrived)) == Freshness::Fresh).then_some(Hit {
+        entry,
+        tier: Tier::Memory,
+        collapsed: true,
+    })
+}
+
+/// Before a cold fetch, the fleet: another proxy may have stored the entry in the shared
+/// tier, or be fetching it (then this waits for it); else this proxy fetches, holding the
+/// fleet's lock when Redis gave it.
+async fn ask_fleet(tiers: &Arc<Tiers>, ask: &CacheRequest<'_>, mut fill: Fill) -> Lookup {
+    let Some(shared) = &tiers.shared else {
+        return Lookup::Miss(fill);
+    };
+    let claim = match shared.get(fill.key()).await {
+        Some(entry) => Claim::Found {
+            entry: Box::new(entry),
+            waited: false,
+        },
+        None => shared.claim(fill.key(), tiers.config.coalesce_wait).await,
+    };
+    match claim {
+        Claim::Found { entry, waited } => {
+            if judge(&entry, ask, None) != Freshness::Fresh {
+                return Lookup::Miss(fill);
+            }
+            let entry = tiers.adopt(fill.into_permit(), *entry);
+            Lookup::Fresh(Hit {
+                entry,
+                tier: Tier::Shared,
+                collapsed: waited,
+            })
+        }
+        Claim::Lead(lock) => {
+            fill.hold_fleet_lock(lock);
+            Lookup::Miss(fill)
+        }
+        Claim::Alone => Lookup::Miss(fill),
+    }
+}
