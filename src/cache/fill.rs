@@ -18,7 +18,7 @@ use crate::cache::entry::PrefetchMark;
 use crate::cache::http::key::CacheKey;
 use crate::cache::http::policy::{self, CachePlan, NoCacheReason, StaleUse, StoreLimits};
 use crate::cache::inflight::{FillOutcome, FillPermit};
-use crate::cache::lookup::{CacheRequest, Hit};
+use crate::cache::request::{CacheRequest, Hit};
 use crate::cache::shared::FleetLock;
 use crate::cache::store::FillPlan;
 use crate::cache::tee::TeeBody;

@@ -8,50 +8,18 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use http::{Method, Request};
-use url::Url;
+use http::Method;
 
-use crate::cache::entry::{now_ms, CachedResponse, PrefetchMark};
+use crate::cache::entry::{now_ms, CachedResponse};
 use crate::cache::fill::{Fill, StaleEntry};
-use crate::cache::http::policy::{self, CachePlan, Freshness, NoCacheReason, StaleUse};
+use crate::cache::http::policy::{self, Freshness, NoCacheReason, StaleUse};
 use crate::cache::inflight::{self, FillOutcome};
+use crate::cache::request::{CacheRequest, Hit};
 use crate::cache::shared::Claim;
 use crate::cache::tiers::{Tier, Tiers};
-use crate::config::PolicyConfig;
 
 /// How many times a request waits on other fetches before it fetches for itself.
 const MAX_FOLLOWS: usize = 3;
-
-/// A request, as the cache needs to see it.
-pub struct CacheRequest<'a> {
-    /// Method, absolute URI and headers.
-    pub head: &'a Request<()>,
-    /// The URL.
-    pub url: &'a Url,
-    /// How the request was classified.
-    pub plan: &'a CachePlan,
-    /// The cache policy in force.
-    pub policy: &'a PolicyConfig,
-    /// Answer only from what is held (`--offline`): nothing is fetched, no fill begun.
-    pub offline: bool,
-    /// What was stored after this time (by a fetch this request led) is fresh enough for it.
-    pub fresh_since: Option<u64>,
-    /// Whether to wait for another request's fetch of the same entry (a prefetch does not).
-    pub wait: bool,
-    /// The mark of a prefetch, carried to the entry it stores.
-    pub prefetch: Option<Arc<PrefetchMark>>,
-}
-
-/// An entry that answers a request.
-#[derive(Clone)]
-pub struct Hit {
-    /// The entry.
-    pub entry: Arc<CachedResponse>,
-    /// Where it was found.
-    pub tier: Tier,
-    /// Whether the request waited for another's fetch first.
-    pub collapsed: bool,
-}
 
 /// What the cache says to do with a request.
 pub enum Lookup {
