@@ -20,7 +20,7 @@ use crate::cache::http::policy::{self, CachePlan, NoCacheReason, StaleUse, Store
 use crate::cache::inflight::{FillOutcome, FillPermit};
 use crate::cache::request::{CacheRequest, Hit};
 use crate::cache::shared::FleetLock;
-use crate::cache::store::FillPlan;
+use crate::cache::store::{FillPlan, Put};
 use crate::cache::tee::TeeBody;
 use crate::cache::tiers::Tiers;
 
@@ -138,7 +138,8 @@ impl Fill {
         stats
             .bytes_saved_by_revalidation
             .add(stale.hit.entry.body.len() as u64);
-        let entry = self.tiers.refresh(self.permit, &stale.hit.entry, meta);
+        let entry = Arc::new(stale.hit.entry.with_meta(meta));
+        self.tiers.put(self.permit, Put::Refreshed(entry.clone()));
         Some(Hit {
             entry,
             tier: stale.hit.tier,

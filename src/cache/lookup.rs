@@ -16,6 +16,7 @@ use crate::cache::http::policy::{self, Freshness, NoCacheReason, StaleUse};
 use crate::cache::inflight::{self, FillOutcome};
 use crate::cache::request::{CacheRequest, Hit};
 use crate::cache::shared::Claim;
+use crate::cache::store::Put;
 use crate::cache::tiers::{Tier, Tiers};
 
 /// How many times a request waits on other fetches before it fetches for itself.
@@ -177,7 +178,9 @@ async fn ask_fleet(tiers: &Arc<Tiers>, ask: &CacheRequest<'_>, mut fill: Fill) -
             if judge(&entry, ask, None) != Freshness::Fresh {
                 return Lookup::Miss(fill);
             }
-            let entry = tiers.adopt(fill.into_permit(), *entry);
+            let entry = Arc::new(*entry);
+            entry.used.mark(now_ms());
+            tiers.put(fill.into_permit(), Put::Adopted(entry.clone()));
             Lookup::Fresh(Hit {
                 entry,
                 tier: Tier::Shared,

@@ -1,10 +1,9 @@
-//! Putting an entry in, the one way every body enters the cache: a complete body from memory
-//! (`commit`), a body a fill spilled to a temp file (`commit_spilled`), a stored body after a
-//! 304 (`refresh`), an entry the shared tier had (`adopt`). Either
-//! way the entry is built, its version held in the version index (which may retire other
-//! versions), it is kept in memory (large spilled bodies stay on disk only), written to disk,
-//! and handed to the shared tier — and the requests waiting for the fill are woken as soon as
-//! some tier can answer them.
+//! Putting an entry in: `Tiers::put` is the one way every entry enters the cache — a
+//! fetched body whole in memory, a fetched body a fill spilled to a temp file, a stored entry
+//! refreshed by a 304, an entry the shared tier had. Each is built into an entry, its version
+//! held in the version index (which may retire other versions), kept in memory (large spilled
+//! bodies stay on disk only), written to disk, and handed to the shared tier — and the
+//! requests waiting for the fill are woken as soon as some tier can answer them.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -22,7 +21,6 @@ use crate::cache::http::key::CacheKey;
 use crate::cache::http::policy::{self, CachePlan};
 use crate::cache::http::vary;
 use crate::cache::inflight::{FillOutcome, FillPermit};
-use crate::cache::pending::PendingGuard;
 use crate::cache::shared::FleetLock;
 use crate::cache::tiers::Tiers;
 
@@ -51,25 +49,60 @@ pub struct FillPlan {
     pub prefetched: Option<Arc<PrefetchMark>>,
 }
 
+/// An entry to put in.
+pub(crate) enum Put {
+    /// A fetched body, whole in memory.
+    Fetched(FillPlan, Bytes),
+    /// A fetched body a fill spilled to a temp file.
+    Spilled(FillPlan, Spilled),
+    /// A stored entry with the metadata of a 304 that confirmed it (the body stays).
+    Refreshed(Arc<CachedResponse>),
+    /// An entry the shared tier had.
+    Adopted(Arc<CachedResponse>),
+}
+
 impl Tiers {
-    /// Stores a complete body in the background: memory (followers are woken), version
-    /// index, then the disk writer's queue. The caller never waits for it.
-    pub(crate) fn commit(
-        self: &Arc<Self>,
-        permit: FillPermit,
-        fill: FillPlan,
-        body: Bytes,
-        guard: PendingGuard,
-    ) {
-        let cache = self.clone();
-        tokio::spawn(async move {
-            cache.store(permit, fill, body).await;
-            drop(guard);
-        });
+    /// Puts an entry in under the fill's `permit`. A refreshed or adopted entry is in memory
+    /// (and its followers woken) when this returns; the rest happens in the background, and
+    /// the caller never waits for it.
+    pub(crate) fn put(self: &Arc<Self>, permit: FillPermit, what: Put) {
+        let guard = self.pending();
+        match what {
+            Put::Refreshed(entry) => {
+                self.memory.insert(entry.clone());
+                permit.complete(FillOutcome::Stored);
+                self.queue_write(entry);
+            }
+            Put::Adopted(entry) => {
+                self.memory.insert(entry.clone());
+                permit.complete(FillOutcome::Stored);
+                let tiers = self.clone();
+                tokio::spawn(async move {
+                    tiers.hold_version(&entry.meta).await;
+                    tiers.stats.stored.inc();
+                    tiers.queue_write(entry);
+                    drop(guard);
+                });
+            }
+            Put::Fetched(fill, body) => {
+                let tiers = self.clone();
+                tokio::spawn(async move {
+                    tiers.store(permit, fill, body).await;
+                    drop(guard);
+                });
+            }
+            Put::Spilled(fill, spilled) => {
+                let tiers = self.clone();
+                tokio::spawn(async move {
+                    tiers.store_spilled(permit, fill, spilled).await;
+                    drop(guard);
+                });
+            }
+        }
     }
 
-    /// Builds the entry of a fetched body and keeps it (`keep`), then hands it to the
-    /// shared tier with the fleet's fill lock.
+    /// Builds the entry of a fetched body and keeps it, then hands it to the shared tier
+    /// with the fleet's fill lock.
     async fn store(self: &Arc<Self>, permit: FillPermit, fill: FillPlan, body: Bytes) {
         let meta = self
             .entry_meta(
@@ -89,23 +122,9 @@ impl Tiers {
         }
     }
 
-    /// Stores a body a fill spilled to a temp file, in the background: the entry file is
-    /// built from it (compressed when that pays), then memory (for a body small enough),
-    /// version index and shared tier; the followers are woken once the file is in place.
-    pub(crate) fn commit_spilled(
-        self: &Arc<Self>,
-        permit: FillPermit,
-        fill: FillPlan,
-        spilled: Spilled,
-        guard: PendingGuard,
-    ) {
-        let cache = self.clone();
-        tokio::spawn(async move {
-            cache.store_spilled(permit, fill, spilled).await;
-            drop(guard);
-        });
-    }
-
+    /// Builds the entry file of a spilled body (compressed when that pays), then keeps the
+    /// body in memory when small enough, holds its version and hands the file to the shared
+    /// tier; the followers are woken once the file is in place.
     async fn store_spilled(self: &Arc<Self>, permit: FillPermit, fill: FillPlan, spilled: Spilled) {
         let meta = self
             .entry_meta(&permit, &fill, spilled.len, spilled.xxh3)
@@ -144,37 +163,6 @@ impl Tiers {
             let ttl = policy::time_left(&meta, SystemTime::now());
             shared.put_file(&meta.key, path, ttl, fill.fleet_lock);
         }
-    }
-
-    /// Replaces an entry's metadata after a 304 (the body stays), then wakes the followers.
-    pub(crate) fn refresh(
-        &self,
-        permit: FillPermit,
-        entry: &CachedResponse,
-        meta: EntryMeta,
-    ) -> Arc<CachedResponse> {
-        let refreshed = Arc::new(entry.with_meta(meta));
-        self.memory.insert(refreshed.clone());
-        permit.complete(FillOutcome::Stored);
-        self.queue_write(refreshed.clone());
-        refreshed
-    }
-
-    /// Keeps an entry found in the shared tier in the local tiers, in the background (the
-    /// requests that follow this one are woken once it is in memory).
-    pub(crate) fn adopt(
-        self: &Arc<Self>,
-        permit: FillPermit,
-        entry: CachedResponse,
-    ) -> Arc<CachedResponse> {
-        let entry = Arc::new(entry);
-        entry.used.mark(crate::cache::entry::now_ms());
-        let (tiers, kept, guard) = (self.clone(), entry.clone(), self.pending());
-        tokio::spawn(async move {
-            tiers.keep(permit, kept).await;
-            drop(guard);
-        });
-        entry
     }
 
     /// A spill that could not be finished (disk full, unwritable): counted, not stored.
@@ -230,7 +218,7 @@ impl Tiers {
 
     /// Keeps an entry: memory first, so waiting requests are answered at once; then its
     /// version in the version index; then the disk writer's queue.
-    pub(crate) async fn keep(self: &Arc<Self>, permit: FillPermit, entry: Arc<CachedResponse>) {
+    async fn keep(self: &Arc<Self>, permit: FillPermit, entry: Arc<CachedResponse>) {
         self.memory.insert(entry.clone());
         permit.complete(FillOutcome::Stored);
         self.hold_version(&entry.meta).await;

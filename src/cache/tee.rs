@@ -5,6 +5,7 @@
 //! requests waiting on it) completes.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
@@ -14,10 +15,9 @@ use tracing::debug;
 
 use crate::cache::disk::spill::{Spill, SPILL_AT};
 use crate::cache::inflight::{FillOutcome, FillPermit};
-use std::sync::Arc;
 
 use crate::cache::pending::PendingGuard;
-use crate::cache::store::FillPlan;
+use crate::cache::store::{FillPlan, Put};
 use crate::cache::tiers::Tiers;
 
 /// An origin body on its way to the client and into the cache.
@@ -88,17 +88,18 @@ impl Collector {
         }
         match self.kept {
             Kept::Memory(buffer) => {
-                self.cache
-                    .commit(self.permit, self.plan, buffer.freeze(), self.pending);
+                let body = Put::Fetched(self.plan, buffer.freeze());
+                self.cache.put(self.permit, body);
             }
             Kept::Disk(spill) => {
                 let (cache, permit, plan, pending) =
                     (self.cache, self.permit, self.plan, self.pending);
                 tokio::spawn(async move {
                     match spill.finish().await {
-                        Ok(spilled) => cache.commit_spilled(permit, plan, spilled, pending),
+                        Ok(spilled) => cache.put(permit, Put::Spilled(plan, spilled)),
                         Err(e) => cache.spill_failed(&e),
                     }
+                    drop(pending);
                 });
             }
         }
