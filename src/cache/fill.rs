@@ -15,8 +15,9 @@ use http_body::Body;
 use tracing::debug;
 
 use crate::cache::entry::PrefetchMark;
+use crate::cache::http::freshness::{self, StaleUse};
 use crate::cache::http::key::CacheKey;
-use crate::cache::http::policy::{self, CachePlan, NoCacheReason, StaleUse, StoreLimits};
+use crate::cache::http::policy::{self, CachePlan, NoCacheReason, StoreLimits};
 use crate::cache::inflight::{FillOutcome, FillPermit};
 use crate::cache::request::{CacheRequest, Hit};
 use crate::cache::shared::FleetLock;
@@ -117,7 +118,7 @@ impl Fill {
         }
         headers.remove(IF_RANGE);
         if let Some(stale) = &self.stale {
-            for (name, value) in policy::validators(&stale.hit.entry.meta) {
+            for (name, value) in freshness::validators(&stale.hit.entry.meta) {
                 headers.insert(name, value);
             }
         }
@@ -132,7 +133,7 @@ impl Fill {
         let mut answer = Response::new(());
         *answer.status_mut() = StatusCode::NOT_MODIFIED;
         *answer.headers_mut() = headers.clone();
-        let meta = policy::refreshed(&stale.hit.entry.meta, sent, &answer, SystemTime::now())?;
+        let meta = freshness::refreshed(&stale.hit.entry.meta, sent, &answer, SystemTime::now())?;
         let stats = &self.tiers.stats;
         stats.not_modified.inc();
         stats

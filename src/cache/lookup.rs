@@ -12,7 +12,8 @@ use http::Method;
 
 use crate::cache::entry::{now_ms, CachedResponse};
 use crate::cache::fill::{Fill, StaleEntry};
-use crate::cache::http::policy::{self, Freshness, NoCacheReason, StaleUse};
+use crate::cache::http::freshness::{self, Freshness, StaleUse};
+use crate::cache::http::policy::{self, NoCacheReason};
 use crate::cache::inflight::{self, FillOutcome};
 use crate::cache::request::{CacheRequest, Hit};
 use crate::cache::shared::Claim;
@@ -120,7 +121,7 @@ fn judge(entry: &CachedResponse, ask: &CacheRequest<'_>, since_ms: Option<u64>) 
     if since_ms.is_some_and(|since| entry.meta.stored_at_ms > since) {
         return Freshness::Fresh;
     }
-    policy::freshness(&entry.meta, ask.head, SystemTime::now(), ask.policy)
+    freshness::judge(&entry.meta, ask.head, SystemTime::now(), ask.policy)
 }
 
 /// A stale entry inside its stale-while-revalidate window, with the fill of its refresh

@@ -17,6 +17,7 @@ use crate::cache::disk::spill::Spilled;
 use crate::cache::disk::DiskError;
 use crate::cache::entry::{CachedResponse, EntryMeta, Lifetime, PrefetchMark};
 use crate::cache::http::content::{self, ContentKind};
+use crate::cache::http::freshness;
 use crate::cache::http::key::CacheKey;
 use crate::cache::http::policy::{self, CachePlan};
 use crate::cache::http::vary;
@@ -117,7 +118,7 @@ impl Tiers {
         let entry = Arc::new(entry);
         self.keep(permit, entry.clone()).await;
         if let Some(shared) = &self.shared {
-            let ttl = policy::time_left(&entry.meta, SystemTime::now());
+            let ttl = freshness::time_left(&entry.meta, SystemTime::now());
             shared.put(entry, ttl, fill.fleet_lock);
         }
     }
@@ -160,7 +161,7 @@ impl Tiers {
         self.hold_version(&meta).await;
         self.stats.stored.inc();
         if let Some(shared) = &self.shared {
-            let ttl = policy::time_left(&meta, SystemTime::now());
+            let ttl = freshness::time_left(&meta, SystemTime::now());
             shared.put_file(&meta.key, path, ttl, fill.fleet_lock);
         }
     }
@@ -255,7 +256,10 @@ impl Tiers {
         if new.version.is_some() || content::kind_of(new.header_map()) == ContentKind::Data {
             return;
         }
-        let (before, after) = (policy::content_identity(old), policy::content_identity(new));
+        let (before, after) = (
+            freshness::content_identity(old),
+            freshness::content_identity(new),
+        );
         if before != after {
             self.stats.version_changes.inc();
             self.stats

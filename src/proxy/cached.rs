@@ -20,7 +20,8 @@ use super::upstream::{Route, UpstreamBody};
 use super::{CountedBody, ProxyService};
 use crate::body::ProxyBody;
 use crate::cache::entry::now_ms;
-use crate::cache::http::policy::{self, CachePlan};
+use crate::cache::http::freshness;
+use crate::cache::http::policy::CachePlan;
 use crate::cache::{Answered, CacheRequest, CachedResponse, Fill, Hit, Lookup, Tier};
 use crate::proxy::error::ProxyError;
 
@@ -122,7 +123,7 @@ impl ProxyService {
             stats.prefetch_used.inc();
             stats.prefetch_used_bytes.add(mark.bytes());
         }
-        let age = policy::age(&entry.meta, SystemTime::now());
+        let age = freshness::age(&entry.meta, SystemTime::now());
         let mut response = respond(entry, head, age);
         if self.ctx.config.cache.serve_compressed {
             let chosen = encoded::choose(entry, head);

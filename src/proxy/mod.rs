@@ -3,6 +3,7 @@
 
 mod cached;
 pub mod chain;
+mod context;
 mod encoded;
 pub mod error;
 pub mod headers;
@@ -15,8 +16,7 @@ mod upgrade;
 pub mod upstream;
 
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -26,111 +26,14 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use url::Url;
 
-use crate::auth::ProxyAuth;
 use crate::body::ProxyBody;
-use crate::ca::CertAuthority;
 use crate::cache::http::policy;
-use crate::cache::Cache;
-use crate::config::{Config, PolicyConfig};
 use crate::proxy::error::ProxyError;
 use crate::stats::Stats;
-use crate::tasks::Tasks;
+pub use context::Context;
 use headers::{add_via, remove_hop_by_hop, CacheStatus, CACHE_STATUS};
 use log::{LoggedBody, RequestSummary};
-use own_addrs::OwnAddrs;
-use upstream::{Route, Upstream, UpstreamBody};
-
-/// Everything a request may need, built once by `App`.
-pub struct Context {
-    /// The configuration.
-    pub config: Config,
-    /// The cache.
-    pub cache: Cache,
-    /// The origin client.
-    pub upstream: Upstream,
-    /// The certificate authority.
-    pub ca: Arc<CertAuthority>,
-    /// Counters.
-    pub stats: Arc<Stats>,
-    /// Background work shutdown waits for (sockets, refreshes).
-    pub tasks: Tasks,
-    /// Rules and cache policy; replaced whole when the config is reloaded.
-    pub policy: RwLock<Arc<PolicyConfig>>,
-    /// Credentials clients must present.
-    pub auth: ProxyAuth,
-    /// The proxy's own listening addresses: requests to them would loop.
-    pub own_addrs: OwnAddrs,
-    /// Limits and accounting of predictive prefetch.
-    pub prefetcher: crate::prefetch::Prefetcher,
-}
-
-impl Context {
-    /// The policy in force now.
-    pub fn policy(&self) -> Arc<PolicyConfig> {
-        self.policy
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// How a request for `url` reaches its origin: through the upstream proxy unless none
-    /// is set, the host is in `upstream.no_proxy`, or a rule says `direct`.
-    pub fn route(&self, url: &Url) -> Route {
-        let host = url.host_str().unwrap_or("");
-        if !self.config.upstream.chains(host) {
-            return Route::Direct;
-        }
-        let text = crate::cache::http::policy::match_text(url);
-        let direct = self
-            .policy()
-            .rules
-            .iter()
-            .any(|rule| rule.direct && rule.pattern.is_match(&text));
-        if direct {
-            Route::Direct
-        } else {
-            Route::Chained
-        }
-    }
-
-    /// Refuses a host outside `upstream.allow_hosts`, before any DNS lookup or connection.
-    pub fn check_allowed(&self, host: &str) -> Result<(), ProxyError> {
-        if self.config.upstream.allows_host(host) {
-            return Ok(());
-        }
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_ascii_lowercase();
-        Err(ProxyError::HostNotAllowed { host })
-    }
-
-    /// Refuses at once a target that is plainly this proxy itself (or its admin API): an IP
-    /// literal or `localhost`. Any other name is caught where its connection lands (see
-    /// `own_addrs`), which no spelling escapes.
-    pub fn check_not_self(&self, host: &str, port: u16) -> Result<(), ProxyError> {
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let targets: Vec<IpAddr> = match host.parse::<IpAddr>() {
-            Ok(ip) => vec![ip],
-            Err(_) if host.eq_ignore_ascii_case("localhost") => {
-                vec![
-                    IpAddr::from([127, 0, 0, 1]),
-                    IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
-                ]
-            }
-            Err(_) => return Ok(()),
-        };
-        if targets
-            .into_iter()
-            .any(|ip| self.own_addrs.is_own(SocketAddr::new(ip, port)))
-        {
-            return Err(ProxyError::Loop {
-                target: format!("{host}:{port}"),
-            });
-        }
-        Ok(())
-    }
-}
+use upstream::{Route, UpstreamBody};
 
 /// Serves proxy requests: absolute-form from a client, or origin-form inside an intercepted
 /// tunnel to `origin`.

@@ -1,9 +1,12 @@
-//! The HTTP side of caching, pure: what a request's key is, which headers an answer varies
-//! on, whether a request may use the cache and an answer may be stored, how fresh an entry
-//! is (`policy`), what kind of answer it is (`content`), and which URLs carry a version
-//! (`version`). No I/O anywhere below.
+//! The HTTP side of caching, pure: what a request's key is (`key`), which headers an answer
+//! varies on (`vary`), whether a request may use the cache and an answer may be stored
+//! (`policy`), whether a stored entry is fresh or may be served stale (`freshness`), what
+//! kind of answer it is (`content`), and which URLs carry a version (`version`). No I/O
+//! anywhere below.
 
 pub mod content;
+mod directives;
+pub mod freshness;
 pub mod key;
 pub mod policy;
 pub mod vary;

@@ -1,6 +1,6 @@
-//! Cache policy: may this request use the cache, may this response be stored and for how
-//! long, is this entry fresh or how may it be served stale, what a 304 changes. Pure: no I/O,
-//! and `now` is a parameter.
+//! Cache policy: may this request use the cache, and may this response be stored and for how
+//! long (whether a stored entry is fresh is `freshness`'s to say). Pure: no I/O, and `now` is
+//! a parameter.
 //!
 //! Three kinds of entry: versioned URLs (the version pins the content, so origin `no-cache`
 //! and client reloads do not defeat them), URLs a cache rule names (fresh for the rule's TTL),
@@ -10,15 +10,14 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::header::{
-    AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, ETAG, LAST_MODIFIED, SET_COOKIE,
-};
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, ETAG, LAST_MODIFIED, SET_COOKIE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
-use http_cache_semantics::{BeforeRequest, CacheOptions, CachePolicy};
+use http_cache_semantics::{CacheOptions, CachePolicy};
 use url::Url;
 
-use crate::cache::entry::{EntryMeta, Lifetime};
+use crate::cache::entry::Lifetime;
 use crate::cache::http::content::{self, ContentKind};
+use crate::cache::http::directives::has_directive;
 use crate::cache::http::key::secret_digest;
 use crate::cache::http::vary;
 use crate::cache::http::version::{self, VersionedAsset};
@@ -268,174 +267,11 @@ fn pinned(ttl: Duration) -> Lifetime {
     }
 }
 
-fn shared_cache() -> CacheOptions {
+pub(crate) fn shared_cache() -> CacheOptions {
     CacheOptions {
         shared: true,
         ..CacheOptions::default()
     }
-}
-
-/// Whether a stored entry may be served as it is, or how it may be served once stale.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Freshness {
-    /// Serve it.
-    Fresh,
-    /// Revalidate or refetch first, unless a window allows serving it stale.
-    Stale(StaleUse),
-}
-
-/// What a stale entry may still be used for.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StaleUse {
-    /// Serve it now and refresh it in the background (stale-while-revalidate).
-    pub while_revalidating: bool,
-    /// Serve it when the origin fails (stale-if-error).
-    pub on_error: bool,
-}
-
-/// Judges an entry for a request at `now`.
-pub fn freshness(
-    meta: &EntryMeta,
-    request: &Request<()>,
-    now: SystemTime,
-    policy: &PolicyConfig,
-) -> Freshness {
-    let headers = meta.header_map();
-    match &meta.lifetime {
-        Lifetime::Pinned { ttl_secs } => {
-            let Ok(age) = now.duration_since(meta.stored_at()) else {
-                // Stored in the future: the clock moved back. Refetch, serve nothing stale.
-                return Freshness::Stale(StaleUse::default());
-            };
-            let ttl = Duration::from_secs(*ttl_secs);
-            if age < ttl {
-                return Freshness::Fresh;
-            }
-            let staleness = age - ttl;
-            let negative = meta.status != StatusCode::OK.as_u16();
-            let (mut revalidate_window, mut error_window) = stale_windows(headers);
-            if meta.version.is_some() && !negative {
-                revalidate_window = revalidate_window.max(policy.versioned_stale_while_revalidate);
-                error_window = error_window.max(policy.versioned_stale_if_error);
-            }
-            Freshness::Stale(StaleUse {
-                while_revalidating: staleness < revalidate_window,
-                on_error: staleness < error_window,
-            })
-        }
-        Lifetime::Standard(cache_policy) => {
-            match cache_policy.before_request(&*redacted(request), now) {
-                BeforeRequest::Fresh(_) => Freshness::Fresh,
-                BeforeRequest::Stale { .. } => {
-                    if has_directive(headers, "must-revalidate")
-                        || has_directive(headers, "proxy-revalidate")
-                        || has_directive(headers, "no-cache")
-                        || has_directive(request.headers(), "no-cache")
-                    {
-                        return Freshness::Stale(StaleUse::default());
-                    }
-                    let lifetime = cache_policy.time_to_live(meta.stored_at());
-                    let staleness = now
-                        .duration_since(meta.stored_at())
-                        .unwrap_or_default()
-                        .saturating_sub(lifetime);
-                    let (revalidate_window, error_window) = stale_windows(headers);
-                    Freshness::Stale(StaleUse {
-                        while_revalidating: staleness < revalidate_window,
-                        on_error: staleness < error_window,
-                    })
-                }
-            }
-        }
-    }
-}
-
-/// How long an entry stays fresh after `now` by its own lifetime (zero once stale); the
-/// expiry its copy in the shared tier gets.
-pub fn time_left(meta: &EntryMeta, now: SystemTime) -> Duration {
-    match &meta.lifetime {
-        Lifetime::Pinned { ttl_secs } => Duration::from_secs(*ttl_secs)
-            .saturating_sub(now.duration_since(meta.stored_at()).unwrap_or_default()),
-        Lifetime::Standard(policy) => policy.time_to_live(now),
-    }
-}
-
-/// The `Age` of an entry at `now`: the age it arrived with plus the time stored.
-pub fn age(meta: &EntryMeta, now: SystemTime) -> Duration {
-    match &meta.lifetime {
-        Lifetime::Standard(policy) => policy.age(now),
-        Lifetime::Pinned { .. } => {
-            let initial = meta
-                .header_map()
-                .get(http::header::AGE)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or(0);
-            now.duration_since(meta.stored_at()).unwrap_or_default() + Duration::from_secs(initial)
-        }
-    }
-}
-
-/// Conditional headers that ask the origin whether the stored body is still current.
-pub fn validators(meta: &EntryMeta) -> Vec<(HeaderName, HeaderValue)> {
-    let headers = meta.header_map();
-    let mut out = Vec::new();
-    if let Some(etag) = headers.get(ETAG) {
-        out.push((http::header::IF_NONE_MATCH, etag.clone()));
-    }
-    if let Some(modified) = headers.get(LAST_MODIFIED) {
-        out.push((http::header::IF_MODIFIED_SINCE, modified.clone()));
-    }
-    out
-}
-
-/// Response headers a 304 may not change in the stored response (RFC 9111 §3.2).
-const KEPT_ON_REVALIDATION: [&str; 5] = [
-    "content-length",
-    "content-encoding",
-    "content-range",
-    "transfer-encoding",
-    "etag",
-];
-
-/// The entry after a 304: headers updated, lifetime restarted at `now`. `None` when the 304
-/// does not confirm this entry (another validator), which then needs a full fetch.
-pub fn refreshed(
-    meta: &EntryMeta,
-    request: &Request<()>,
-    not_modified: &Response<()>,
-    now: SystemTime,
-) -> Option<EntryMeta> {
-    let mut meta = meta.clone();
-    match &meta.lifetime {
-        Lifetime::Standard(policy) => {
-            match policy.after_response(&*redacted(request), not_modified, now) {
-                http_cache_semantics::AfterResponse::NotModified(policy, parts) => {
-                    let mut headers = parts.headers;
-                    headers.remove(http::header::AGE);
-                    meta.set_headers(&headers);
-                    meta.lifetime = Lifetime::Standard(Box::new(policy));
-                }
-                http_cache_semantics::AfterResponse::Modified(..) => return None,
-            }
-        }
-        Lifetime::Pinned { .. } => {
-            let stored_etag = meta.header_map().get(ETAG).cloned();
-            let new_etag = not_modified.headers().get(ETAG);
-            if new_etag.is_some_and(|new| stored_etag.as_ref() != Some(new)) {
-                return None;
-            }
-            let mut headers = meta.header_map().clone();
-            for (name, value) in not_modified.headers() {
-                if !KEPT_ON_REVALIDATION.contains(&name.as_str()) {
-                    headers.insert(name.clone(), value.clone());
-                }
-            }
-            meta.set_headers(&headers);
-        }
-    }
-    meta.set_stored_at(now);
-    Some(meta)
 }
 
 /// Request headers whose values are secrets: the stored policy (which keeps the request it
@@ -444,7 +280,7 @@ pub fn refreshed(
 const SECRET_HEADERS: [HeaderName; 2] = [http::header::COOKIE, AUTHORIZATION];
 
 /// The request as the stored policy may see it: secrets digested, proxy credentials gone.
-fn redacted(request: &Request<()>) -> std::borrow::Cow<'_, Request<()>> {
+pub(crate) fn redacted(request: &Request<()>) -> std::borrow::Cow<'_, Request<()>> {
     let headers = request.headers();
     let secret = SECRET_HEADERS.iter().any(|name| headers.contains_key(name))
         || headers.contains_key(http::header::PROXY_AUTHORIZATION);
@@ -471,47 +307,6 @@ fn redacted(request: &Request<()>) -> std::borrow::Cow<'_, Request<()>> {
     }
     *copy.headers_mut() = kept;
     std::borrow::Cow::Owned(copy)
-}
-
-/// What identifies a body of an unversioned URL, to notice when the origin changed it: the
-/// ETag, else Last-Modified, else the body's checksum.
-pub fn content_identity(meta: &EntryMeta) -> String {
-    let headers = meta.header_map();
-    headers
-        .get(ETAG)
-        .or_else(|| headers.get(LAST_MODIFIED))
-        .and_then(|v| v.to_str().ok())
-        .map_or_else(|| format!("xxh3:{:016x}", meta.body_xxh3), str::to_owned)
-}
-
-/// Whether `Cache-Control` has the directive `name` (with or without a value).
-fn has_directive(headers: &HeaderMap, name: &str) -> bool {
-    directives(headers).any(|(directive, _)| directive.eq_ignore_ascii_case(name))
-}
-
-/// The stale-while-revalidate and stale-if-error windows a response grants.
-fn stale_windows(headers: &HeaderMap) -> (Duration, Duration) {
-    let seconds = |name: &str| {
-        directives(headers)
-            .filter(|(directive, _)| directive.eq_ignore_ascii_case(name))
-            .find_map(|(_, value)| value?.trim_matches('"').parse::<u64>().ok())
-            .map_or(Duration::ZERO, Duration::from_secs)
-    };
-    (seconds("stale-while-revalidate"), seconds("stale-if-error"))
-}
-
-fn directives(headers: &HeaderMap) -> impl Iterator<Item = (&str, Option<&str>)> {
-    headers
-        .get_all(CACHE_CONTROL)
-        .into_iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|item| !item.is_empty())
-        .map(|item| match item.split_once('=') {
-            Some((name, value)) => (name.trim(), Some(value.trim())),
-            None => (item, None),
-        })
 }
 
 #[cfg(test)]

@@ -1,6 +1,10 @@
 //! Policy tables: request headers x response headers x age -> decision.
 
 use super::*;
+use crate::cache::entry::EntryMeta;
+use crate::cache::http::freshness::{
+    age, judge as freshness, refreshed, validators, Freshness, StaleUse,
+};
 use crate::cache::http::key::CacheKey;
 use crate::config::Config;
 use http::HeaderValue;
