@@ -325,3 +325,124 @@ fn json_logs_give_one_object_per_line() {
         .as_str()
         .is_some_and(|a| a.starts_with("127.0.0.1:")));
 }
+
+/// Reads a running proxy's JSON log lines on a thread, so a test can wait for one with a
+/// deadline.
+fn json_events(stderr: std::process::ChildStderr) -> std::sync::mpsc::Receiver<serde_json::Value> {
+    let (send, events) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+            let Ok(line) = line else { break };
+            let event =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            if send.send(event).is_err() {
+                break;
+            }
+        }
+    });
+    events
+}
+
+/// Sends `request` on `stream` and reads until the peer closes.
+fn exchange(stream: &mut std::net::TcpStream, request: &str) -> String {
+    use std::io::{Read, Write};
+    stream.write_all(request.as_bytes()).expect("write");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+#[test]
+fn each_request_logs_inside_its_own_span_within_its_connection() {
+    use std::io::{BufRead, Write};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_proxy"))
+        .current_dir(dir.path())
+        .args(["--port", "0", "--log-format", "json"])
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn proxy");
+    let events = json_events(child.stderr.take().expect("stderr"));
+    let next = || {
+        events
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a log line")
+    };
+    let proxy = loop {
+        let event = next();
+        if event["message"] == "listening" {
+            break event["addr"].as_str().expect("addr").to_owned();
+        }
+    };
+    // An origin that refuses connections: each request logs why it failed.
+    let origin = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr")
+    };
+    let timeout = Some(Duration::from_secs(30));
+    let mut plain = std::net::TcpStream::connect(&proxy).expect("connect");
+    plain.set_read_timeout(timeout).expect("timeout");
+    let answer = exchange(
+        &mut plain,
+        &format!(
+            "GET http://{origin}/plain HTTP/1.1\r\nHost: {origin}\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+
+    let mut tunnel = std::net::TcpStream::connect(&proxy).expect("connect");
+    tunnel.set_read_timeout(timeout).expect("timeout");
+    tunnel
+        .write_all(format!("CONNECT {origin} HTTP/1.1\r\nHost: {origin}\r\n\r\n").as_bytes())
+        .expect("write");
+    let mut reader = std::io::BufReader::new(tunnel.try_clone().expect("clone"));
+    let mut head = String::new();
+    while head.is_empty() || !head.ends_with("\r\n\r\n") {
+        assert!(reader.read_line(&mut head).expect("read") > 0, "{head}");
+    }
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let answer = exchange(
+        &mut tunnel,
+        &format!("GET /tunnelled HTTP/1.1\r\nHost: {origin}\r\nConnection: close\r\n\r\n"),
+    );
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let event = next();
+        if event["message"] != "upstream request failed" {
+            continue;
+        }
+        let names: Vec<&str> = event["spans"]
+            .as_array()
+            .expect("the spans the event is in")
+            .iter()
+            .filter_map(|span| span["name"].as_str())
+            .collect();
+        let request = &event["span"];
+        assert_eq!(request["name"], "request", "{event}");
+        assert_eq!(request["method"], "GET", "{event}");
+        seen.push((
+            names.join(">"),
+            request["url"].as_str().unwrap_or("").to_owned(),
+        ));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            (
+                "client>request".to_owned(),
+                format!("http://{origin}/plain")
+            ),
+            (
+                "client>tunnel>request".to_owned(),
+                format!("http://{origin}/tunnelled")
+            ),
+        ]
+    );
+}

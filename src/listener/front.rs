@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
+use tracing::{info_span, Instrument};
 
 use super::Connections;
 use crate::auth::ProxyAuth;
@@ -26,12 +27,15 @@ pub async fn answer(
     let connected = crate::mitm::connect(ctx.clone(), request).await;
     if let Some(tunnel) = connected.tunnel {
         let serving = connections.clone();
-        connections.spawn(async move {
+        let serve_tunnel = async move {
             if let Some(intercepted) = tunnel.open().await {
+                let span = info_span!("tunnel", origin = %intercepted.origin);
                 let service = ProxyService::in_tunnel(ctx, &intercepted.origin);
-                serving.serve(intercepted.stream, service.handler()).await;
+                let serving = serving.serve(intercepted.stream, service.handler());
+                serving.instrument(span).await;
             }
-        });
+        };
+        connections.spawn(serve_tunnel.in_current_span());
     }
     connected.response
 }

@@ -206,6 +206,8 @@ impl Connections {
     {
         let this = self.clone();
         Box::pin(async move {
+            // HTTP/2 runs each request as its own task: it is put back in the client's span.
+            let connection_span = tracing::Span::current();
             let (id, activity, close) = this.register();
             let io = Tracked {
                 inner: io,
@@ -216,7 +218,7 @@ impl Connections {
             let counted = activity.clone();
             let service = service_fn(move |request| {
                 let guard = InFlight::enter(counted.clone());
-                let answer = handler(request);
+                let answer = handler(request).instrument(connection_span.clone());
                 async move {
                     let response = answer.await;
                     let guarded = response.map(|body| {

@@ -24,6 +24,8 @@ use http::header::HOST;
 use http::{HeaderValue, Method, Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use tracing::field::Empty;
+use tracing::{info_span, Instrument, Span};
 use url::Url;
 
 use crate::body::ProxyBody;
@@ -75,11 +77,22 @@ impl ProxyService {
     /// Answers one request; never fails (errors become responses). A CONNECT reaches it
     /// only inside a tunnel, where it is refused: the front of a client's own connection
     /// hands CONNECTs to `mitm`.
+    /// Each request has its own span (method, URL, status and what the cache did), inside
+    /// its connection's.
     pub async fn answer(self, request: Request<Incoming>) -> Response<ProxyBody> {
-        match self.handle(request).await {
+        let span = info_span!(
+            "request",
+            method = %request.method(),
+            url = Empty,
+            status = Empty,
+            cache = Empty,
+        );
+        let response = match self.handle(request).instrument(span.clone()).await {
             Ok(response) => response,
             Err(never) => match never {},
-        }
+        };
+        span.record("status", response.status().as_u16());
+        response
     }
 
     async fn handle(self, request: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
@@ -94,6 +107,7 @@ impl ProxyService {
             Ok(url) => url,
             Err(error) => return Ok(error.into_response()),
         };
+        Span::current().record("url", url.as_str());
         if let Some(response) = self.answer_locally(&url) {
             return Ok(response);
         }
@@ -280,7 +294,9 @@ impl ProxyService {
 /// Adds `Cache-Status` and `Via`, and the log line when the body is done.
 fn finish(response: Response<ProxyBody>, summary: RequestSummary) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
-    if let Ok(value) = HeaderValue::from_str(&summary.cache.header_value()) {
+    let cache_status = summary.cache.header_value();
+    Span::current().record("cache", cache_status.as_str());
+    if let Ok(value) = HeaderValue::from_str(&cache_status) {
         parts.headers.insert(CACHE_STATUS, value);
     }
     add_via(&mut parts.headers, parts.version);
