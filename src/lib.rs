@@ -3,27 +3,33 @@
 //! One request, and the component that owns each step:
 //!
 //! ```text
-//! client ──TCP──▶ listener ──HTTP/1.1|2──▶ ProxyService
-//!                                            │ CONNECT ─▶ mitm: TLS? ── yes ─▶ ca leaf cert ─▶ ProxyService (https://host:port)
-//!                                            │                      └─ no ──▶ opaque tunnel
-//!                                            ▼
-//!                                   cache::policy::classify_request
-//!                          bypass ◀──────────┤ cacheable (versioned URL or rule)
-//!                            │               ▼
-//!                            │        cache.lookup: memory ─▶ disk (promote) ─▶ Hit
-//!                            │               ▼ miss
-//!                            │        cache.begin_fill: Follower waits ─▶ lookup again
-//!                            │               ▼ Leader
-//!                            │        shared tier (Redis, if configured): Hit, or the fleet's
-//!                            │        fill lock (wait for the proxy that holds it)
-//!                            │               ▼
-//!                            └────────▶ upstream (pooled, rustls) ─▶ TeeBody: to client + collect
-//!                                            ▼ clean end
-//!                                   cache.commit: memory ─▶ version index ─▶ write queue,
-//!                                            │              shared tier (background)
-//!                                            ▼ writer thread
-//!                                   make room (LRU) ─▶ entry file (atomic) ─▶ index journal
+//! client ─TCP─▶ listener (span client) ─▶ listener::front: proxy credentials
+//!                 │ CONNECT ─▶ mitm: 200, then the first bytes: TLS ─▶ leaf cert from ca ─┐
+//!                 │                  plain HTTP ──────────────────────────────────────────┤
+//!                 │                  anything else ─▶ relayed as it is                    │
+//!                 │            listener serves the intercepted tunnel (span tunnel) ◀─────┘
+//!                 ▼ every request (span request)
+//! proxy::ProxyService: the CA page, loops to itself, the allow-list; upgrades (WebSocket) spliced
+//!                 ▼
+//! cache::http::policy::classify_request ── not cacheable ─▶ upstream, answer passed on
+//!                 ▼ cacheable
+//! Cache::lookup: memory ─▶ disk, the entry judged by cache::http::freshness
+//!   Fresh(hit) · Revalidating(stale hit, refresh under a Fill) · Offline(hit or 504)
+//!   Stale(fill) · Miss(fill): this request leads the fetch — the others for the same key wait
+//!                 in cache::inflight and look again; a Miss asks the fleet (shared tier) first
+//!   Pass: fetch without the cache
+//!                 ▼ a Fill
+//! upstream (pooled, rustls; through an upstream proxy when set) ─▶ 304: Fill::not_modified
+//!                 ▼
+//! Fill::answered: not storable ─▶ the body streams to the client as it is
+//!                 ▼ storable: TeeBody streams it to the client and keeps a copy
+//! Tiers::put: memory (followers woken) ─▶ version index ─▶ disk writer ─▶ shared tier
+//!                 ▼ writer thread
+//! make room (LRU) ─▶ entry file (atomic rename) ─▶ index journal
 //! ```
+//!
+//! The proxy calls the cache three times at most: `lookup`, the fill's answer, and a second
+//! `lookup` when a body had to be stored whole first (HEAD, ranges).
 //!
 //! Beside the requests, the cache's upkeep thread follows the index journal that every
 //! process sharing the directory appends to, records which entries were used, evicts, and

@@ -5,12 +5,14 @@
 //! `usage`, `entries`, `assets` and `purge`. A cache failure never fails a request: it is
 //! logged, counted, and becomes a miss.
 //!
-//! The rooms: `http/` decides (keys, vary, storability and freshness, kinds of answer,
-//! versioned URLs; pure); `lookup` and `fill` are one request's phases; `inflight` owns the
-//! fill lock (coalescing); `store` puts entries in; `tiers` holds the parts; `memory`, `disk/`
-//! (files, index and journal, the writer that writes to disk, eviction, upkeep) and `shared/`
-//! (the fleet's Redis) are the tiers; `version_index`, `sweep_list` and `retirement` hold and
-//! retire versions; `inventory` is what operators see.
+//! The rooms: `http/` decides (keys, vary, storability, freshness, kinds of answer, versioned
+//! URLs; pure); `request`, `lookup` and `fill` are one request's phases; `inflight` owns the
+//! fill lock (coalescing); `tee` keeps a copy of a body as it streams; `store` puts entries in
+//! (`Tiers::put`, the one way in); `tiers` holds the parts; `memory`, `disk/` (entry files,
+//! index and journal, the writer that writes to disk, eviction, upkeep, verify) and `shared/`
+//! (the fleet's Redis) are the tiers; `entry/` is a stored response and its byte layout;
+//! `compress` makes the codings served; `version_index/`, `sweep_list` and `retirement` hold
+//! and retire versions; `inventory` is what operators see; `pending` lets shutdown wait.
 
 pub mod compress;
 pub mod disk;

@@ -1,5 +1,7 @@
 //! Configuration: the immutable `Config` each component receives a part of, as plain data the
-//! parts read (the file format is in `file`, its validation in `validate`). Every key has a default, so no file is needed.
+//! parts read. The file format is `file`'s, its validation `validate`'s, the defaults
+//! `defaults`', and the URLs a config names (upstream proxy, Redis nodes) `urls`'. Every key
+//! has a default, so no file is needed.
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,5 +1,8 @@
-//! `ProxyService`: one request through policy -> cache -> upstream. Orchestration only: the
-//! decisions live in `cache::policy`, storage in `cache`, the network in `upstream`.
+//! `ProxyService`: the HTTP side of one request — refuse what must not go anywhere, relay
+//! upgrades, classify, then ask the cache (`cached`) or go straight to the origin. It owns
+//! connection and HTTP concerns only: what to do with a cacheable request is the cache's to
+//! say (`Cache::lookup`), the network is `upstream`'s, and building answers from entries is
+//! `respond`'s.
 
 mod cached;
 pub mod chain;
