@@ -489,3 +489,40 @@ async fn offline_mode_serves_only_from_the_cache() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absolute_form_request_with_a_foreign_host_is_a_hit_and_the_origin_sees_the_url_authority(
+) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let origin = Origin::http().await;
+    let path = "/standard.css";
+    origin.route(
+        path,
+        Route::ok("body { color: teal }").header("cache-control", "public, max-age=3600"),
+    );
+    let proxy = TestProxy::start(dir.path(), "{}", None).await;
+    let client = proxy.client();
+    let url = origin.url(path);
+    // RFC 9112 §3.2.2: the authority of an absolute-form target replaces the received Host.
+    let fetch = |host: Option<&'static str>| {
+        let mut request = client.get(&url);
+        if let Some(host) = host {
+            request = request.header("host", host);
+        }
+        async move { cache_status(&request.send().await.expect("response")) }
+    };
+    assert_eq!(fetch(Some("elsewhere.test")).await, STORED);
+    proxy.settled().await;
+    assert_eq!(fetch(Some("elsewhere.test")).await, MEMORY_HIT);
+    assert_eq!(fetch(None).await, MEMORY_HIT);
+    assert_eq!(fetch(Some("another.test:8080")).await, MEMORY_HIT);
+    assert_eq!(origin.hits(path), 1);
+    let seen = origin
+        .last_request_headers(path)
+        .expect("the origin saw the request");
+    let authority = url.trim_start_matches("http://").trim_end_matches(path);
+    assert_eq!(
+        seen.get("host").and_then(|v| v.to_str().ok()),
+        Some(authority)
+    );
+}

@@ -42,6 +42,16 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The `Host` of a request for `url`: its authority (the port only when not the scheme's).
+pub fn host_of(url: &url::Url) -> Option<HeaderValue> {
+    let host = url.host_str()?;
+    let authority = match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    };
+    HeaderValue::from_str(&authority).ok()
+}
+
 /// Appends this proxy to `Via` for a message of `version`.
 pub fn add_via(headers: &mut HeaderMap, version: Version) {
     let protocol = match version {

@@ -36,7 +36,7 @@ use crate::cache::http::policy;
 use crate::proxy::error::ProxyError;
 use crate::stats::Stats;
 pub use context::Context;
-use headers::{add_via, remove_hop_by_hop, CacheStatus, CACHE_STATUS};
+use headers::{add_via, host_of, remove_hop_by_hop, CacheStatus, CACHE_STATUS};
 use log::{LoggedBody, RequestSummary};
 use upstream::{Route, UpstreamBody};
 
@@ -111,6 +111,13 @@ impl ProxyService {
             Err(error) => return Ok(error.into_response()),
         };
         Span::current().record("url", url.as_str());
+        let mut request = request;
+        // RFC 9112 §3.2.2: the target's authority is the request's Host, whatever Host came
+        // (in a tunnel: the authority the tunnel was opened to), before anything reads it —
+        // the cache's stored policy compares it, and the origin must see the URL's host.
+        if let Some(host) = host_of(&url) {
+            request.headers_mut().insert(HOST, host);
+        }
         if let Some(response) = self.answer_locally(&url) {
             return Ok(response);
         }
@@ -143,7 +150,6 @@ impl ProxyService {
             Err(_) => url.to_string(),
         };
         let referrer = self.referrer(&request, &url);
-        let mut request = request;
         if plan.is_ok() {
             // What the cache may store must not depend on headers it does not key.
             for name in &self.ctx.policy().unkeyed_headers {

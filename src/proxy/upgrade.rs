@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use tracing::{debug, info};
 use url::Url;
 
-use super::headers::{add_via, remove_hop_by_hop, CacheStatus};
+use super::headers::{add_via, host_of, remove_hop_by_hop, CacheStatus};
 use super::splice::splice;
 use super::upstream::Route;
 use super::{Context, CountedBody};
@@ -111,12 +111,7 @@ fn origin_request(request: Request<Incoming>, url: &Url) -> Result<Request<Incom
     parts
         .headers
         .insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    let host = match url.port() {
-        Some(port) => format!("{}:{port}", url.host_str().unwrap_or("")),
-        None => url.host_str().unwrap_or("").to_owned(),
-    };
-    let host = HeaderValue::from_str(&host)
-        .map_err(|e| ProxyError::BadRequest(format!("invalid host: {e}")))?;
+    let host = host_of(url).ok_or_else(|| ProxyError::BadRequest("URL has no host".to_owned()))?;
     parts.headers.insert(HOST, host);
     add_via(&mut parts.headers, parts.version);
     let target = match url.query() {
