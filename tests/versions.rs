@@ -298,10 +298,14 @@ async fn ten_thousand_one_off_versions_keep_the_index_bounded() {
         "resident KiB every 2,500 one-off versions: {rss:?}; record {} bytes, {held} versions held",
         text.len()
     );
-    // Bodies of retired versions leave memory too: no growth beyond allocator noise.
-    let growth = rss.last().copied().unwrap_or(0).saturating_sub(rss[1]);
+    // Bodies of retired versions leave memory too (resident memory is printed above; it is
+    // no measure under a loaded machine, the memory tier's own count is).
+    let stats = support::admin_json(proxy.admin, "/stats").await;
+    let in_memory = stats["tiers"]["memory_entries"]
+        .as_u64()
+        .expect("memory entries");
     assert!(
-        growth < 16 * 1024,
-        "resident memory grew {growth} KiB: {rss:?}"
+        in_memory <= 2 * asset_proxy::cache::version_index::MAX_HELD as u64,
+        "{in_memory} entries in memory: {stats}"
     );
 }

@@ -8,12 +8,14 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use http::Method;
+use http::{HeaderMap, Method};
+use url::Url;
 
 use crate::cache::entry::{now_ms, CachedResponse};
 use crate::cache::fill::{Fill, StaleEntry};
 use crate::cache::http::freshness::{self, Freshness, StaleUse};
-use crate::cache::http::policy::{self, NoCacheReason};
+use crate::cache::http::key::CacheKey;
+use crate::cache::http::policy::{self, CachePlan, NoCacheReason, Sharing};
 use crate::cache::inflight::{self, FillOutcome};
 use crate::cache::request::{CacheRequest, Hit};
 use crate::cache::shared::Claim;
@@ -52,9 +54,9 @@ pub(crate) async fn lookup(tiers: &Arc<Tiers>, ask: &CacheRequest<'_>) -> Lookup
     // revalidated for ten waiting requests is not revalidated ten more times).
     let mut waited_since = ask.fresh_since;
     for _ in 0..MAX_FOLLOWS {
-        let keys = tiers.keys_for(ask.url, ask.head.headers(), ask.plan).await;
+        let keys = keys_for(tiers, ask.url, ask.head.headers(), ask.plan).await;
         let key = keys.fill_key(ask.plan).clone();
-        let stale = match tiers.find(&keys, ask.plan).await {
+        let stale = match find(tiers, &keys, ask.plan).await {
             None => None,
             Some((entry, tier)) => {
                 let hit = Hit {
@@ -114,6 +116,88 @@ pub(crate) async fn lookup(tiers: &Arc<Tiers>, ask: &CacheRequest<'_>) -> Lookup
     Lookup::Pass(None)
 }
 
+/// The keys a request may be answered from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RequestKeys {
+    /// The key every client shares (a cookie enters it only when the answers vary on it).
+    shared: CacheKey,
+    /// The key kept for the request's cookie, when it carries one and not every answer to it
+    /// is shared.
+    own: Option<CacheKey>,
+}
+
+impl RequestKeys {
+    /// The key a fill for this request is led on: the shared one for assets, so sessions
+    /// with different cookies wait for one fetch; the cookie's own for anything else.
+    fn fill_key(&self, plan: &CachePlan) -> &CacheKey {
+        match &self.own {
+            Some(own) if !plan.asset_request => own,
+            _ => &self.shared,
+        }
+    }
+}
+
+/// The keys a request for `url` may be answered from: its coding class and the values of
+/// the headers this URL's responses vary on; with a cookie, also the cookie's own key.
+async fn keys_for(tiers: &Tiers, url: &Url, headers: &HeaderMap, plan: &CachePlan) -> RequestKeys {
+    let names = match tiers.vary.cached(url.as_str()) {
+        Some(names) => names,
+        None => {
+            let (vary, owned) = (tiers.vary.clone(), url.as_str().to_owned());
+            tokio::task::spawn_blocking(move || vary.names(&owned))
+                .await
+                .unwrap_or_default()
+        }
+    };
+    let shared = CacheKey::for_request(url, headers, &names, true);
+    let own = CacheKey::for_request(url, headers, &names, plan.sharing == Sharing::Always);
+    RequestKeys {
+        own: (own != shared).then_some(own),
+        shared,
+    }
+}
+
+/// The entry a request may be answered from, fresh or not: the one every client shares
+/// when it may serve this request (always, without a cookie; for an asset, with one),
+/// else the one kept for the request's cookie.
+async fn find(
+    tiers: &Tiers,
+    keys: &RequestKeys,
+    plan: &CachePlan,
+) -> Option<(Arc<CachedResponse>, Tier)> {
+    if let Some((entry, tier)) = get(tiers, &keys.shared).await {
+        if keys.own.is_none() || policy::shared_across_cookies(plan, entry.meta.header_map()) {
+            return Some((entry, tier));
+        }
+    }
+    match &keys.own {
+        Some(own) => get(tiers, own).await,
+        None => None,
+    }
+}
+
+/// The entry for `key` if the memory tier holds it; the use is noted.
+fn from_memory(tiers: &Tiers, key: &CacheKey) -> Option<Arc<CachedResponse>> {
+    let entry = tiers.memory.get(key)?;
+    entry.used.mark(now_ms());
+    Some(entry)
+}
+
+/// The entry for `key`, fresh or not, from memory, else from disk (then promoted).
+async fn get(tiers: &Tiers, key: &CacheKey) -> Option<(Arc<CachedResponse>, Tier)> {
+    if let Some(entry) = from_memory(tiers, key) {
+        return Some((entry, Tier::Memory));
+    }
+    let (store, owned_key) = (tiers.store.clone(), key.clone());
+    let read = tokio::task::spawn_blocking(move || store.read(&owned_key)).await;
+    let entry = Arc::new(read.ok().flatten()?);
+    let now = now_ms();
+    entry.used.mark(now);
+    tiers.store.note_disk_use(key.digest_bytes(), now);
+    tiers.memory.insert(entry.clone());
+    Some((entry, Tier::Disk))
+}
+
 /// How fresh an entry is for a request.
 fn judge(entry: &CachedResponse, ask: &CacheRequest<'_>, since_ms: Option<u64>) -> Freshness {
     // Strictly later, in whole milliseconds: an entry stored in the same millisecond may
@@ -144,11 +228,11 @@ fn revalidating(tiers: &Arc<Tiers>, ask: &CacheRequest<'_>, hit: Hit) -> Lookup 
 fn stored_meanwhile(
     tiers: &Tiers,
     ask: &CacheRequest<'_>,
-    keys: &crate::cache::tiers::RequestKeys,
-    key: &crate::cache::http::key::CacheKey,
+    keys: &RequestKeys,
+    key: &CacheKey,
     arrived: u64,
 ) -> Option<Hit> {
-    let entry = tiers.memory_entry(key).filter(|entry| {
+    let entry = from_memory(tiers, key).filter(|entry| {
         keys.own.as_ref() == Some(key)
             || keys.own.is_none()
             || policy::shared_across_cookies(ask.plan, entry.meta.header_map())

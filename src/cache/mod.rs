@@ -119,7 +119,7 @@ impl Cache {
     /// The entry held in memory under `key`, as it is (for inspection: no freshness is
     /// judged).
     pub fn memory_entry(&self, key: &CacheKey) -> Option<std::sync::Arc<CachedResponse>> {
-        self.tiers.memory_entry(key)
+        self.tiers.memory.get(key)
     }
 
     /// Where the entry for `key` lives on disk.

@@ -1,25 +1,19 @@
 //! `Tiers`: the cache's parts held together — the memory tier, the disk store and its writer,
-//! the version and vary indexes, the fills in flight, the shared tier — and the two plain
-//! ways to read them: an entry by key (memory, then disk, promoting a disk hit) and the keys
-//! a request may be answered from. What a request does with them is `lookup`; how entries
-//! go in is `store`.
+//! the version and vary indexes, the fills in flight, the shared tier — opened and started
+//! here. How a request finds an entry in them is `lookup`'s; how entries go in is `store`'s.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
-use http::HeaderMap;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
-use url::Url;
 
 use crate::cache::disk::index::DiskIndex;
 use crate::cache::disk::layout::{self, Opened};
 use crate::cache::disk::vary_store::VaryIndex;
 use crate::cache::disk::writer::DiskWriter;
 use crate::cache::disk::{index_error, DiskError, DiskStore, DiskTier, Wanted};
-use crate::cache::entry::{now_ms, CachedResponse};
-use crate::cache::http::key::CacheKey;
-use crate::cache::http::policy::{self, CachePlan, Sharing};
+use crate::cache::entry::CachedResponse;
 use crate::cache::inflight::InFlight;
 use crate::cache::memory::MemoryTier;
 use crate::cache::pending::{Pending, PendingGuard};
@@ -81,27 +75,6 @@ pub(crate) struct Opening {
     pub(crate) shared_directory: bool,
 }
 
-/// The keys a request may be answered from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestKeys {
-    /// The key every client shares (a cookie enters it only when the answers vary on it).
-    pub shared: CacheKey,
-    /// The key kept for the request's cookie, when it carries one and not every answer to it
-    /// is shared.
-    pub own: Option<CacheKey>,
-}
-
-impl RequestKeys {
-    /// The key a fill for this request is led on: the shared one for assets, so sessions
-    /// with different cookies wait for one fetch; the cookie's own for anything else.
-    pub fn fill_key(&self, plan: &CachePlan) -> &CacheKey {
-        match &self.own {
-            Some(own) if !plan.asset_request => own,
-            _ => &self.shared,
-        }
-    }
-}
-
 impl Tiers {
     /// Opens the tiers on `config.dir`; blocking (layout check, directory creation, temp
     /// cleanup, reading the index journal). Starts the disk writer.
@@ -160,72 +133,6 @@ impl Tiers {
             shared_directory: report.shared_with_another_process,
         };
         Ok((tiers, opening))
-    }
-
-    /// The keys a request for `url` may be answered from: its coding class and the values of
-    /// the headers this URL's responses vary on; with a cookie, also the cookie's own key.
-    pub(crate) async fn keys_for(
-        &self,
-        url: &Url,
-        headers: &HeaderMap,
-        plan: &CachePlan,
-    ) -> RequestKeys {
-        let names = match self.vary.cached(url.as_str()) {
-            Some(names) => names,
-            None => {
-                let (vary, owned) = (self.vary.clone(), url.as_str().to_owned());
-                tokio::task::spawn_blocking(move || vary.names(&owned))
-                    .await
-                    .unwrap_or_default()
-            }
-        };
-        let shared = CacheKey::for_request(url, headers, &names, true);
-        let own = CacheKey::for_request(url, headers, &names, plan.sharing == Sharing::Always);
-        RequestKeys {
-            own: (own != shared).then_some(own),
-            shared,
-        }
-    }
-
-    /// The entry a request may be answered from, fresh or not: the one every client shares
-    /// when it may serve this request (always, without a cookie; for an asset, with one),
-    /// else the one kept for the request's cookie.
-    pub(crate) async fn find(
-        &self,
-        keys: &RequestKeys,
-        plan: &CachePlan,
-    ) -> Option<(Arc<CachedResponse>, Tier)> {
-        if let Some((entry, tier)) = self.get(&keys.shared).await {
-            if keys.own.is_none() || policy::shared_across_cookies(plan, entry.meta.header_map()) {
-                return Some((entry, tier));
-            }
-        }
-        match &keys.own {
-            Some(own) => self.get(own).await,
-            None => None,
-        }
-    }
-
-    /// The entry for `key` if the memory tier holds it; the use is noted.
-    pub(crate) fn memory_entry(&self, key: &CacheKey) -> Option<Arc<CachedResponse>> {
-        let entry = self.memory.get(key)?;
-        entry.used.mark(now_ms());
-        Some(entry)
-    }
-
-    /// The entry for `key`, fresh or not, from memory, else from disk (then promoted).
-    pub(crate) async fn get(&self, key: &CacheKey) -> Option<(Arc<CachedResponse>, Tier)> {
-        if let Some(entry) = self.memory_entry(key) {
-            return Some((entry, Tier::Memory));
-        }
-        let (store, owned_key) = (self.store.clone(), key.clone());
-        let read = tokio::task::spawn_blocking(move || store.read(&owned_key)).await;
-        let entry = Arc::new(read.ok().flatten()?);
-        let now = now_ms();
-        entry.used.mark(now);
-        self.store.note_disk_use(key.digest_bytes(), now);
-        self.memory.insert(entry.clone());
-        Some((entry, Tier::Disk))
     }
 
     /// Hands an entry to the disk writer; counts it when the queue is full.
