@@ -176,6 +176,10 @@ def start_origin(work, slow_port):
         root {work.www};
         location / {{ add_header Cache-Control "public, max-age=31536000, immutable"; }}
         location /slow/ {{ proxy_pass http://127.0.0.1:{slow_port}; }}
+        location /burst/ {{
+            add_header Cache-Control "public, max-age=31536000, immutable";
+            try_files /burst.bin =404;
+        }}
     }}""")
     origin = Process("origin (nginx)", ["nginx", "-p", prefix, "-c", conf], http_port)
     wait_port(https_port, "origin https")
@@ -274,8 +278,9 @@ def parse_wrk_figures(out):
     transfer = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", out)
     mb = float(transfer.group(1)) * {"B": 1e-6, "KB": 1.024e-3, "MB": 1.048576, "GB": 1073.741824}[transfer.group(2)]
     # wrk leaves its latency lines out when every request took about the same time.
-    p50 = re.search(r"50%\s+(\S+)", out)
-    p99 = re.search(r"99%\s+(\S+)", out)
+    # Anchored at the line start: "+/- Stdev" columns such as "97.99%" also end in "99%".
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
     p50 = to_ms(p50.group(1)) if p50 else float("nan")
     p99 = to_ms(p99.group(1)) if p99 else float("nan")
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -349,17 +354,18 @@ def start_slow_origin():
     return server
 
 
-def cold_start(proxy_port, origin_url, name):
+def cold_start(proxy_ports, origin_url, name):
     """50 concurrent cold requests for one asset whose origin takes 1 s (the origin nginx
-    passes /slow/ to SlowOrigin)."""
+    passes /slow/ to SlowOrigin), spread over one proxy's port or several."""
+    ports = proxy_ports if isinstance(proxy_ports, list) else [proxy_ports]
     SlowOrigin.hits, SlowOrigin.answered_at = 0, []
     url = f"{origin_url}/slow/cold.js?v={re.sub('[^a-z]', '', name)}"
     done = []
-    def fetch():
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": f"http://127.0.0.1:{proxy_port}"}))
+    def fetch(port):
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": f"http://127.0.0.1:{port}"}))
         opener.open(url, timeout=30).read()
         done.append(time.time())
-    threads = [threading.Thread(target=fetch) for _ in range(50)]
+    threads = [threading.Thread(target=fetch, args=(ports[n % len(ports)],)) for n in range(50)]
     for t in threads:
         t.start()
     for t in threads:

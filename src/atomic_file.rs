@@ -11,6 +11,11 @@ pub const TEMP_PREFIX: &str = ".tmp-";
 
 /// Replaces `path` with `bytes` atomically, the new file having permission bits `mode`.
 pub fn write(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    write_parts(path, &[bytes], mode)
+}
+
+/// Replaces `path` atomically with `parts` one after the other (no buffer joins them).
+pub fn write_parts(path: &Path, parts: &[&[u8]], mode: u32) -> io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
@@ -18,7 +23,9 @@ pub fn write(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         .prefix(TEMP_PREFIX)
         .permissions(Permissions::from_mode(mode))
         .tempfile_in(dir)?;
-    temp.write_all(bytes)?;
+    for part in parts {
+        temp.write_all(part)?;
+    }
     temp.as_file().sync_all()?;
     // On failure the temp file is removed when the error drops it.
     temp.persist(path).map_err(|e| e.error)?;

@@ -1,7 +1,8 @@
 //! The disk tier as a fleet relies on it for weeks: a size cap kept by least-recently-used
 //! eviction, write-behind with a bounded loss window, an index rebuilt when lost, corruption
-//! found and repaired, a layout that is migrated or refused, and two real processes sharing
-//! one directory. Crashes and disk trouble have their own files.
+//! found and repaired (also after a file was checked once), a layout that is migrated or
+//! refused, and two real processes sharing one directory. Crashes and disk trouble have their
+//! own files.
 
 mod support;
 
@@ -246,6 +247,82 @@ async fn damaged_entries_are_caught_on_read_and_by_verify_which_repairs_them() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("checked 1 entries"), "{out}");
     assert_eq!(damaged.len(), 4);
+}
+
+/// A body is hashed on its file's first read only; a file damaged in place afterwards is a
+/// changed file, hashed again, caught and fetched again — never served as another body — and
+/// `cache verify` catches what the proxy had checked before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_damaged_after_it_was_checked_is_caught_again() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cache_dir = dir.path().join("cache");
+    let origin = Origin::http().await;
+    let body = random_bytes(2_000_000, 77);
+    origin.route("/checked.wasm?v=1", Route::ok(body.clone()));
+    let url = origin.url("/checked.wasm?v=1");
+    // A memory tier too small for the body: every hit reads the file.
+    let config = dir.path().join("small-memory.json");
+    std::fs::write(&config, r#"{"memory": {"max_mb": 1, "prewarm": false}}"#).expect("config");
+    let (config, cache_arg) = (
+        config.display().to_string(),
+        cache_dir.display().to_string(),
+    );
+    let certs = dir.path().join("certs").display().to_string();
+    let proxy = ProxyProcess::start(
+        dir.path(),
+        &[
+            "--config",
+            &config,
+            "--cache-dir",
+            &cache_arg,
+            "--ca-dir",
+            &certs,
+        ],
+    );
+    let client = plain_client(proxy.addr);
+    assert_eq!(get(&client, &url).await.2, body);
+    eventually("the entry on disk", || async {
+        entry_files(&cache_dir).len() == 1
+    })
+    .await;
+    let disk_hit = |cache: &str| cache.contains("hit") && cache.ends_with("detail=disk");
+    for _ in 0..3 {
+        let (status, cache, got) = get(&client, &url).await;
+        assert_eq!(status, 200);
+        assert!(disk_hit(&cache), "{cache}");
+        assert_eq!(got, body);
+    }
+    let flip_a_body_byte = || {
+        let file = &entry_files(&cache_dir)[0];
+        let mut bytes = std::fs::read(file).expect("read entry");
+        let at = bytes.len() - 1000;
+        bytes[at] ^= 0x40;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(file)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &bytes))
+            .expect("damage in place");
+    };
+    flip_a_body_byte();
+    let (status, cache, got) = get(&client, &url).await;
+    assert_eq!(status, 200);
+    assert_eq!(got, body, "the damaged body is never served");
+    assert!(!disk_hit(&cache), "{cache}");
+    assert_eq!(origin.hits("/checked.wasm?v=1"), 2);
+    let stats = admin_json(proxy.admin, "/stats").await;
+    assert_eq!(stats["corrupt_entries"], 1, "{stats}");
+
+    eventually("the entry on disk again", || async {
+        entry_files(&cache_dir).len() == 1
+    })
+    .await;
+    let (_, cache, _) = get(&client, &url).await;
+    assert!(disk_hit(&cache), "{cache}");
+    flip_a_body_byte();
+    assert!(proxy.terminate().success());
+    let (code, out, err) = run_proxy(dir.path(), &["--cache-dir", &cache_arg, "cache", "verify"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(out.matches("corrupt").count(), 1, "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -150,6 +150,8 @@ async fn full_read_only_and_deleted_disks_are_survived_and_caching_resumes() {
     disk.remount("rw");
     let (url, _) = fetch(&mut next);
     get(&client, &url).await;
+    // The recovery is logged once per failure: wait for the second line itself.
+    proxy.wait_for_lines(|l| l.contains(RESUMED), 2);
     stats_until(&proxy, "a write after the remount", |s| {
         s["tiers"]["disk_failing"] == false
     })

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
-use support::websocket::{connect_tunnel, tls_through};
+use support::websocket::{client_config, connect_tunnel, tls_through, tls_with};
 use support::{admin_json, crypto, random_bytes, Origin, Route, TestCa, TestProxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -80,6 +80,37 @@ async fn slow_client_hellos_are_still_intercepted_and_coalesced() {
     let stats = admin_json(proxy.admin, "/stats").await;
     assert_eq!(stats["tunnels"]["intercepted"], 50, "{stats}");
     assert_eq!(stats["tunnels"]["opaque"], 0, "{stats}");
+}
+
+#[tokio::test]
+async fn a_client_coming_back_resumes_its_tls_session() {
+    crypto();
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = TestCa::new(dir.path());
+    let origin = Origin::https_http1_only(&ca).await;
+    origin.route(
+        "/app.js?v=1",
+        Route::ok("x").header("content-type", "text/javascript"),
+    );
+    let proxy = TestProxy::start(dir.path(), "{}", Some(&ca.path)).await;
+    let authority = format!("localhost:{}", origin.addr.port());
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let config = std::sync::Arc::new(client_config(&proxy.ca_pem(), Some(version)));
+        let mut kinds = Vec::new();
+        for _ in 0..3 {
+            let (tunnel, _) = connect_tunnel(proxy.addr, &authority).await;
+            let tls = tls_with(tunnel, "localhost", config.clone()).await;
+            kinds.push(tls.get_ref().1.handshake_kind());
+            let (status, _, _) = get_over(tls, &authority, "/app.js?v=1").await;
+            assert_eq!(status, 200);
+        }
+        use rustls::HandshakeKind::{Full, Resumed};
+        assert_eq!(
+            kinds,
+            [Some(Full), Some(Resumed), Some(Resumed)],
+            "{version:?}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@ use rcgen::{
 };
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::server::{ProducesTickets, ServerSessionMemoryCache, StoresServerSessions};
 use rustls::ServerConfig;
 use time::{Duration, OffsetDateTime};
 
@@ -31,6 +32,8 @@ const CA_LIFETIME_DAYS: i64 = 3650;
 /// Well within the 180 days clients accept, and short enough to limit a leaked leaf's use.
 const LEAF_LIFETIME_DAYS: i64 = 90;
 const LEAF_CACHE_HOSTS: u64 = 10_000;
+/// TLS 1.2 sessions kept for resumption, across every host.
+const TLS12_SESSIONS: usize = 4096;
 
 /// A failure of the certificate authority.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +76,10 @@ pub struct CertAuthority {
     cert_path: PathBuf,
     provider: Arc<CryptoProvider>,
     leaves: moka::future::Cache<String, Arc<ServerConfig>>,
+    /// One ticket key (rotated) and one session store for every leaf: a client that comes
+    /// back resumes its session instead of a full handshake, whatever host it asks for next.
+    tickets: Arc<dyn ProducesTickets>,
+    sessions: Arc<dyn StoresServerSessions>,
 }
 
 impl CertAuthority {
@@ -129,12 +136,16 @@ impl CertAuthority {
                 cert_path.display()
             ))
         })?;
+        let tickets = rustls::crypto::ring::Ticketer::new()
+            .map_err(|e| CaError::Unusable(format!("TLS session tickets: {e}")))?;
         Ok(CertAuthority {
             issuer,
             cert_pem,
             cert_path,
             provider,
             leaves: moka::future::Cache::new(LEAF_CACHE_HOSTS),
+            tickets,
+            sessions: ServerSessionMemoryCache::new(TLS12_SESSIONS),
         })
     }
 
@@ -200,6 +211,8 @@ impl CertAuthority {
             .with_single_cert(vec![CertificateDer::from(cert.der().to_vec())], key_der)
             .map_err(tls_error)?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.ticketer = self.tickets.clone();
+        config.session_storage = self.sessions.clone();
         Ok(Arc::new(config))
     }
 }

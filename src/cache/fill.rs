@@ -14,6 +14,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body::Body;
 use tracing::debug;
 
+use crate::cache::disk::neighbours::NeighbourLock;
 use crate::cache::entry::PrefetchMark;
 use crate::cache::http::freshness::{self, StaleUse};
 use crate::cache::http::key::CacheKey;
@@ -53,6 +54,7 @@ pub struct Fill {
     plan: CachePlan,
     stale: Option<StaleEntry>,
     fleet_lock: Option<FleetLock>,
+    neighbour_lock: Option<NeighbourLock>,
     prefetched: Option<Arc<PrefetchMark>>,
     limits: StoreLimits,
 }
@@ -82,6 +84,7 @@ impl Fill {
             plan: ask.plan.clone(),
             stale,
             fleet_lock: None,
+            neighbour_lock: None,
             prefetched: ask.prefetch.clone(),
             limits,
         }
@@ -99,6 +102,10 @@ impl Fill {
 
     pub(crate) fn hold_fleet_lock(&mut self, lock: FleetLock) {
         self.fleet_lock = Some(lock);
+    }
+
+    pub(crate) fn hold_neighbour_lock(&mut self, lock: NeighbourLock) {
+        self.neighbour_lock = Some(lock);
     }
 
     pub(crate) fn into_permit(self) -> FillPermit {
@@ -183,6 +190,7 @@ impl Fill {
             lifetime,
             previous: self.stale.map(|s| s.hit.entry),
             fleet_lock: self.fleet_lock,
+            neighbour_lock: self.neighbour_lock,
             prefetched: self.prefetched,
         };
         Answered::Storing(Box::new(TeeBody::new(

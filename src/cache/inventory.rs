@@ -59,8 +59,12 @@ pub struct PurgeReport {
 pub struct Usage {
     /// Entries in memory.
     pub memory_entries: u64,
-    /// Bytes in memory (bodies plus bookkeeping).
+    /// Bytes in memory, as the tier's bound counts them (bodies, codings, bookkeeping).
     pub memory_bytes: u64,
+    /// Of those, the bodies as received.
+    pub memory_body_bytes: u64,
+    /// Of those, the codings made of the bodies (stored zstd frames, br and gzip).
+    pub memory_coding_bytes: u64,
     /// Entry files on disk.
     pub disk_entries: u64,
     /// Bytes of entry files on disk.
@@ -71,6 +75,8 @@ pub struct Usage {
     pub write_queue_entries: u64,
     /// Bytes waiting for the disk writer.
     pub write_queue_bytes: u64,
+    /// Bytes of entries waiting for room in the disk writer's queue.
+    pub write_waiting_bytes: u64,
     /// Whether the last disk operation failed (read-only, full, deleted...).
     pub disk_failing: bool,
 }
@@ -98,16 +104,20 @@ impl Tiers {
     /// Entries and bytes per tier, the disk's from its index.
     pub async fn usage(&self) -> Usage {
         let (memory_entries, memory_bytes) = self.memory.usage();
+        let parts = self.memory.parts();
         let (disk_entries, disk_bytes) = self.store.index.usage();
-        let (write_queue_entries, write_queue_bytes) = self.writer.depth();
+        let (write_queue_entries, write_queue_bytes, write_waiting_bytes) = self.writer.depth();
         Usage {
             memory_entries,
             memory_bytes,
+            memory_body_bytes: parts.body_bytes,
+            memory_coding_bytes: parts.coding_bytes,
             disk_entries,
             disk_bytes,
             disk_max_bytes: self.config.disk_max_bytes,
             write_queue_entries: write_queue_entries as u64,
             write_queue_bytes,
+            write_waiting_bytes,
             disk_failing: self.store.health.is_failing(),
         }
     }

@@ -11,6 +11,7 @@ use std::time::SystemTime;
 use http::{HeaderMap, Method};
 use url::Url;
 
+use crate::cache::disk::neighbours::Attempt;
 use crate::cache::entry::{now_ms, CachedResponse};
 use crate::cache::fill::{Fill, StaleEntry};
 use crate::cache::http::freshness::{self, Freshness, StaleUse};
@@ -24,6 +25,9 @@ use crate::cache::tiers::{Tier, Tiers};
 
 /// How many times a request waits on other fetches before it fetches for itself.
 const MAX_FOLLOWS: usize = 3;
+/// How often a request waiting for a neighbour's fill looks for its entry (a file lock
+/// cannot wake it).
+const NEIGHBOUR_RECHECK: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// What the cache says to do with a request.
 pub enum Lookup {
@@ -94,9 +98,12 @@ pub(crate) async fn lookup(tiers: &Arc<Tiers>, ask: &CacheRequest<'_>) -> Lookup
                     return Lookup::Fresh(hit);
                 }
                 let fill = Fill::new(tiers.clone(), permit, ask, stale.clone());
-                return match stale {
-                    Some(_) => Lookup::Stale(fill),
-                    None => ask_fleet(tiers, ask, fill).await,
+                if stale.is_some() {
+                    return Lookup::Stale(fill);
+                }
+                return match ask_neighbours(tiers, ask, fill, arrived).await {
+                    Ok(answered) => answered,
+                    Err(fill) => ask_fleet(tiers, ask, fill).await,
                 };
             }
             inflight::Fill::Follower(waiter) => waiter,
@@ -241,6 +248,79 @@ fn stored_meanwhile(
         entry,
         tier: Tier::Memory,
         collapsed: true,
+    })
+}
+
+/// Before a cold fetch, the processes sharing the cache directory: when another is fetching
+/// the key, wait for the entry it writes (an entry stored after this request arrived answers
+/// it); else fetch, holding the key's fill lock until the entry is on disk. `Err` gives the
+/// fill back to go on with.
+async fn ask_neighbours(
+    tiers: &Arc<Tiers>,
+    ask: &CacheRequest<'_>,
+    mut fill: Fill,
+    arrived: u64,
+) -> Result<Lookup, Fill> {
+    if ask.plan.live_request {
+        return Err(fill);
+    }
+    let deadline = tokio::time::Instant::now() + tiers.config.coalesce_wait;
+    let mut waited = false;
+    loop {
+        let (store, key) = (tiers.store.clone(), fill.key().clone());
+        let attempt = tokio::task::spawn_blocking(move || store.try_neighbours_lock(&key))
+            .await
+            .ok()
+            .flatten();
+        let held = match attempt {
+            None => return Err(fill),
+            Some(Attempt::Lead(lock)) => Some(lock),
+            Some(Attempt::Held) => None,
+        };
+        // Written by the neighbour that had the lock, or by one that just finished.
+        if waited || held.is_some() {
+            if let Some(entry) = stored_by_neighbour(tiers, ask, fill.key(), arrived).await {
+                tiers.put(fill.into_permit(), Put::Written(entry.clone()));
+                return Ok(Lookup::Fresh(Hit {
+                    entry,
+                    tier: Tier::Disk,
+                    collapsed: waited,
+                }));
+            }
+        }
+        if let Some(lock) = held {
+            fill.hold_neighbour_lock(lock);
+            return Err(fill);
+        }
+        if !ask.wait {
+            return Ok(Lookup::Pass(None));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(fill);
+        }
+        if !waited {
+            tiers.stats.coalesced_waits.inc();
+        }
+        waited = true;
+        tokio::time::sleep(NEIGHBOUR_RECHECK).await;
+    }
+}
+
+/// The entry for `key` on disk, if a neighbour stored it after this request arrived.
+async fn stored_by_neighbour(
+    tiers: &Tiers,
+    ask: &CacheRequest<'_>,
+    key: &CacheKey,
+    arrived: u64,
+) -> Option<Arc<CachedResponse>> {
+    let (store, owned) = (tiers.store.clone(), key.clone());
+    let entry = tokio::task::spawn_blocking(move || store.read(&owned))
+        .await
+        .ok()
+        .flatten()?;
+    (judge(&entry, ask, Some(arrived)) == Freshness::Fresh).then(|| {
+        entry.used.mark(now_ms());
+        Arc::new(entry)
     })
 }
 

@@ -1,8 +1,10 @@
-//! The memory tier: a moka cache of complete responses, weighed by body bytes.
+//! The memory tier: a moka cache of complete responses, weighed by every byte an entry holds
+//! (its body and the codings made of it).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use moka::ops::compute::Op;
 use moka::sync::Cache;
 
 use crate::cache::entry::CachedResponse;
@@ -11,6 +13,15 @@ use crate::cache::http::version::AssetId;
 
 /// Bytes counted per entry beside its body: key, headers and bookkeeping.
 const ENTRY_OVERHEAD: u64 = 1024;
+
+/// Bytes the memory tier holds, by part.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryParts {
+    /// Bodies as received.
+    pub body_bytes: u64,
+    /// The codings made of them (the stored zstd frame, br and gzip for clients).
+    pub coding_bytes: u64,
+}
 
 /// Hot entries, shared between requests without copying bodies.
 #[derive(Clone)]
@@ -24,7 +35,7 @@ impl MemoryTier {
         let entries = Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|_key, entry: &Arc<CachedResponse>| {
-                let weight = entry.body.len() as u64 + ENTRY_OVERHEAD;
+                let weight = entry.held_bytes() + ENTRY_OVERHEAD;
                 u32::try_from(weight).unwrap_or(u32::MAX)
             })
             .time_to_idle(idle)
@@ -41,7 +52,23 @@ impl MemoryTier {
     /// evicts in batches, and a burst of multi-MiB inserts would overshoot the cap by
     /// the batch. Inserts happen once per fill, never per hit.
     pub fn insert(&self, entry: Arc<CachedResponse>) {
-        self.entries.insert(entry.meta.key.clone(), entry);
+        // Through the key's lock, like `reweigh`, so that a re-weighing never puts back an
+        // entry another insert has just replaced.
+        self.entries
+            .entry(entry.meta.key.clone())
+            .and_compute_with(|_| Op::Put(entry));
+        self.entries.run_pending_tasks();
+    }
+
+    /// Weighs `entry` again after a coding was made of its body, if it is still the one held
+    /// under its key: the tier's bound counts what the entry holds now.
+    pub fn reweigh(&self, entry: &Arc<CachedResponse>) {
+        self.entries
+            .entry(entry.meta.key.clone())
+            .and_compute_with(|held| match held {
+                Some(held) if Arc::ptr_eq(held.value(), entry) => Op::Put(held.into_value()),
+                _ => Op::Nop,
+            });
         self.entries.run_pending_tasks();
     }
 
@@ -59,10 +86,20 @@ impl MemoryTier {
         doomed.len()
     }
 
-    /// Entries held and their weight (body bytes plus overhead).
+    /// Entries held and their weight (bodies, codings and overhead).
     pub fn usage(&self) -> (u64, u64) {
         self.entries.run_pending_tasks();
         (self.entries.entry_count(), self.entries.weighted_size())
+    }
+
+    /// What the held entries are made of: bytes of bodies, and of codings made of them.
+    pub fn parts(&self) -> MemoryParts {
+        let mut parts = MemoryParts::default();
+        for (_, entry) in self.entries.iter() {
+            parts.body_bytes += entry.body.len() as u64;
+            parts.coding_bytes += entry.encodings.made_bytes();
+        }
+        parts
     }
 
     /// Keys of the entries served after `since_ms`, with when they were last served.

@@ -122,6 +122,23 @@ impl Cache {
         self.tiers.memory.get(key)
     }
 
+    /// Makes `coding` of `entry`'s body in the background (once: the caller claimed it), and
+    /// has the memory tier count it.
+    pub fn make_coding(&self, entry: Arc<CachedResponse>, coding: compress::Coding) {
+        let memory = self.tiers.memory.clone();
+        tokio::task::spawn_blocking(move || {
+            match coding {
+                compress::Coding::Zstd => {
+                    entry.encodings.stored_zstd(&entry.body);
+                }
+                coding => entry
+                    .encodings
+                    .set(coding, compress::encode(coding, &entry.body)),
+            }
+            memory.reweigh(&entry);
+        });
+    }
+
     /// Where the entry for `key` lives on disk.
     pub fn disk_path(&self, key: &CacheKey) -> std::path::PathBuf {
         self.tiers.store.tier.path_of(key)

@@ -1,9 +1,10 @@
 //! Putting an entry in: `Tiers::put` is the one way every entry enters the cache — a
 //! fetched body whole in memory, a fetched body a fill spilled to a temp file, a stored entry
-//! refreshed by a 304, an entry the shared tier had. Each is built into an entry, its version
-//! held in the version index (which may retire other versions), kept in memory (large spilled
-//! bodies stay on disk only), written to disk, and handed to the shared tier — and the
-//! requests waiting for the fill are woken as soon as some tier can answer them.
+//! refreshed by a 304, an entry the shared tier had, an entry a neighbour process wrote. Each
+//! is built into an entry, its version held in the version index (which may retire other
+//! versions), kept in memory (large spilled bodies stay on disk only), written to disk, and
+//! handed to the shared tier — and the requests waiting for the fill are woken as soon as
+//! some tier can answer them.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -13,6 +14,7 @@ use http::{HeaderMap, Request, StatusCode};
 use tracing::{debug, info, warn};
 use url::Url;
 
+use crate::cache::disk::neighbours::NeighbourLock;
 use crate::cache::disk::spill::Spilled;
 use crate::cache::disk::DiskError;
 use crate::cache::entry::{CachedResponse, EntryMeta, Lifetime, PrefetchMark};
@@ -46,6 +48,8 @@ pub struct FillPlan {
     pub previous: Option<Arc<CachedResponse>>,
     /// The fleet's fill lock for this key, let go once the entry is in the shared tier.
     pub fleet_lock: Option<FleetLock>,
+    /// The fill lock among processes sharing the directory, let go once the entry is on disk.
+    pub neighbour_lock: Option<NeighbourLock>,
     /// Set when the fetch is a prefetch: the entry carries the mark.
     pub prefetched: Option<Arc<PrefetchMark>>,
 }
@@ -60,6 +64,8 @@ pub(crate) enum Put {
     Refreshed(Arc<CachedResponse>),
     /// An entry the shared tier had.
     Adopted(Arc<CachedResponse>),
+    /// An entry another process sharing the directory wrote meanwhile (on disk already).
+    Written(Arc<CachedResponse>),
 }
 
 impl Tiers {
@@ -72,7 +78,11 @@ impl Tiers {
             Put::Refreshed(entry) => {
                 self.memory.insert(entry.clone());
                 permit.complete(FillOutcome::Stored);
-                self.queue_write(entry);
+                let tiers = self.clone();
+                tokio::spawn(async move {
+                    tiers.queue_write(entry, None).await;
+                    drop(guard);
+                });
             }
             Put::Adopted(entry) => {
                 self.memory.insert(entry.clone());
@@ -81,9 +91,13 @@ impl Tiers {
                 tokio::spawn(async move {
                     tiers.hold_version(&entry.meta).await;
                     tiers.stats.stored.inc();
-                    tiers.queue_write(entry);
+                    tiers.queue_write(entry, None).await;
                     drop(guard);
                 });
+            }
+            Put::Written(entry) => {
+                self.memory.insert(entry);
+                permit.complete(FillOutcome::Stored);
             }
             Put::Fetched(fill, body) => {
                 let tiers = self.clone();
@@ -104,7 +118,7 @@ impl Tiers {
 
     /// Builds the entry of a fetched body and keeps it, then hands it to the shared tier
     /// with the fleet's fill lock.
-    async fn store(self: &Arc<Self>, permit: FillPermit, fill: FillPlan, body: Bytes) {
+    async fn store(self: &Arc<Self>, permit: FillPermit, mut fill: FillPlan, body: Bytes) {
         let meta = self
             .entry_meta(
                 &permit,
@@ -116,7 +130,8 @@ impl Tiers {
         let mut entry = CachedResponse::new(meta, body);
         entry.prefetched = self.mark_prefetched(fill.prefetched, entry.body.len() as u64);
         let entry = Arc::new(entry);
-        self.keep(permit, entry.clone()).await;
+        self.keep(permit, entry.clone(), fill.neighbour_lock.take())
+            .await;
         if let Some(shared) = &self.shared {
             let ttl = freshness::time_left(&entry.meta, SystemTime::now());
             shared.put(entry, ttl, fill.fleet_lock);
@@ -126,15 +141,23 @@ impl Tiers {
     /// Builds the entry file of a spilled body (compressed when that pays), then keeps the
     /// body in memory when small enough, holds its version and hands the file to the shared
     /// tier; the followers are woken once the file is in place.
-    async fn store_spilled(self: &Arc<Self>, permit: FillPermit, fill: FillPlan, spilled: Spilled) {
+    async fn store_spilled(
+        self: &Arc<Self>,
+        permit: FillPermit,
+        mut fill: FillPlan,
+        spilled: Spilled,
+    ) {
         let meta = self
             .entry_meta(&permit, &fill, spilled.len, spilled.xxh3)
             .await;
         let in_memory = spilled.len <= self.config.memory_max_bytes / MEMORY_SHARE_OF_SPILLED;
         let store = self.store.clone();
+        let neighbour_lock = fill.neighbour_lock.take();
         let written = tokio::task::spawn_blocking(move || {
             let mut spilled = spilled;
             let path = store.write_spilled(&meta, &mut spilled)?;
+            // On disk: neighbours waiting for it may read it now.
+            drop(neighbour_lock);
             let body = if in_memory {
                 Some(read_all(&mut spilled)?)
             } else {
@@ -219,12 +242,17 @@ impl Tiers {
 
     /// Keeps an entry: memory first, so waiting requests are answered at once; then its
     /// version in the version index; then the disk writer's queue.
-    async fn keep(self: &Arc<Self>, permit: FillPermit, entry: Arc<CachedResponse>) {
+    async fn keep(
+        self: &Arc<Self>,
+        permit: FillPermit,
+        entry: Arc<CachedResponse>,
+        neighbour_lock: Option<NeighbourLock>,
+    ) {
         self.memory.insert(entry.clone());
         permit.complete(FillOutcome::Stored);
         self.hold_version(&entry.meta).await;
         self.stats.stored.inc();
-        self.queue_write(entry);
+        self.queue_write(entry, neighbour_lock).await;
     }
 }
 

@@ -119,9 +119,16 @@ where
         expected: Option<u64>,
     ) -> Self {
         let max = cache.config.max_object_bytes;
-        let capacity = expected
-            .filter(|len| *len <= max.min(SPILL_AT))
-            .unwrap_or(0) as usize;
+        // While the disk writer is behind, a body goes to disk as it arrives, whatever its
+        // size: the disk sets the pace of new fills, and no entry is left unwritten.
+        let kept = if cache.writer.is_congested() {
+            Kept::Disk(Spill::start(&cache.spill_dir(), Bytes::new()))
+        } else {
+            let capacity = expected
+                .filter(|len| *len <= max.min(SPILL_AT))
+                .unwrap_or(0) as usize;
+            Kept::Memory(BytesMut::with_capacity(capacity))
+        };
         TeeBody {
             inner: Some(inner),
             fill: Some(Collector {
@@ -129,7 +136,7 @@ where
                 cache,
                 permit,
                 plan,
-                kept: Kept::Memory(BytesMut::with_capacity(capacity)),
+                kept,
                 received: 0,
                 expected,
                 max,

@@ -10,6 +10,7 @@ use tracing::{debug, info, warn};
 
 use crate::cache::disk::index::DiskIndex;
 use crate::cache::disk::layout::{self, Opened};
+use crate::cache::disk::neighbours::NeighbourLock;
 use crate::cache::disk::vary_store::VaryIndex;
 use crate::cache::disk::writer::DiskWriter;
 use crate::cache::disk::{index_error, DiskError, DiskStore, DiskTier, Wanted};
@@ -135,11 +136,18 @@ impl Tiers {
         Ok((tiers, opening))
     }
 
-    /// Hands an entry to the disk writer; counts it when the queue is full.
-    pub(crate) fn queue_write(&self, entry: Arc<CachedResponse>) {
-        if !self.writer.store(entry, self.pending()) {
+    /// Hands an entry to the disk writer, waiting for room in its queue; counts it when it
+    /// cannot be queued.
+    /// A fill's lock among neighbours, when given, is let go once the entry is written.
+    pub(crate) async fn queue_write(
+        &self,
+        entry: Arc<CachedResponse>,
+        neighbour_lock: Option<NeighbourLock>,
+    ) {
+        let pending = self.pending();
+        if let Err(why) = self.writer.store(entry, neighbour_lock, pending).await {
             self.stats.disk_writes_skipped.inc();
-            debug!("disk write queue full; entry kept in memory only");
+            debug!(?why, "entry not queued for the disk; kept in memory only");
         }
     }
 

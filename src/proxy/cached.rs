@@ -126,7 +126,7 @@ impl ProxyService {
         let age = freshness::age(&entry.meta, SystemTime::now());
         let mut response = respond(entry, head, age);
         if self.ctx.config.cache.serve_compressed {
-            let chosen = encoded::choose(entry, head);
+            let chosen = encoded::choose(&self.ctx.cache, entry, head);
             if chosen.is_some() && response.status() == StatusCode::OK {
                 stats.encoded_responses.inc();
             }

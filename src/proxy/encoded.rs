@@ -11,7 +11,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 
 use crate::body::{full, ProxyBody};
 use crate::cache::compress::{self, Coding};
-use crate::cache::CachedResponse;
+use crate::cache::{Cache, CachedResponse};
 
 /// Preference among codings the client accepts: zstd is stored already and fastest to decode.
 const PREFERENCE: [Coding; 3] = [Coding::Zstd, Coding::Br, Coding::Gzip];
@@ -19,6 +19,7 @@ const PREFERENCE: [Coding; 3] = [Coding::Zstd, Coding::Br, Coding::Gzip];
 /// Which coding to send `entry`'s body in for `request`, if any: `None` for the body as it is.
 /// Starts making the client's preferred coding when it is missing.
 pub(super) fn choose(
+    cache: &Cache,
     entry: &Arc<CachedResponse>,
     request: &Request<()>,
 ) -> Option<(Coding, Bytes)> {
@@ -32,15 +33,7 @@ pub(super) fn choose(
         .collect();
     let first = *wanted.first()?;
     if !entry.encodings.is_made(first) && entry.encodings.claim(first) {
-        let entry = entry.clone();
-        tokio::task::spawn_blocking(move || match first {
-            Coding::Zstd => {
-                entry.encodings.stored_zstd(&entry.body);
-            }
-            coding => entry
-                .encodings
-                .set(coding, compress::encode(coding, &entry.body)),
-        });
+        cache.make_coding(entry.clone(), first);
     }
     wanted
         .into_iter()

@@ -37,6 +37,7 @@ test('the status page shows what the proxy did', async () => {
     assert.match(await page.textContent('#saved'), /^\d+\.\d %$/);
     assert.match(await page.textContent('#top'), /main\.dart\.js/);
     assert.match(await page.textContent('#changes'), /main\.dart\.js.*1 → 2/s);
+    assert.match(await page.textContent('#one-offs'), /\d+ changes, \d+ one-off versions retired/);
     assert.equal(await page.locator('#chart polyline').count(), 1);
     assert.equal(await page.textContent('#error'), '');
     const shots = new URL('./screenshots/', import.meta.url).pathname;

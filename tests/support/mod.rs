@@ -630,12 +630,18 @@ impl ProxyProcess {
 
     /// Waits (bounded) for a log line that `matches`, and returns it.
     pub fn wait_for_line(&self, matches: impl Fn(&str) -> bool) -> String {
+        self.wait_for_lines(matches, 1).swap_remove(0)
+    }
+
+    /// Waits (bounded) until `count` log lines match, and returns them.
+    pub fn wait_for_lines(&self, matches: impl Fn(&str) -> bool, count: usize) -> Vec<String> {
         let (lines, arrived) = &*self.log;
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         let mut guard = lines.lock().expect("lines");
         loop {
-            if let Some(line) = guard.iter().find(|l| matches(l)) {
-                return line.clone();
+            let found: Vec<String> = guard.iter().filter(|l| matches(l)).cloned().collect();
+            if found.len() >= count {
+                return found;
             }
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             assert!(

@@ -207,15 +207,35 @@ pub async fn tls_through(
     name: &str,
     ca_pem: &str,
 ) -> tokio_rustls::client::TlsStream<TcpStream> {
+    tls_with(stream, name, Arc::new(client_config(ca_pem, None))).await
+}
+
+/// A TLS client configuration trusting only `ca_pem`, offering only HTTP/1.1, and limited to
+/// `version` when one is given. Its session cache lets a second connection resume.
+pub fn client_config(
+    ca_pem: &str,
+    version: Option<&'static rustls::SupportedProtocolVersion>,
+) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile_certs(ca_pem) {
         roots.add(cert).expect("root");
     }
-    let mut config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let builder = match version {
+        Some(version) => rustls::ClientConfig::builder_with_protocol_versions(&[version]),
+        None => rustls::ClientConfig::builder(),
+    };
+    let mut config = builder.with_root_certificates(roots).with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    config
+}
+
+/// TLS to `name` over `stream` with `config`.
+pub async fn tls_with(
+    stream: TcpStream,
+    name: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let connector = tokio_rustls::TlsConnector::from(config);
     let server_name = rustls::pki_types::ServerName::try_from(name.to_owned()).expect("name");
     connector
         .connect(server_name, stream)

@@ -1,6 +1,6 @@
 //! The disk tier: one file per entry under `<cache-dir>/v1/entries/<2 hex>/<sha256 of key>`,
-//! written atomically and verified by checksum on every read. Blocking: the facade calls it
-//! from `spawn_blocking`.
+//! written atomically and verified by checksum when read (see `reading` for what each read
+//! checks). Blocking: the facade calls it from `spawn_blocking`.
 //!
 //! Several processes may share a directory. Each holds a shared lock on `v1/.lock` while it
 //! runs; a process that finds no other holder (it gets the lock exclusively) removes the temp
@@ -9,6 +9,7 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -16,6 +17,7 @@ use crate::atomic_file;
 use crate::cache::compress::{MAX_RATIO, ZSTD_LEVEL};
 use crate::cache::disk::journal::Digest;
 use crate::cache::disk::layout::{self, LayoutError, Opened};
+use crate::cache::disk::reading::{FileIdentity, Reading};
 use crate::cache::entry::{
     decode_metadata, entry_head, metadata_len, CachedResponse, CorruptEntry, EntryMeta,
     PREAMBLE_LEN,
@@ -59,6 +61,8 @@ pub struct DiskTier {
     root: PathBuf,
     /// Held (shared) for the life of the process; see the module doc.
     presence: LockFile,
+    /// Reused read buffers, and the files whose bodies were checked.
+    reading: Arc<Reading>,
 }
 
 /// What opening the tier found.
@@ -109,7 +113,11 @@ impl DiskTier {
         presence
             .lock_shared()
             .map_err(io_error("lock", &lock_path))?;
-        let tier = DiskTier { root, presence };
+        let tier = DiskTier {
+            root,
+            presence,
+            reading: Arc::default(),
+        };
         Ok((tier, report))
     }
 
@@ -152,13 +160,24 @@ impl DiskTier {
     /// is removed and reported.
     pub fn read_digest(&self, digest: &Digest) -> Result<Option<CachedResponse>, DiskError> {
         let path = self.path_of_digest(digest);
-        let bytes = match fs::read(&path) {
-            Ok(bytes) => Bytes::from(bytes),
+        let read = || -> io::Result<(Bytes, FileIdentity)> {
+            let mut file = fs::File::open(&path)?;
+            let identity = FileIdentity::of(&file)?;
+            Ok((self.reading.read(&mut file, &identity)?, identity))
+        };
+        let (bytes, identity) = match read() {
+            Ok(read) => read,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_error("read", &path)(e)),
         };
-        match CachedResponse::decode(bytes) {
-            Ok(entry) if entry.meta.key.digest_bytes() == *digest => Ok(Some(entry)),
+        let checked = self.reading.is_verified(&identity);
+        match CachedResponse::decode_checking(bytes, !checked) {
+            Ok(entry) if entry.meta.key.digest_bytes() == *digest => {
+                if !checked {
+                    self.reading.verified(identity);
+                }
+                Ok(Some(entry))
+            }
             Ok(_) => Ok(None),
             Err(reason) => {
                 let _ = fs::remove_file(&path);
@@ -173,9 +192,9 @@ impl DiskTier {
         let path = self.path_of(&entry.meta.key);
         let dir = path.parent().unwrap_or(&self.root);
         fs::create_dir_all(dir).map_err(io_error("create", dir))?;
-        let bytes = entry.encode();
-        atomic_file::write(&path, &bytes, 0o600).map_err(io_error("write", &path))?;
-        Ok(bytes.len() as u64)
+        let (head, body) = entry.encoded_parts();
+        atomic_file::write_parts(&path, &[&head, body], 0o600).map_err(io_error("write", &path))?;
+        Ok((head.len() + body.len()) as u64)
     }
 
     /// Stores the entry of `meta` atomically with its body read from `body` (at its start),

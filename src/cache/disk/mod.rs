@@ -8,7 +8,9 @@ pub mod health;
 pub mod index;
 pub mod journal;
 pub mod layout;
+pub mod neighbours;
 pub mod prewarm;
+pub mod reading;
 pub mod spill;
 pub mod upkeep;
 pub mod vary_store;
@@ -82,6 +84,16 @@ impl DiskStore {
     pub fn compressing(mut self, compress: bool) -> DiskStore {
         self.compress = compress;
         self
+    }
+
+    /// Tries the fill lock of `key` among the processes sharing the directory: `None` when
+    /// the lock cannot be had (the fill goes on alone). Taken even when no other process has
+    /// the directory open now: one may start during the fill, and a lock costs a cold fetch
+    /// a few system calls.
+    pub fn try_neighbours_lock(&self, key: &CacheKey) -> Option<neighbours::Attempt> {
+        neighbours::try_lock(self.tier.root(), &key.digest_bytes())
+            .map_err(|e| tracing::debug!(error = %e, "fill lock unavailable; fetching alone"))
+            .ok()
     }
 
     /// Notes that an entry was served from disk (it may leave memory before its use is

@@ -1,29 +1,51 @@
-//! Write-behind: disk writes and removals run on one thread of their own, fed by a bounded
-//! queue, so no client ever waits for a file or an fsync. When the queue is full a new entry
-//! is not written (it stays in memory) and is counted; removals are never dropped.
+//! Write-behind: disk writes and removals run on one thread of their own, fed by a queue, so
+//! no client ever waits for a file or an fsync.
 //!
-//! The queue holds at most `MAX_QUEUED_STORES` entries and `MAX_QUEUED_BYTES` of them, which a
-//! disk drains in well under a second: that is the window in which a completed download can
-//! be lost to a crash.
+//! The queue holds at most `MAX_QUEUED_BYTES` of entries, which a disk drains in well under a
+//! second: that is the window in which a completed download can be lost to a crash. When it
+//! is full, a new entry waits for room (its fill is over; only the background task that
+//! stores it waits), so a burst of new assets is written at the disk's pace instead of being
+//! dropped. Only when more than `MAX_WAITING_BYTES` are already waiting, or the disk does not
+//! make room within `MAX_WAIT`, is an entry not written (it stays in memory) and counted.
+//! Fills that start while the queue is nearly full do not come here at all: they write their
+//! body to disk as it arrives (see `spill`), at the pace the disk takes it. Removals are
+//! never refused.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::warn;
 
 use crate::cache::disk::journal::Removal;
+use crate::cache::disk::neighbours::NeighbourLock;
 use crate::cache::disk::{DiskStore, Wanted};
 use crate::cache::entry::CachedResponse;
 use crate::cache::http::key::CacheKey;
 use crate::cache::pending::PendingGuard;
 
-/// Entries waiting to be written, at most.
-pub const MAX_QUEUED_STORES: usize = 64;
-/// Bytes of entries waiting to be written, at most.
+/// Bytes of entries queued for writing, at most.
 pub const MAX_QUEUED_BYTES: u64 = 16 * 1024 * 1024;
+/// Bytes of entries waiting for room in the queue, at most: with the queue, what the memory
+/// bound may be exceeded by when the memory tier drops entries before they are written.
+pub const MAX_WAITING_BYTES: u64 = 48 * 1024 * 1024;
+/// How long an entry waits for room before it is given up: a disk that slow is failing.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+/// The queue's room is counted in units of this many bytes (a semaphore's permits).
+const ROOM_UNIT: u64 = 1024;
 
 enum Job {
-    Store(Arc<CachedResponse>),
+    /// An entry, with the room it takes in the queue and its fill's lock among neighbours,
+    /// both given back once it is written.
+    Store {
+        entry: Arc<CachedResponse>,
+        /// Its bytes as counted when queued (writing may add a coding to it).
+        size: u64,
+        _room: OwnedSemaphorePermit,
+        _neighbour_lock: Option<NeighbourLock>,
+    },
     Remove(Vec<CacheKey>, Removal),
 }
 
@@ -31,6 +53,17 @@ struct Queued {
     job: Job,
     /// Keeps the cache unsettled until the job is done.
     _pending: PendingGuard,
+}
+
+/// Why an entry was not queued for writing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotQueued {
+    /// Too many bytes were already waiting for room.
+    TooMuchWaiting,
+    /// The disk did not make room in time.
+    TimedOut,
+    /// The writer has stopped.
+    Closed,
 }
 
 #[derive(Default)]
@@ -55,6 +88,10 @@ impl Queue {
 /// The writer thread's queue; the thread ends when this is dropped and the queue is empty.
 pub struct DiskWriter {
     queue: Arc<Queue>,
+    /// The queue's free room, in `ROOM_UNIT`s.
+    room: Arc<Semaphore>,
+    /// Bytes of entries waiting for room.
+    waiting: AtomicU64,
 }
 
 impl DiskWriter {
@@ -68,28 +105,57 @@ impl DiskWriter {
         std::thread::Builder::new()
             .name("cache-disk-writer".into())
             .spawn(move || run(&worker, &store, &wanted))?;
-        Ok(DiskWriter { queue })
+        Ok(DiskWriter {
+            queue,
+            room: Arc::new(Semaphore::new(room_units(MAX_QUEUED_BYTES) as usize)),
+            waiting: AtomicU64::new(0),
+        })
     }
 
-    /// Queues `entry` for writing; `false` (nothing queued) when the queue is full.
-    pub fn store(&self, entry: Arc<CachedResponse>, pending: PendingGuard) -> bool {
-        let size = entry.body.len() as u64;
+    /// Queues `entry` for writing, waiting for room when the queue is full.
+    pub async fn store(
+        &self,
+        entry: Arc<CachedResponse>,
+        neighbour_lock: Option<NeighbourLock>,
+        pending: PendingGuard,
+    ) -> Result<(), NotQueued> {
+        let size = entry.held_bytes();
+        // An entry larger than the whole queue takes all of it.
+        let units = room_units(size).min(room_units(MAX_QUEUED_BYTES));
+        let room = match self.room.clone().try_acquire_many_owned(units) {
+            Ok(room) => room,
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(NotQueued::Closed),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                let waiting = self.waiting.fetch_add(size, Ordering::Relaxed);
+                let room = if waiting + size > MAX_WAITING_BYTES {
+                    Err(NotQueued::TooMuchWaiting)
+                } else {
+                    let acquired = self.room.clone().acquire_many_owned(units);
+                    match tokio::time::timeout(MAX_WAIT, acquired).await {
+                        Ok(Ok(room)) => Ok(room),
+                        Ok(Err(_)) => Err(NotQueued::Closed),
+                        Err(_) => Err(NotQueued::TimedOut),
+                    }
+                };
+                self.waiting.fetch_sub(size, Ordering::Relaxed);
+                room?
+            }
+        };
         let mut state = self.queue.lock();
-        // An entry larger than the byte bound still goes through an empty queue.
-        let full = state.stores >= MAX_QUEUED_STORES
-            || (state.stores > 0 && state.bytes + size > MAX_QUEUED_BYTES);
-        if full {
-            return false;
-        }
         state.stores += 1;
         state.bytes += size;
         state.jobs.push_back(Queued {
-            job: Job::Store(entry),
+            job: Job::Store {
+                entry,
+                size,
+                _room: room,
+                _neighbour_lock: neighbour_lock,
+            },
             _pending: pending,
         });
         drop(state);
         self.queue.ready.notify_one();
-        true
+        Ok(())
     }
 
     /// Queues the removal of `keys`' entries. Never refused.
@@ -104,15 +170,32 @@ impl DiskWriter {
         self.queue.ready.notify_one();
     }
 
-    /// Entries and bytes waiting to be written.
-    pub fn depth(&self) -> (usize, u64) {
-        let state = self.queue.lock();
-        (state.stores, state.bytes)
+    /// Whether less than a quarter of the queue is free: a fill starting now had better
+    /// write its body to disk as it arrives (spill) than wait for the queue.
+    pub fn is_congested(&self) -> bool {
+        self.room.available_permits() < room_units(MAX_QUEUED_BYTES) as usize / 4
     }
+
+    /// Entries and bytes queued to be written, and bytes waiting for room.
+    pub fn depth(&self) -> (usize, u64, u64) {
+        let state = self.queue.lock();
+        (
+            state.stores,
+            state.bytes,
+            self.waiting.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The room `bytes` take in the queue, in `ROOM_UNIT`s (at least one: an empty body is an
+/// entry too).
+fn room_units(bytes: u64) -> u32 {
+    u32::try_from(bytes.div_ceil(ROOM_UNIT).max(1)).unwrap_or(u32::MAX)
 }
 
 impl Drop for DiskWriter {
     fn drop(&mut self) {
+        self.room.close();
         self.queue.lock().closed = true;
         self.queue.ready.notify_one();
     }
@@ -136,16 +219,21 @@ fn run(queue: &Queue, store: &DiskStore, wanted: &Wanted) {
         drop(state);
         // A panic in one job must not stop every later write.
         let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &queued.job {
-            Job::Store(entry) => store.write(entry, wanted),
+            Job::Store { entry, .. } => {
+                store.write(entry, wanted);
+                // Writing may have made its zstd frame: the memory tier counts it now.
+                store.memory.reweigh(entry);
+            }
             Job::Remove(keys, why) => store.remove_keys(keys, *why),
         }));
         if done.is_err() {
             warn!("disk write failed unexpectedly; continuing with the next");
         }
-        if let Job::Store(entry) = &queued.job {
+        if let Job::Store { size, .. } = &queued.job {
             let mut state = queue.lock();
             state.stores -= 1;
-            state.bytes -= entry.body.len() as u64;
+            state.bytes -= size;
         }
+        // The job's room and its fill's lock are given back here, once it is written.
     }
 }

@@ -38,19 +38,31 @@ pub enum CorruptEntry {
 impl CachedResponse {
     /// The entry in its on-disk layout: compressed when its zstd frame was made and paid off.
     pub fn encode(&self) -> Bytes {
-        let (compressed, body) = match self.encodings.get(Coding::Zstd) {
-            Some(frame) => (true, frame),
-            None => (false, &self.body),
-        };
-        let head = entry_head(&self.meta, compressed);
+        let (head, body) = self.encoded_parts();
         let mut out = BytesMut::with_capacity(head.len() + body.len());
         out.put_slice(&head);
         out.put_slice(body);
         out.freeze()
     }
 
+    /// The entry's on-disk layout in two parts, head and stored body, so that a writer needs
+    /// no buffer the size of the body to join them.
+    pub fn encoded_parts(&self) -> (Vec<u8>, &Bytes) {
+        let (compressed, body) = match self.encodings.get(Coding::Zstd) {
+            Some(frame) => (true, frame),
+            None => (false, &self.body),
+        };
+        (entry_head(&self.meta, compressed), body)
+    }
+
     /// Parses and verifies an entry; an uncompressed body shares `bytes`' memory.
     pub fn decode(bytes: Bytes) -> Result<CachedResponse, CorruptEntry> {
+        CachedResponse::decode_checking(bytes, true)
+    }
+
+    /// Parses an entry, checking its preamble, metadata and body length, and the body's
+    /// checksum when `check_body` (a reader that checked these very bytes before may skip it).
+    pub fn decode_checking(bytes: Bytes, check_body: bool) -> Result<CachedResponse, CorruptEntry> {
         let meta_end = PREAMBLE + metadata_len(&bytes)?;
         let meta = decode_metadata(&bytes)?;
         let stored = bytes.slice(meta_end..);
@@ -60,7 +72,7 @@ impl CachedResponse {
         } else {
             stored.clone()
         };
-        if body.len() as u64 != meta.body_len || xxh3_64(&body) != meta.body_xxh3 {
+        if body.len() as u64 != meta.body_len || (check_body && xxh3_64(&body) != meta.body_xxh3) {
             return Err(CorruptEntry::Body);
         }
         let entry = CachedResponse::new(meta, body);

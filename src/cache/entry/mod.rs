@@ -118,6 +118,15 @@ impl Encodings {
         let _ = self.slot(coding).set(encoded);
     }
 
+    /// Bytes of the codings made (those that paid off).
+    pub fn made_bytes(&self) -> u64 {
+        [Coding::Zstd, Coding::Br, Coding::Gzip]
+            .into_iter()
+            .filter_map(|coding| self.get(coding))
+            .map(|bytes| bytes.len() as u64)
+            .sum()
+    }
+
     /// The zstd frame the body is stored as, made now if it was not: `None` when it does not
     /// pay off. Blocking (compression); for the disk writer.
     pub fn stored_zstd(&self, body: &[u8]) -> Option<&Bytes> {
@@ -323,6 +332,11 @@ impl CachedResponse {
             prefetched: None,
             encodings: Encodings::default(),
         }
+    }
+
+    /// Bytes this entry holds: its body and every coding made of it.
+    pub fn held_bytes(&self) -> u64 {
+        self.body.len() as u64 + self.encodings.made_bytes()
     }
 
     /// The same body with new metadata (after a 304): the codings made of the body are kept.

@@ -1,0 +1,241 @@
+#!/usr/bin/env python3
+"""asset-proxy at scale, side by side in one run (run by scripts/bench.sh after bench.py):
+
+(g) disk-bound hits: a working set far larger than the memory tier (memory.max_mb 16), page
+    cache warm, random assets of 256 KiB and 4 MiB; against asset-proxy's own memory hits of
+    the same size and nginx proxy_cache serving the same working set from its disk cache with
+    sendfile;
+(h) a burst of new 1 MiB assets: how many stored entries the disk writer skipped, the rate,
+    and peak resident memory against memory.max_mb + 64 MiB;
+(i) two processes on one cache directory, 50 concurrent cold requests spread over them:
+    origin requests.
+
+Proxies on core 0, load on core 1, as in bench.py; loopback only; every run bounded.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench import (DURATION, LOAD_CORE, PROXY_BIN, Process, Work, admin_stats, cold_start,  # noqa: E402
+                   free_port, parse_wrk, peak_rss_mib, start_nginx_cache, start_origin,
+                   start_slow_origin, warm, wrk)
+
+WORKING_SET_MIB = int(os.environ.get("BENCH_WORKING_SET_MIB", "1024"))
+SMALL_MEMORY_MB = 16
+BURST_ASSETS = int(os.environ.get("BENCH_BURST_ASSETS", "1500"))
+BURST_MEMORY_MB = 256
+
+RANDOM_PATHS = """
+local paths = {{{paths}}}
+math.randomseed({seed})
+wrk.headers["Host"] = "{host}"
+request = function()
+    return wrk.format("GET", paths[math.random(#paths)])
+end
+"""
+
+SEQUENTIAL_PATHS = """
+local n = 0
+wrk.headers["Host"] = "{host}"
+request = function()
+    n = n + 1
+    return wrk.format("GET", "{base}" .. n .. ".bin")
+end
+"""
+
+
+def wrk_script(port, script, connections, duration=DURATION):
+    path = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+    path.write(script)
+    path.close()
+    out = subprocess.run(["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{duration}s",
+                          "--latency", "-s", path.name, f"http://127.0.0.1:{port}"],
+                         capture_output=True, text=True, timeout=duration + 60).stdout
+    os.unlink(path.name)
+    return parse_wrk(out)
+
+
+def start_asset_proxy(work, name, config, cache_dir=None):
+    port, admin_port = free_port(), free_port()
+    config_path = work.path(f"{name}.json")
+    with open(config_path, "w") as f:
+        json.dump(config, f)
+    argv = [PROXY_BIN, "--port", str(port), "--admin-port", str(admin_port),
+            "--cache-dir", cache_dir or work.path(f"{name}-cache"), "--ca-dir", work.path("ap-certs"),
+            "--upstream-ca", work.ca, "--config", config_path, "--log", "warn"]
+    proxy = Process("asset-proxy", argv, port)
+    proxy.admin_port = admin_port
+    return proxy
+
+
+def settle(proxy, timeout=120):
+    """Waits until the disk writer's queue is empty."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        tiers = admin_stats(proxy)["tiers"]
+        if tiers["write_queue_entries"] == 0 and tiers.get("write_waiting_bytes", 0) == 0:
+            return
+        time.sleep(0.2)
+
+
+def fetch_all(port, urls):
+    """Fetches every URL once through the proxy (fills it), a few at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": f"http://127.0.0.1:{port}"}))
+
+    def one(url):
+        opener.open(url, timeout=60).read()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(one, urls))
+
+
+def warm_page_cache(directory):
+    for root, _, files in os.walk(directory):
+        for name in files:
+            try:
+                with open(os.path.join(root, name), "rb") as f:
+                    while f.read(1 << 20):
+                        pass
+            except OSError:
+                pass
+
+
+def row(name, r, unit_key, reference=None):
+    ratio = f"{reference[unit_key] / r[unit_key]:.2f}x" if reference and r[unit_key] else ""
+    value = r[unit_key]
+    print(f"| {name} | {value:,.1f} | {r['p50']:.2f} | {r['p99']:.2f} | {ratio} |"
+          + (f" ({r['errors']} errors)" if r["errors"] else ""))
+
+
+def disk_bound(work, origin, targets):
+    o_http = f"http://127.0.0.1:{origin.port}"
+    host = f"127.0.0.1:{origin.port}"
+    for label, size in [("256 KiB", 256 * 1024), ("4 MiB", 4 * 1024 * 1024)]:
+        count = WORKING_SET_MIB * 1024 * 1024 // size
+        folder = os.path.join(work.www, f"set{size}")
+        os.makedirs(folder, exist_ok=True)
+        chunk = os.urandom(size)
+        for n in range(count):
+            with open(os.path.join(folder, f"{n}.bin"), "wb") as f:
+                # Each file differs from the others in its first bytes.
+                f.write(n.to_bytes(8, "little") + chunk[8:])
+        urls = [f"{o_http}/set{size}/{n}.bin?v=1" for n in range(count)]
+        with open(os.path.join(work.www, f"one{size}.bin"), "wb") as f:
+            f.write(chunk)
+
+        ap = start_asset_proxy(work, f"disk{size}", {"memory": {"max_mb": SMALL_MEMORY_MB, "prewarm": False}})
+        nginx = start_nginx_cache(work, origin)
+        fetch_all(ap.port, urls)
+        settle(ap)
+        fetch_all(nginx.port, urls)
+        warm_page_cache(work.path(f"disk{size}-cache"))
+        warm_page_cache(work.path("nginx-cache"))
+        conns = 8 if size > 1 << 20 else 32
+        script = RANDOM_PATHS.format(paths=",".join(f'"{u}"' for u in urls), seed=7, host=host)
+        before = admin_stats(ap)["hits"]
+        rows = {"asset-proxy, disk-bound": wrk_script(ap.port, script, conns)}
+        after = admin_stats(ap)["hits"]
+        rows["nginx proxy_cache, same working set from disk"] = wrk_script(nginx.port, script, conns)
+        # The same size as memory hits, for the ratio the target names: one asset, held.
+        memory_ap = start_asset_proxy(work, f"mem{size}", {"memory": {"max_mb": 256}})
+        one = f"{o_http}/one{size}.bin?v=1"
+        warm(memory_ap.port, one)
+        rows["asset-proxy, memory hits (one asset)"] = wrk(memory_ap.port, one, conns)
+        memory_ap.stop()
+        ap.stop()
+        nginx.stop()
+        shutil.rmtree(work.path("nginx-cache"), ignore_errors=True)
+
+        ours = rows["asset-proxy, disk-bound"]
+        print(f"\n### (g) {label} assets, {WORKING_SET_MIB} MiB working set, memory tier {SMALL_MEMORY_MB} MiB, "
+              f"{conns} connections\n")
+        print(f"| | MiB/s | p50 ms | p99 ms | disk-bound / this row |\n|---|---:|---:|---:|---:|")
+        for name, r in rows.items():
+            row(name, r, "mbps", ours if name != "asset-proxy, disk-bound" else None)
+        hits = {k: after.get(k, 0) - before.get(k, 0) for k in ("memory", "disk")}
+        print(f"\nhits during the run: memory {hits['memory']:,}, disk {hits['disk']:,}")
+        memory_ratio = ours["mbps"] / rows["asset-proxy, memory hits (one asset)"]["mbps"]
+        nginx_ratio = ours["mbps"] / rows["nginx proxy_cache, same working set from disk"]["mbps"]
+        targets.append((f"(g) {label} disk-bound hits >= 0.8x memory hits", f"{memory_ratio:.2f}x",
+                        memory_ratio >= 0.8))
+        targets.append((f"(g) {label} disk-bound hits >= 1.0x nginx from disk", f"{nginx_ratio:.2f}x",
+                        nginx_ratio >= 1.0))
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(work.path(f"disk{size}-cache"), ignore_errors=True)
+
+
+def write_burst(work, origin, targets):
+    """New 1 MiB assets as fast as the origin and one wrk connection set deliver them."""
+    with open(os.path.join(work.www, "burst.bin"), "wb") as f:
+        f.write(os.urandom(1024 * 1024))
+    ap = start_asset_proxy(work, "burst", {"memory": {"max_mb": BURST_MEMORY_MB, "prewarm": False}})
+    base = f"http://127.0.0.1:{origin.port}/burst/a"
+    script = SEQUENTIAL_PATHS.format(host=f"127.0.0.1:{origin.port}", base=base)
+    started = time.time()
+    # Bounded by count: a connection or two, until BURST_ASSETS were asked for.
+    burst_secs = max(2, min(DURATION, 10))
+    r = wrk_script(ap.port, script, 4, duration=burst_secs)
+    settle(ap)
+    elapsed = time.time() - started
+    stats = admin_stats(ap)
+    peak = peak_rss_mib(ap.pid())
+    ap.stop()
+    stored, skipped = stats["stored"], stats["disk_writes_skipped"]
+    written = stats["disk_writes"]
+    skip_rate = skipped / stored if stored else 0
+    print(f"\n### (h) a burst of new 1 MiB assets, {burst_secs} s, 4 connections\n")
+    print("| new assets stored | written to disk | skipped | skip rate | MiB/s | peak RSS MiB |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    print(f"| {stored:,} | {written:,} | {skipped:,} | {skip_rate:.1%} | {r['mbps']:,.1f} | {peak:,.0f} |")
+    print(f"\n(all written {elapsed:.1f} s after the burst began)")
+    targets.append(("(h) burst of new 1 MiB assets: skip rate < 1 %", f"{skip_rate:.1%} of {stored:,}",
+                    skip_rate < 0.01))
+    targets.append((f"(h) peak resident memory <= memory.max_mb ({BURST_MEMORY_MB}) + 64 MiB", f"{peak:.0f} MiB",
+                    peak <= BURST_MEMORY_MB + 64))
+
+
+def two_processes(work, origin, targets):
+    cache = work.path("two-cache")
+    a = start_asset_proxy(work, "two-a", {"memory": {"prewarm": False}}, cache_dir=cache)
+    b = start_asset_proxy(work, "two-b", {"memory": {"prewarm": False}}, cache_dir=cache)
+    hits, last_ms, answered = cold_start([a.port, b.port], f"http://127.0.0.1:{origin.port}", "two")
+    a.stop()
+    b.stop()
+    print("\n### (i) two processes on one cache directory, 50 concurrent cold requests, origin takes 1 s\n")
+    print("| origin requests | last client answered after the origin's answer (ms) | answered |")
+    print("|---:|---:|---:|")
+    print(f"| {hits} | {last_ms:,.0f} | {answered}/50 |")
+    targets.append(("(i) two processes, 50 cold requests: 1 origin request", f"{hits}", hits == 1))
+
+
+def main():
+    for tool in ["nginx", "wrk", "taskset", "openssl"]:
+        if not shutil.which(tool):
+            sys.exit(f"bench_scale: {tool} is missing (scripts/bench.sh installs it)")
+    work = Work()
+    slow = start_slow_origin()
+    origin = start_origin(work, slow.server_address[1])
+    targets = []
+    print(f"\nasset-proxy at scale, {time.strftime('%Y-%m-%d')}, {DURATION} s per run")
+    try:
+        disk_bound(work, origin, targets)
+        write_burst(work, origin, targets)
+        two_processes(work, origin, targets)
+        print("\n### Targets at scale\n")
+        print("| target | measured | met |\n|---|---|---|")
+        for name, figure, met in targets:
+            print(f"| {name} | {figure} | {'yes' if met else 'NO'} |")
+    finally:
+        origin.stop()
+        shutil.rmtree(work.dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+//! Reading entry files cheaply, hit after hit: the buffers large files are read into are
+//! used again once their body is dropped (a fresh buffer of that size comes from the system
+//! zeroed, page by page, and goes back to it on free — more work than the read itself), and a
+//! file whose body checksum this process has checked is not hashed again until it changes.
+//!
+//! What a read guarantees: the preamble, the metadata checksum and the body length are
+//! checked on every read; the body checksum is checked on the first read of a file by this
+//! process and again whenever the file changes — a rewrite is a new file (a new inode), and
+//! any write moves its change time, which nothing can set back. Damage that leaves a file's
+//! identity as it was (bits rotting on the medium) is caught by `cache verify`, by any other
+//! process, and after a restart.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+use bytes::Bytes;
+
+/// Files smaller than this are read into an ordinary allocation (the allocator reuses those).
+pub const POOLED_FROM: u64 = 256 * 1024;
+/// Idle buffers kept for reuse, in bytes at most.
+const MAX_IDLE_BYTES: usize = 32 * 1024 * 1024;
+/// Buffer sizes are rounded up to this, so that files of similar sizes share buffers.
+const GRAIN: usize = 64 * 1024;
+/// Files whose bodies were checked, at most; the set starts over beyond (checking again is
+/// only slower).
+const MAX_VERIFIED: usize = 200_000;
+
+/// Which file a read saw: equal identities are the same bytes, unless the medium failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileIdentity {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    modified_ns: i128,
+    changed_ns: i128,
+}
+
+impl FileIdentity {
+    /// The identity of an open file.
+    pub fn of(file: &File) -> io::Result<FileIdentity> {
+        let meta = file.metadata()?;
+        let ns = |secs: i64, nanos: i64| i128::from(secs) * 1_000_000_000 + i128::from(nanos);
+        Ok(FileIdentity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            modified_ns: ns(meta.mtime(), meta.mtime_nsec()),
+            changed_ns: ns(meta.ctime(), meta.ctime_nsec()),
+        })
+    }
+}
+
+/// Reused read buffers and the files already checked.
+#[derive(Default)]
+pub struct Reading {
+    idle: Mutex<Idle>,
+    verified: Mutex<HashSet<FileIdentity>>,
+}
+
+#[derive(Default)]
+struct Idle {
+    buffers: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
+impl Reading {
+    /// Reads the whole of `file`, `identity` its identity, into a buffer of the pool when it is
+    /// large.
+    pub fn read(self: &Arc<Self>, file: &mut File, identity: &FileIdentity) -> io::Result<Bytes> {
+        let len = usize::try_from(identity.len)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "file too large"))?;
+        if identity.len < POOLED_FROM {
+            let mut buffer = Vec::with_capacity(len);
+            file.read_to_end(&mut buffer)?;
+            return Ok(Bytes::from(buffer));
+        }
+        let mut buffer = self.take(len);
+        file.read_exact(&mut buffer[..len])?;
+        Ok(Bytes::from_owner(Pooled {
+            buffer,
+            len,
+            pool: Arc::downgrade(self),
+        }))
+    }
+
+    /// Whether this file's body checksum was checked already.
+    pub fn is_verified(&self, identity: &FileIdentity) -> bool {
+        self.verified
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(identity)
+    }
+
+    /// Notes that this file's body checksum held.
+    pub fn verified(&self, identity: FileIdentity) {
+        let mut verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+        if verified.len() >= MAX_VERIFIED {
+            verified.clear();
+        }
+        verified.insert(identity);
+    }
+
+    /// An initialised buffer of at least `len` bytes: the smallest idle one that fits, else a
+    /// new one.
+    fn take(&self, len: usize) -> Vec<u8> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let best = idle
+            .buffers
+            .iter()
+            .enumerate()
+            .filter(|(_, buffer)| buffer.len() >= len)
+            .min_by_key(|(_, buffer)| buffer.len())
+            .map(|(at, _)| at);
+        if let Some(at) = best {
+            let buffer = idle.buffers.swap_remove(at);
+            idle.bytes -= buffer.len();
+            return buffer;
+        }
+        drop(idle);
+        vec![0; len.div_ceil(GRAIN) * GRAIN]
+    }
+
+    fn give_back(&self, buffer: Vec<u8>) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.bytes + buffer.len() <= MAX_IDLE_BYTES {
+            idle.bytes += buffer.len();
+            idle.buffers.push(buffer);
+        }
+    }
+}
+
+/// A pooled buffer holding one file's bytes; back to the pool when the last `Bytes` of it
+/// drops.
+struct Pooled {
+    buffer: Vec<u8>,
+    len: usize,
+    pool: Weak<Reading>,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buffer[..self.len]
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.upgrade() {
+            pool.give_back(std::mem::take(&mut self.buffer));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn buffers_are_used_again_and_bytes_are_the_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("f");
+        let content: Vec<u8> = (0..300_000u32).map(|n| (n % 251) as u8).collect();
+        std::fs::File::create(&path)
+            .and_then(|mut f| f.write_all(&content))
+            .expect("write");
+        let reading = Arc::new(Reading::default());
+        let read = || {
+            let mut file = File::open(&path).expect("open");
+            let identity = FileIdentity::of(&file).expect("stat");
+            reading.read(&mut file, &identity).expect("read")
+        };
+        let first = read();
+        assert_eq!(first, content);
+        let address = first.as_ptr();
+        drop(first);
+        let second = read();
+        assert_eq!(second, content);
+        assert_eq!(second.as_ptr(), address, "the same buffer, used again");
+        // Held by a body, a buffer is not handed out twice.
+        let third = read();
+        assert_ne!(third.as_ptr(), second.as_ptr());
+    }
+
+    #[test]
+    fn a_write_makes_a_file_another() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"abc").expect("write");
+        let before = FileIdentity::of(&File::open(&path).expect("open")).expect("stat");
+        let reading = Reading::default();
+        reading.verified(before);
+        assert!(reading.is_verified(&before));
+        // Same length, same content even: a write moves the change time.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(b"abc"))
+            .expect("rewrite");
+        let after = FileIdentity::of(&File::open(&path).expect("open")).expect("stat");
+        assert_ne!(before, after);
+        assert!(!reading.is_verified(&after));
+    }
+}
