@@ -160,6 +160,36 @@ async fn a_compressible_body_is_stored_as_zstd_and_sent_as_each_client_takes_it(
         assert_eq!(decoded, body, "{accept}");
     }
 
+    // The memory tier weighs what it holds: bodies and the codings made of them (each of
+    // the four coding classes holds a body, and a coding: the stored zstd frame, or the one
+    // made for its clients).
+    let (cache, keys) = (
+        proxy.app.cache().clone(),
+        ["", "gzip, deflate, br, zstd", "br", "gzip"].map(|class| key(&url, class)),
+    );
+    let codings: u64 = keys
+        .iter()
+        .filter_map(|key| cache.memory_entry(key))
+        .map(|entry| entry.encodings.made_bytes())
+        .sum();
+    assert!(codings > 0);
+    let admin = proxy.admin;
+    let mut figures = serde_json::Value::Null;
+    for _ in 0..1000 {
+        figures = support::admin_json(admin, "/stats").await;
+        if figures["tiers"]["memory_coding_bytes"].as_u64() == Some(codings) {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let tiers = &figures["tiers"];
+    assert_eq!(tiers["memory_coding_bytes"].as_u64(), Some(codings), "{tiers}");
+    assert!(
+        tiers["memory_bytes"].as_u64()
+            >= Some(codings + tiers["memory_body_bytes"].as_u64().unwrap_or(0)),
+        "{tiers}"
+    );
+
     // Ranges come from the body as it is; HEAD says what GET would send; a client's weak
     // tag matches.
     let range = fetch(&client, &url, &[zstd[0], ("range", "bytes=0-99")]).await;
