@@ -19,4 +19,5 @@ if ! command -v mitmdump >/dev/null && [ ! -x "$venv/bin/mitmdump" ]; then
     python3 -m venv "$venv" && "$venv/bin/pip" install -q mitmproxy
 fi
 cargo build --release --bin proxy
-exec python3 scripts/bench.py
+python3 scripts/bench.py
+exec python3 scripts/bench_scale.py
