@@ -183,7 +183,11 @@ async fn a_compressible_body_is_stored_as_zstd_and_sent_as_each_client_takes_it(
         tokio::task::yield_now().await;
     }
     let tiers = &figures["tiers"];
-    assert_eq!(tiers["memory_coding_bytes"].as_u64(), Some(codings), "{tiers}");
+    assert_eq!(
+        tiers["memory_coding_bytes"].as_u64(),
+        Some(codings),
+        "{tiers}"
+    );
     assert!(
         tiers["memory_bytes"].as_u64()
             >= Some(codings + tiers["memory_body_bytes"].as_u64().unwrap_or(0)),

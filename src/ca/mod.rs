@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber,
 };
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -73,6 +73,9 @@ pub enum CaError {
 pub struct CertAuthority {
     issuer: Issuer<'static, KeyPair>,
     cert_pem: String,
+    /// The CA certificate as sent after each leaf: a client pinning the CA's key (Chromium's
+    /// `--ignore-certificate-errors-spki-list`) finds it in what the server presents.
+    cert_der: CertificateDer<'static>,
     cert_path: PathBuf,
     provider: Arc<CryptoProvider>,
     leaves: moka::future::Cache<String, Arc<ServerConfig>>,
@@ -136,11 +139,19 @@ impl CertAuthority {
                 cert_path.display()
             ))
         })?;
+        use rustls::pki_types::pem::PemObject;
+        let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| {
+            CaError::Unusable(format!(
+                "{} is not a PEM certificate: {e}",
+                cert_path.display()
+            ))
+        })?;
         let tickets = rustls::crypto::ring::Ticketer::new()
             .map_err(|e| CaError::Unusable(format!("TLS session tickets: {e}")))?;
         Ok(CertAuthority {
             issuer,
             cert_pem,
+            cert_der,
             cert_path,
             provider,
             leaves: moka::future::Cache::new(LEAF_CACHE_HOSTS),
@@ -152,6 +163,16 @@ impl CertAuthority {
     /// The CA certificate, PEM.
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem
+    }
+
+    /// The SHA-256 of the CA's SubjectPublicKeyInfo, base64: what Chromium's
+    /// `--ignore-certificate-errors-spki-list` takes to trust the proxy without a certificate
+    /// store.
+    pub fn spki_sha256(&self) -> String {
+        use base64::Engine;
+        let spki = self.issuer.key().subject_public_key_info();
+        let digest = ring::digest::digest(&ring::digest::SHA256, &spki);
+        base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
     }
 
     /// Where the CA certificate is stored.
@@ -208,7 +229,13 @@ impl CertAuthority {
             .with_safe_default_protocol_versions()
             .map_err(tls_error)?
             .with_no_client_auth()
-            .with_single_cert(vec![CertificateDer::from(cert.der().to_vec())], key_der)
+            .with_single_cert(
+                vec![
+                    CertificateDer::from(cert.der().to_vec()),
+                    self.cert_der.clone(),
+                ],
+                key_der,
+            )
             .map_err(tls_error)?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         config.ticketer = self.tickets.clone();

@@ -12,7 +12,7 @@ import { promisify } from 'node:util';
 import { homeTrusting } from './lib/browser.mjs';
 import { makeOriginCertificates } from './lib/certs.mjs';
 import { BIG_ASSETS, FONT_PATH, startOrigin } from './lib/origin.mjs';
-import { startProxy } from './lib/proxy.mjs';
+import { PROXY_BIN, startProxy } from './lib/proxy.mjs';
 
 const run = promisify(execFile);
 const recipe = (name) => new URL(`./recipes/${name}`, import.meta.url).pathname;
@@ -45,8 +45,10 @@ describe('client recipes', () => {
     assert.equal(stdout.trim(), 'ok v1');
   });
 
-  it('Playwright for Python', async () => {
-    const { stdout } = await run('python3', [recipe('playwright_python.py'), proxy.server, origin.url('/')], { env });
+  it('Playwright for Python, trusting the proxy by its key in a HOME with no certificate store', async () => {
+    const { stdout: spki } = await run(PROXY_BIN, ['--ca-dir', join(dir, 'certs'), 'ca', 'spki']);
+    const bare = { ...process.env, HOME: mkdtempSync(join(tmpdir(), 'e2e-bare-home-')) };
+    const { stdout } = await run('python3', [recipe('playwright_python.py'), proxy.server, origin.url('/'), spki.trim()], { env: bare });
     assert.equal(stdout.trim(), 'ok v1');
   });
 

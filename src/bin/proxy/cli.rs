@@ -189,6 +189,10 @@ pub enum CaCommand {
     Path,
     /// Print the CA certificate (PEM), creating the CA if there is none.
     Export,
+    /// Print the SHA-256 of the CA's public key (SubjectPublicKeyInfo), base64, creating the
+    /// CA if there is none: Chromium trusts the proxy with
+    /// `--ignore-certificate-errors-spki-list=<this>`, no certificate store needed.
+    Spki,
 }
 
 #[derive(Debug, Subcommand)]

@@ -49,6 +49,12 @@ pub async fn operate(
             print!("{}", ca.cert_pem());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Ca(CaCommand::Spki) => {
+            let provider = asset_proxy::app::install_crypto_provider();
+            let ca = CertAuthority::load_or_create(&config.mitm.ca_dir, provider)?;
+            println!("{}", ca.spki_sha256());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Warm { file, concurrency } => {
             let text = if file == "-" {
                 let mut text = String::new();
