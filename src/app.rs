@@ -132,8 +132,8 @@ impl App {
             .policy
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        // The command line's --offline is not a config key; keep it.
-        new.offline = slot.offline;
+        // The command line's --mode is not a config key; keep it.
+        new.mode = slot.mode;
         let changed = slot.changed_keys(&new);
         *slot = Arc::new(new);
         changed

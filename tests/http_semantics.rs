@@ -458,7 +458,7 @@ async fn offline_mode_serves_only_from_the_cache() {
     );
 
     let offline = TestProxy::start_with(&s.dir, "{}", Some(&s.ca.path), |config| {
-        config.policy.offline = true
+        config.policy.mode = asset_proxy::config::Mode::Replay
     })
     .await;
     let client = offline.client();

@@ -221,7 +221,7 @@ async fn allow_lists_and_offline_mode_refuse_before_any_dial() {
     assert_eq!(refused.status, 403);
 
     let offline = TestProxy::start_with(&dir.path().join("offline"), "{}", None, |config| {
-        config.policy.offline = true;
+        config.policy.mode = asset_proxy::config::Mode::Replay;
     })
     .await;
     let answer = ws_absolute_form(offline.addr, &origin.url("/echo"), &[]).await;

@@ -25,6 +25,7 @@ use crate::cache::shared::FleetLock;
 use crate::cache::store::{FillPlan, Put};
 use crate::cache::tee::TeeBody;
 use crate::cache::tiers::Tiers;
+use crate::config::Mode;
 
 /// Request headers that would make an origin answer with less than the whole body. The
 /// client's own conditionals and ranges are answered from the cache instead.
@@ -77,6 +78,8 @@ impl Fill {
         let limits = StoreLimits {
             max_object_bytes: tiers.config.max_object_bytes,
             negative_ttl: ask.policy.negative_ttl,
+            record_for: matches!(ask.policy.mode, Mode::Record | Mode::Refresh)
+                .then_some(tiers.config.max_age),
         };
         Fill {
             tiers,

@@ -22,6 +22,7 @@ use crate::cache::request::{CacheRequest, Hit};
 use crate::cache::shared::Claim;
 use crate::cache::store::Put;
 use crate::cache::tiers::{Tier, Tiers};
+use crate::config::Mode;
 
 /// How many times a request waits on other fetches before it fetches for itself.
 const MAX_FOLLOWS: usize = 3;
@@ -60,7 +61,8 @@ pub(crate) async fn lookup(tiers: &Arc<Tiers>, ask: &CacheRequest<'_>) -> Lookup
     for _ in 0..MAX_FOLLOWS {
         let keys = keys_for(tiers, ask.url, ask.head.headers(), ask.plan).await;
         let key = keys.fill_key(ask.plan).clone();
-        let stale = match find(tiers, &keys, ask.plan).await {
+        let found = find(tiers, &keys, ask.plan).await;
+        let stale = match found.filter(|(entry, _)| !refreshed_away(tiers, ask, entry)) {
             None => None,
             Some((entry, tier)) => {
                 let hit = Hit {
@@ -205,6 +207,12 @@ async fn get(tiers: &Tiers, key: &CacheKey) -> Option<(Arc<CachedResponse>, Tier
     Some((entry, Tier::Disk))
 }
 
+/// Whether a refreshing run (`--mode refresh`) fetches this entry again: it was stored before
+/// the run began.
+fn refreshed_away(tiers: &Tiers, ask: &CacheRequest<'_>, entry: &CachedResponse) -> bool {
+    ask.policy.mode == Mode::Refresh && entry.meta.stored_at_ms < tiers.opened_ms
+}
+
 /// How fresh an entry is for a request.
 fn judge(entry: &CachedResponse, ask: &CacheRequest<'_>, since_ms: Option<u64>) -> Freshness {
     // Strictly later, in whole milliseconds: an entry stored in the same millisecond may
@@ -239,7 +247,8 @@ fn stored_meanwhile(
     key: &CacheKey,
     arrived: u64,
 ) -> Option<Hit> {
-    let entry = from_memory(tiers, key).filter(|entry| {
+    let entry = from_memory(tiers, key).filter(|entry| !refreshed_away(tiers, ask, entry))?;
+    let entry = Some(entry).filter(|entry| {
         keys.own.as_ref() == Some(key)
             || keys.own.is_none()
             || policy::shared_across_cookies(ask.plan, entry.meta.header_map())
@@ -318,7 +327,9 @@ async fn stored_by_neighbour(
         .await
         .ok()
         .flatten()?;
-    (judge(&entry, ask, Some(arrived)) == Freshness::Fresh).then(|| {
+    let usable = !refreshed_away(tiers, ask, &entry)
+        && judge(&entry, ask, Some(arrived)) == Freshness::Fresh;
+    usable.then(|| {
         entry.used.mark(now_ms());
         Arc::new(entry)
     })

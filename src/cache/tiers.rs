@@ -66,6 +66,8 @@ pub(crate) struct Tiers {
     pub(crate) news: Mutex<Option<mpsc::Receiver<VersionNews>>>,
     /// Fills streaming and disk jobs queued or running.
     pub(crate) pending: Pending,
+    /// When this process opened the cache: a refreshing run fetches again what is older.
+    pub(crate) opened_ms: u64,
 }
 
 /// What opening the tiers found, for the threads that start with them.
@@ -128,6 +130,7 @@ impl Tiers {
             shared,
             news: Mutex::new(news),
             pending: Pending::default(),
+            opened_ms: crate::cache::entry::now_ms(),
         };
         let opening = Opening {
             index_lost: learned.lost,

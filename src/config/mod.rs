@@ -209,15 +209,36 @@ pub struct PolicyConfig {
     pub versioned_stale_while_revalidate: Duration,
     /// Versioned entries past their lifetime are served this long when the origin fails.
     pub versioned_stale_if_error: Duration,
-    /// Serve only from the cache; never contact an origin.
-    pub offline: bool,
+    /// How this run uses the cache (`--mode`; `--offline` is `replay`).
+    pub mode: Mode,
     /// Request headers removed from requests the cache may answer from or store into:
     /// origins trust them (`X-Forwarded-Host`...) but the cache does not key them, so an
     /// answer reflecting one would poison the entry for everyone.
     pub unkeyed_headers: Vec<http::HeaderName>,
 }
 
+/// How a run uses the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// HTTP caching and the rules decide (the default).
+    #[default]
+    Auto,
+    /// Store every GET answer the rules select, whatever `no-store`, `no-cache` or `private`
+    /// say (never one that sets a cookie): a run recorded once replays whole.
+    Record,
+    /// Serve only from the cache, stale entries included; never contact an origin.
+    Replay,
+    /// Record again: what was stored before the run began is fetched again (once), and the
+    /// new answers are stored as `Record` stores them.
+    Refresh,
+}
+
 impl PolicyConfig {
+    /// Whether nothing may be fetched (`replay`).
+    pub fn offline(&self) -> bool {
+        self.mode == Mode::Replay
+    }
+
     /// The config keys whose values differ in `other` (for the reload log).
     pub fn changed_keys(&self, other: &PolicyConfig) -> Vec<&'static str> {
         let differs =

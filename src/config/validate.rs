@@ -99,7 +99,7 @@ impl Config {
             versioned_stale_if_error: Duration::from_secs(
                 raw.versioned.stale_if_error_secs.unwrap_or(7 * 24 * 3600),
             ),
-            offline: false,
+            mode: Mode::Auto,
             unkeyed_headers: header_names(
                 "unkeyed_request_headers",
                 raw.unkeyed_request_headers,

@@ -219,7 +219,7 @@ impl Target {
     }
 
     async fn dial(&self, ctx: &Context) -> Result<TcpStream, ProxyError> {
-        if ctx.policy().offline {
+        if ctx.policy().offline() {
             // A tunnel needs the origin; offline, nothing is contacted.
             return Err(ProxyError::Offline {
                 url: format!("tunnel to {}", self.authority),

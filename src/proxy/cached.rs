@@ -53,7 +53,7 @@ impl ProxyService {
                 url,
                 plan: &plan,
                 policy: &policy,
-                offline: policy.offline,
+                offline: policy.offline(),
                 fresh_since,
                 wait: true,
                 prefetch: None,

@@ -158,7 +158,7 @@ impl ProxyService {
         }
         let (response, cache_status) = match plan {
             Ok(plan) => self.cached(request, &url, plan).await,
-            Err(_) if self.ctx.policy().offline => {
+            Err(_) if self.ctx.policy().offline() => {
                 let error = ProxyError::Offline {
                     url: url.to_string(),
                 };

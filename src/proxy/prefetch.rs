@@ -104,7 +104,7 @@ impl ProxyService {
         let ctx = &self.ctx;
         let policy = ctx.policy();
         let host = url.host_str().unwrap_or("");
-        if policy.offline || ctx.check_allowed(host).is_err() {
+        if policy.offline() || ctx.check_allowed(host).is_err() {
             return;
         }
         let max_age = ctx.config.cache.max_age;

@@ -55,7 +55,7 @@ pub async fn relay(
         let status = error.cache_status();
         (error.into_response(), status)
     };
-    if ctx.policy().offline {
+    if ctx.policy().offline() {
         return refused(ProxyError::Offline {
             url: url.to_string(),
         });

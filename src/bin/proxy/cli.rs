@@ -73,8 +73,15 @@ pub struct Options {
     #[arg(long, global = true)]
     pub allow_remote: bool,
 
-    /// Serve only from the cache (stale entries included) and never contact an origin; a
-    /// miss gets a 504 naming the URL. For reproducible runs and working without a network.
+    /// How this run uses the cache: `auto` (HTTP caching and the rules decide), `record`
+    /// (store every GET answer the rules select, whatever no-store/no-cache/private say, never
+    /// one that sets a cookie), `replay` (serve only from the cache, stale entries included,
+    /// never contact an origin: a miss is a 504 naming the URL), `refresh` (record again:
+    /// what was stored before this run is fetched again, once, and the new answers kept).
+    #[arg(long, global = true, value_enum, default_value_t = RunMode::Auto, env = "ASSET_PROXY_MODE")]
+    pub mode: RunMode,
+
+    /// The same as `--mode replay`.
     #[arg(long, global = true)]
     pub offline: bool,
 
@@ -124,6 +131,28 @@ impl Options {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// How a run uses the cache (`--mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RunMode {
+    Auto,
+    Record,
+    Replay,
+    Refresh,
+}
+
+impl Options {
+    /// The run's mode: `--offline` is `replay`.
+    pub fn mode(&self) -> asset_proxy::config::Mode {
+        use asset_proxy::config::Mode;
+        match (self.offline, self.mode) {
+            (true, _) | (false, RunMode::Replay) => Mode::Replay,
+            (false, RunMode::Auto) => Mode::Auto,
+            (false, RunMode::Record) => Mode::Record,
+            (false, RunMode::Refresh) => Mode::Refresh,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -111,7 +111,7 @@ fn load_config(options: &Options) -> anyhow::Result<(Config, Option<PathBuf>)> {
             .set_nodes(urls)
             .map_err(|e| anyhow::anyhow!("--shared-cache: {e}"))?;
     }
-    config.policy.offline = options.offline;
+    config.policy.mode = options.mode();
     config.admin.token = options.admin_token.clone().filter(|t| !t.is_empty());
     if let Some(path) = &options.admin_token_file {
         let text = std::fs::read_to_string(path)
@@ -175,7 +175,7 @@ fn reload_on_hangup(
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hangups = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
-    let offline = options.offline;
+    let mode = options.mode();
     Ok(tokio::spawn(async move {
         while hangups.recv().await.is_some() {
             let Some(path) = &path else {
@@ -184,7 +184,7 @@ fn reload_on_hangup(
             };
             match Config::load(path) {
                 Ok(mut config) => {
-                    config.policy.offline = offline;
+                    config.policy.mode = mode;
                     let changed = app.reload(&config);
                     tracing::info!(file = %path.display(), changed = ?changed, "config reloaded");
                 }

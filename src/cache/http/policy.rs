@@ -198,6 +198,9 @@ pub struct StoreLimits {
     pub max_object_bytes: u64,
     /// Lifetime of a 404 or 410 for a versioned URL.
     pub negative_ttl: Duration,
+    /// Recording (`--mode record` or `refresh`): every 200 is stored for this long, whatever its
+    /// `Cache-Control` says, unless it sets a cookie or varies on everything.
+    pub record_for: Option<Duration>,
 }
 
 /// Whether an origin response may be stored, and for how long. `request` is what was sent
@@ -212,6 +215,12 @@ pub fn storable(
     let (status, headers) = (response.status(), response.headers());
     if status == StatusCode::PARTIAL_CONTENT || headers.contains_key(CONTENT_RANGE) {
         return Err(NoCacheReason::Status);
+    }
+    if let Some(ttl) = limits
+        .record_for
+        .filter(|_| recordable(status, headers, limits))
+    {
+        return Ok(pinned(ttl));
     }
     if has_directive(headers, "no-store") {
         return Err(NoCacheReason::NoStore);
@@ -259,6 +268,19 @@ pub fn storable(
             }
         }
     }
+}
+
+/// Whether a recording run stores this answer although HTTP caching would not: a whole 200
+/// that sets no cookie, with a usable `Vary`, within the size limit.
+fn recordable(status: StatusCode, headers: &HeaderMap, limits: &StoreLimits) -> bool {
+    let length = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    status == StatusCode::OK
+        && !headers.contains_key(SET_COOKIE)
+        && vary::vary_names(headers).is_some()
+        && length.is_none_or(|length| length <= limits.max_object_bytes)
 }
 
 fn pinned(ttl: Duration) -> Lifetime {

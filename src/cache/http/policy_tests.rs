@@ -128,6 +128,7 @@ fn limits() -> StoreLimits {
     StoreLimits {
         max_object_bytes: 100,
         negative_ttl: Duration::from_secs(60),
+        record_for: None,
     }
 }
 
