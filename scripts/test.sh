@@ -18,7 +18,7 @@ if ((${#need_packages[@]})); then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_packages[@]}" >/dev/null
 fi
-if ! python3 -c 'import playwright, requests, httpx' 2>/dev/null; then
+if ! python3 -c 'import playwright, requests, httpx, pytest_playwright' 2>/dev/null; then
     echo "== installing Python packages"
     python3 -m pip install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt
 fi

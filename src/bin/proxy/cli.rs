@@ -45,7 +45,7 @@ pub struct Options {
     pub config: Option<PathBuf>,
 
     /// Extra PEM root certificates trusted for origin TLS, on top of the standard web roots.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "ASSET_PROXY_UPSTREAM_CA")]
     pub upstream_ca: Option<PathBuf>,
 
     /// An HTTP proxy to reach origins through, with CONNECT: http://[user:password@]host:port
