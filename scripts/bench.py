@@ -250,13 +250,18 @@ wrk.headers["Host"] = "{host}"
 
 def wrk(port, url, connections):
     """wrk sending absolute-form requests (what a client configured with a proxy sends)."""
-    script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
     host = re.sub(r"^https?://([^/]+).*$", r"\1", url)
-    script.write(WRK_SCRIPT.format(url=url, host=host))
+    return wrk_script(port, WRK_SCRIPT.format(url=url, host=host), connections)
+
+
+def wrk_script(port, lua, connections, duration=DURATION):
+    """wrk on the load core against `port`, its requests made by the Lua script `lua`."""
+    script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+    script.write(lua)
     script.close()
-    out = subprocess.run(["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{DURATION}s",
+    out = subprocess.run(["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{duration}s",
                           "--latency", "-s", script.name, f"http://127.0.0.1:{port}"],
-                         capture_output=True, text=True, timeout=DURATION + 60).stdout
+                         capture_output=True, text=True, timeout=duration + 60).stdout
     os.unlink(script.name)
     return parse_wrk(out)
 

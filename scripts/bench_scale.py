@@ -16,16 +16,14 @@ Proxies on core 0, load on core 1, as in bench.py; loopback only; every run boun
 import json
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import (DURATION, LOAD_CORE, PROXY_BIN, Process, Work, admin_stats, cold_start,  # noqa: E402
-                   free_port, parse_wrk, peak_rss_mib, start_nginx_cache, start_origin,
-                   start_slow_origin, warm, wrk)
+from bench import (DURATION, PROXY_BIN, Process, Work, admin_stats, cold_start,  # noqa: E402
+                   free_port, peak_rss_mib, start_nginx_cache, start_origin, start_slow_origin,
+                   warm, wrk, wrk_script)
 
 WORKING_SET_MIB = int(os.environ.get("BENCH_WORKING_SET_MIB", "1024"))
 SMALL_MEMORY_MB = 16
@@ -49,17 +47,6 @@ request = function()
     return wrk.format("GET", "{base}" .. n .. ".bin")
 end
 """
-
-
-def wrk_script(port, script, connections, duration=DURATION):
-    path = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
-    path.write(script)
-    path.close()
-    out = subprocess.run(["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{duration}s",
-                          "--latency", "-s", path.name, f"http://127.0.0.1:{port}"],
-                         capture_output=True, text=True, timeout=duration + 60).stdout
-    os.unlink(path.name)
-    return parse_wrk(out)
 
 
 def start_asset_proxy(work, name, config, cache_dir=None):
