@@ -51,6 +51,7 @@ pub mod cache;
 pub mod commands;
 pub mod config;
 pub mod file_lock;
+pub mod har;
 pub mod listener;
 pub mod mitm;
 pub mod prefetch;

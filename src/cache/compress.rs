@@ -94,6 +94,19 @@ pub fn unzstd(frame: &[u8], expected_len: u64) -> Option<Bytes> {
     (out.len() as u64 == expected_len).then(|| Bytes::from(out))
 }
 
+/// A reader of `body` decoded from the content coding named `coding` (`identity` or empty: as
+/// it is); `None` for a coding this proxy does not know.
+pub fn decoder<'a>(coding: &str, body: &'a [u8]) -> Option<Box<dyn std::io::Read + 'a>> {
+    Some(match coding.trim().to_ascii_lowercase().as_str() {
+        "identity" | "" => Box::new(body),
+        "gzip" | "x-gzip" => Box::new(flate2::read::MultiGzDecoder::new(body)),
+        "deflate" => Box::new(flate2::read::ZlibDecoder::new(body)),
+        "br" => Box::new(brotli::Decompressor::new(body, 4096)),
+        "zstd" => Box::new(zstd::stream::read::Decoder::new(body).ok()?),
+        _ => return None,
+    })
+}
+
 /// `body` encoded with `coding` for a client.
 pub fn encode(coding: Coding, body: &[u8]) -> Option<Bytes> {
     let encoded = match coding {

@@ -122,6 +122,41 @@ impl Cache {
         self.tiers.memory.get(key)
     }
 
+    /// Stores an answer obtained elsewhere (an archive) as if it had just been fetched for
+    /// `request`, under the same rules; `Err` says why it was not stored.
+    pub async fn store_answer(
+        &self,
+        request: ::http::Request<()>,
+        status: ::http::StatusCode,
+        headers: ::http::HeaderMap,
+        body: bytes::Bytes,
+        policy: &crate::config::PolicyConfig,
+    ) -> Result<(), http::policy::NoCacheReason> {
+        self.tiers
+            .put_answer(request, status, headers, body, policy)
+            .await
+    }
+
+    /// Every entry on disk whose URL starts with `prefix`, read whole and checked.
+    pub async fn read_entries(&self, prefix: &str) -> Vec<Arc<CachedResponse>> {
+        let (store, prefix) = (self.tiers.store.clone(), prefix.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let disk = &store.tier;
+            let mut out: Vec<Arc<CachedResponse>> = disk
+                .entry_paths()
+                .iter()
+                .filter_map(|path| disk::digest_of_path(path))
+                .filter_map(|digest| disk.read_digest(&digest).ok().flatten())
+                .filter(|entry| entry.meta.key.url().starts_with(&prefix))
+                .map(Arc::new)
+                .collect();
+            out.sort_by_key(|entry| entry.meta.key.to_string());
+            out
+        })
+        .await
+        .unwrap_or_default()
+    }
+
     /// Makes `coding` of `entry`'s body in the background (once: the caller claimed it), and
     /// has the memory tier count it.
     pub fn make_coding(&self, entry: Arc<CachedResponse>, coding: compress::Coding) {

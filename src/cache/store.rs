@@ -26,6 +26,7 @@ use crate::cache::http::vary;
 use crate::cache::inflight::{FillOutcome, FillPermit};
 use crate::cache::shared::FleetLock;
 use crate::cache::tiers::Tiers;
+use crate::config::Mode;
 
 /// Spilled bodies up to this share of the memory tier are kept in memory too; larger ones are
 /// served from disk.
@@ -257,6 +258,60 @@ impl Tiers {
 }
 
 impl Tiers {
+    /// Stores an answer obtained elsewhere (an archive) as if it had just been fetched for
+    /// `request`: the same rules (and run mode: a recording run records it) decide whether
+    /// and how long, and it takes the same way in.
+    /// Resolves once it is in memory; the disk write follows (see `Cache::settled`).
+    pub(crate) async fn put_answer(
+        self: &Arc<Self>,
+        request: Request<()>,
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+        policy: &crate::config::PolicyConfig,
+    ) -> Result<(), policy::NoCacheReason> {
+        let url = Url::parse(&request.uri().to_string())
+            .map_err(|_| policy::NoCacheReason::NotCacheable)?;
+        let plan = policy::classify_request(
+            request.method(),
+            &url,
+            request.headers(),
+            policy,
+            self.config.max_age,
+        )?;
+        if request.method() != http::Method::GET {
+            return Err(policy::NoCacheReason::Method);
+        }
+        let mut answer = http::Response::new(());
+        *answer.status_mut() = status;
+        *answer.headers_mut() = headers.clone();
+        let recording = matches!(policy.mode, Mode::Record | Mode::Refresh);
+        let limits = policy::StoreLimits {
+            max_object_bytes: self.config.max_object_bytes,
+            negative_ttl: policy.negative_ttl,
+            record_for: recording.then_some(self.config.max_age),
+        };
+        let lifetime = policy::storable(&plan, &request, &answer, SystemTime::now(), &limits)?;
+        if body.len() as u64 > limits.max_object_bytes {
+            return Err(policy::NoCacheReason::TooLarge);
+        }
+        let key = CacheKey::for_request(&url, request.headers(), &[], true);
+        let permit = self.inflight.solo(&key);
+        let fill = FillPlan {
+            plan,
+            request,
+            status,
+            headers,
+            lifetime,
+            previous: None,
+            fleet_lock: None,
+            neighbour_lock: None,
+            prefetched: None,
+        };
+        self.store(permit, fill, body).await;
+        Ok(())
+    }
+
     /// The key to store a response under: the request's variant for the headers the
     /// response varies on, recorded for the URL when they changed.
     async fn variant_key(&self, fill_key: &CacheKey, fill: &FillPlan) -> CacheKey {

@@ -176,27 +176,11 @@ pub fn body_text(headers: &HeaderMap, body: &[u8]) -> Option<String> {
     let coding = headers
         .get(CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("identity")
-        .trim()
-        .to_ascii_lowercase();
-    let limit = MAX_DECODED as u64;
+        .unwrap_or("identity");
     let mut decoded = Vec::new();
-    let read = match coding.as_str() {
-        "identity" | "" => {
-            decoded.extend_from_slice(&body[..body.len().min(MAX_DECODED)]);
-            Ok(0)
-        }
-        "gzip" | "x-gzip" => flate2::read::MultiGzDecoder::new(body)
-            .take(limit)
-            .read_to_end(&mut decoded),
-        "deflate" => flate2::read::ZlibDecoder::new(body)
-            .take(limit)
-            .read_to_end(&mut decoded),
-        "br" => brotli::Decompressor::new(body, 4096)
-            .take(limit)
-            .read_to_end(&mut decoded),
-        _ => return None,
-    };
+    let read = crate::cache::compress::decoder(coding, body)?
+        .take(MAX_DECODED as u64)
+        .read_to_end(&mut decoded);
     // A body cut at the scan limit ends mid-stream: what was decoded is still worth scanning.
     if read.is_err() && decoded.is_empty() {
         return None;

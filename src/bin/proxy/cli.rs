@@ -203,6 +203,23 @@ pub enum CacheCommand {
         #[arg(long, conflicts_with = "url")]
         all: bool,
     },
+    /// Write the entries on --cache-dir (those whose URL starts with --prefix) as a HAR 1.2
+    /// archive, for Playwright's routeFromHAR.
+    Export {
+        /// The archive to write.
+        #[arg(long)]
+        har: PathBuf,
+        /// Only URLs starting with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
+    /// Store the answers of a HAR archive (Playwright's recordHar writes one) into --cache-dir
+    /// as if fetched now, under the same rules. A damaged archive is refused whole, naming the
+    /// entry and the reason.
+    Import {
+        /// The archive.
+        file: PathBuf,
+    },
     /// Read every entry and check it by checksum, and the index against the files; exits 1
     /// when anything is wrong. Works on --cache-dir, also while proxies run on it.
     Verify {

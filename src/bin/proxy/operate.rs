@@ -26,6 +26,23 @@ pub async fn operate(
                 ExitCode::FAILURE
             })
         }
+        Command::Cache(CacheCommand::Export { har, prefix }) => {
+            let count = asset_proxy::commands::export_har(&config, &prefix, &har).await?;
+            println!("{count} entries written to {}", har.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cache(CacheCommand::Import { file }) => {
+            let report = asset_proxy::commands::import_har(&config, &file).await?;
+            for (url, why) in &report.skipped {
+                println!("not stored  {url}  {why}");
+            }
+            println!(
+                "{} stored, {} not stored",
+                report.stored,
+                report.skipped.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Cache(command) => {
             let target =
                 CacheTarget::find(options.admin_addr(), options.admin_token.clone(), &config)
@@ -133,7 +150,8 @@ async fn cache_command(command: CacheCommand, target: &CacheTarget) -> anyhow::R
                 report["memory"], report["disk"]
             );
         }
-        CacheCommand::Verify { .. } => {}
+        CacheCommand::Verify { .. } | CacheCommand::Export { .. } | CacheCommand::Import { .. } => {
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -12,11 +12,11 @@ export const E2E_CONFIG = {
   upstream: { allow_hosts: ['localhost', '127.0.0.1', '::1'] },
 };
 
-export async function startProxy({ dir, cacheDir = join(dir, 'cache'), upstreamCa, config = E2E_CONFIG }) {
+export async function startProxy({ dir, cacheDir = join(dir, 'cache'), upstreamCa, config = E2E_CONFIG, extraArgs = [] }) {
   const configPath = join(dir, 'proxy.json');
   writeFileSync(configPath, JSON.stringify(config));
   const args = ['--port', '0', '--cache-dir', cacheDir, '--ca-dir', join(dir, 'certs'),
-    '--config', configPath, '--upstream-ca', upstreamCa, '--log', 'info'];
+    '--config', configPath, '--upstream-ca', upstreamCa, '--log', 'info', ...extraArgs];
   const env = { ...process.env };
   delete env.RUST_LOG;
   const child = spawn(PROXY_BIN, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
