@@ -469,7 +469,10 @@ async fn a_corrupted_disk_entry_is_detected_and_refetched() {
     s.proxy.stop().await;
 
     let file = {
-        let proxy = TestProxy::start(&s.dir, "{}", Some(&s.ca.path)).await;
+        // Without pre-warming: a pre-warm still reading when this proxy stops could read the
+        // file half-damaged below, and remove it before the proxy under test sees it.
+        let no_prewarm = r#"{"memory": {"prewarm": false}}"#;
+        let proxy = TestProxy::start(&s.dir, no_prewarm, Some(&s.ca.path)).await;
         let file = proxy.app.cache().disk_path(&key(&url));
         proxy.stop().await;
         file
