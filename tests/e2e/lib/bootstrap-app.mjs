@@ -55,6 +55,7 @@ fetch(window.CANVASKIT).then((r) => r.arrayBuffer()).then((b) => WebAssembly.com
 
 export async function startBootstrapApp({ key, cert, delayMs = 0, mbit = 0 }) {
   const hits = new Map();
+  let bytesSent = 0;
   const server = https.createServer({ key, cert }, (req, res) => {
     hits.set(req.url, (hits.get(req.url) ?? 0) + 1);
     const file = files[req.url];
@@ -69,6 +70,7 @@ export async function startBootstrapApp({ key, cert, delayMs = 0, mbit = 0 }) {
         return res.end();
       }
       const body = Buffer.isBuffer(text) ? text : Buffer.from(text);
+      bytesSent += body.length;
       res.writeHead(200, { 'content-type': type, 'cache-control': cacheControl, 'content-length': body.length, etag: '"1"' });
       if (!mbit) return res.end(body);
       // Paced: a chunk every `interval` ms keeps the connection at `mbit`.
@@ -88,6 +90,7 @@ export async function startBootstrapApp({ key, cert, delayMs = 0, mbit = 0 }) {
   return {
     url: (path) => `https://127.0.0.1:${server.address().port}${path}`,
     hits: (path) => hits.get(path) ?? 0,
+    get bytesSent() { return bytesSent; },
     close: () => new Promise((resolve) => server.close(resolve)),
   };
 }
