@@ -25,7 +25,7 @@ fn harness() -> &'static Harness {
         let mut config = Config::parse(r#"{"upstream": {"allow_hosts": ["origin.fuzz.invalid"]}}"#).expect("config");
         config.cache.dir = dir.path().join("cache");
         config.mitm.ca_dir = dir.path().join("certs");
-        config.policy.offline = true;
+        config.policy.mode = asset_proxy::config::Mode::Replay;
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
         let app = runtime.block_on(async { App::new(config) }).expect("app");
         Harness { runtime, app, _dir: dir }
