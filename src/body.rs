@@ -21,3 +21,13 @@ pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
 pub fn empty() -> ProxyBody {
     Empty::new().map_err(|never| match never {}).boxed()
 }
+
+/// An HTML page as a response (the CA page, the status page).
+pub fn html_page(page: String) -> http::Response<ProxyBody> {
+    let mut response = http::Response::new(full(page));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    response
+}

@@ -295,16 +295,21 @@ async fn sighup_reloads_rules_and_keeps_them_when_the_new_file_is_bad() {
     );
 }
 
-#[test]
-fn json_logs_give_one_object_per_line() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_proxy"))
-        .current_dir(dir.path())
+/// The proxy on a free port, logging JSON lines to a pipe.
+fn spawn_logging_json(dir: &std::path::Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_proxy"))
+        .current_dir(dir)
         .args(["--port", "0", "--log-format", "json"])
         .env_remove("RUST_LOG")
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("spawn proxy");
+        .expect("spawn proxy")
+}
+
+#[test]
+fn json_logs_give_one_object_per_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = spawn_logging_json(dir.path());
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
     let mut listening = None;
@@ -357,13 +362,7 @@ fn each_request_logs_inside_its_own_span_within_its_connection() {
     use std::io::{BufRead, Write};
     use std::time::Duration;
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_proxy"))
-        .current_dir(dir.path())
-        .args(["--port", "0", "--log-format", "json"])
-        .env_remove("RUST_LOG")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn proxy");
+    let mut child = spawn_logging_json(dir.path());
     let events = json_events(child.stderr.take().expect("stderr"));
     let next = || {
         events

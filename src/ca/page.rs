@@ -6,7 +6,7 @@ use http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use http::{HeaderValue, Response};
 
 use super::CertAuthority;
-use crate::body::{full, ProxyBody};
+use crate::body::{full, html_page, ProxyBody};
 
 const CA_PAGE: &str = include_str!("page.html");
 
@@ -32,16 +32,7 @@ pub fn response(ca: &CertAuthority, path: &str) -> Response<ProxyBody> {
         "{{CA_PATH}}",
         &html_escape(&ca.cert_path().display().to_string()),
     );
-    html(page)
-}
-
-fn html(page: String) -> Response<ProxyBody> {
-    let mut response = Response::new(full(Bytes::from(page)));
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    response
+    html_page(page)
 }
 
 fn html_escape(text: &str) -> String {

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use crate::cache::disk::digest_of_path;
 use crate::cache::disk::journal::Removal;
-use crate::cache::entry::EntryMeta;
+use crate::cache::entry::{CachedResponse, EntryMeta};
 use crate::cache::tiers::Tiers;
 use crate::cache::version_index::AssetSummary;
 
@@ -120,6 +121,27 @@ impl Tiers {
             write_waiting_bytes,
             disk_failing: self.store.health.is_failing(),
         }
+    }
+
+    /// Every entry on disk whose URL starts with `prefix`, read whole and checked, sorted by
+    /// key.
+    pub async fn read_entries(&self, prefix: &str) -> Vec<Arc<CachedResponse>> {
+        let (store, prefix) = (self.store.clone(), prefix.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let disk = &store.tier;
+            let mut out: Vec<Arc<CachedResponse>> = disk
+                .entry_paths()
+                .iter()
+                .filter_map(|path| digest_of_path(path))
+                .filter_map(|digest| disk.read_digest(&digest).ok().flatten())
+                .filter(|entry| entry.meta.key.url().starts_with(&prefix))
+                .map(Arc::new)
+                .collect();
+            out.sort_by_key(|entry| entry.meta.key.to_string());
+            out
+        })
+        .await
+        .unwrap_or_default()
     }
 
     /// Entries on disk whose URL starts with `prefix`, sorted by URL, at most `limit`.

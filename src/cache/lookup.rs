@@ -72,7 +72,9 @@ pub(crate) async fn lookup(tiers: &Arc<Tiers>, ask: &CacheRequest<'_>) -> Lookup
                 };
                 match judge(&hit.entry, ask, waited_since) {
                     Freshness::Fresh => return Lookup::Fresh(hit),
-                    Freshness::Stale(_) if ask.offline => return Lookup::Offline(Some(hit)),
+                    Freshness::Stale(_) if ask.policy.offline() => {
+                        return Lookup::Offline(Some(hit))
+                    }
                     Freshness::Stale(usable) if usable.while_revalidating => {
                         return revalidating(tiers, ask, hit)
                     }
@@ -80,7 +82,7 @@ pub(crate) async fn lookup(tiers: &Arc<Tiers>, ask: &CacheRequest<'_>) -> Lookup
                 }
             }
         };
-        if ask.offline {
+        if ask.policy.offline() {
             return Lookup::Offline(None);
         }
         if ask.head.method() == Method::HEAD && stale.is_none() {
@@ -276,28 +278,33 @@ async fn ask_neighbours(
     let deadline = tokio::time::Instant::now() + tiers.config.coalesce_wait;
     let mut waited = false;
     loop {
+        // One trip to the blocking pool: the lock, and when it is this process's, the entry
+        // a neighbour may have written just before letting it go (or just before this
+        // request's own look at the disk).
         let (store, key) = (tiers.store.clone(), fill.key().clone());
-        let attempt = tokio::task::spawn_blocking(move || store.try_neighbours_lock(&key))
-            .await
-            .ok()
-            .flatten();
-        let held = match attempt {
+        let tried = tokio::task::spawn_blocking(move || {
+            let attempt = store.try_neighbours_lock(&key)?;
+            let written = matches!(attempt, Attempt::Lead(_))
+                .then(|| store.read(&key))
+                .flatten();
+            Some((attempt, written))
+        })
+        .await
+        .ok()
+        .flatten();
+        let (attempt, written) = match tried {
             None => return Err(fill),
-            Some(Attempt::Lead(lock)) => Some(lock),
-            Some(Attempt::Held) => None,
+            Some(tried) => tried,
         };
-        // Written by the neighbour that had the lock, or by one that just finished.
-        if waited || held.is_some() {
-            if let Some(entry) = stored_by_neighbour(tiers, ask, fill.key(), arrived).await {
-                tiers.put(fill.into_permit(), Put::Written(entry.clone()));
-                return Ok(Lookup::Fresh(Hit {
-                    entry,
-                    tier: Tier::Disk,
-                    collapsed: waited,
-                }));
-            }
+        if let Some(entry) = written.and_then(|entry| usable_now(tiers, ask, entry, arrived)) {
+            tiers.put(fill.into_permit(), Put::Written(entry.clone()));
+            return Ok(Lookup::Fresh(Hit {
+                entry,
+                tier: Tier::Disk,
+                collapsed: waited,
+            }));
         }
-        if let Some(lock) = held {
+        if let Attempt::Lead(lock) = attempt {
             fill.hold_neighbour_lock(lock);
             return Err(fill);
         }
@@ -315,18 +322,14 @@ async fn ask_neighbours(
     }
 }
 
-/// The entry for `key` on disk, if a neighbour stored it after this request arrived.
-async fn stored_by_neighbour(
+/// `entry`, read from disk, if it may answer this request: stored after it arrived, or fresh
+/// (and not due for a refreshing run).
+fn usable_now(
     tiers: &Tiers,
     ask: &CacheRequest<'_>,
-    key: &CacheKey,
+    entry: CachedResponse,
     arrived: u64,
 ) -> Option<Arc<CachedResponse>> {
-    let (store, owned) = (tiers.store.clone(), key.clone());
-    let entry = tokio::task::spawn_blocking(move || store.read(&owned))
-        .await
-        .ok()
-        .flatten()?;
     let usable = !refreshed_away(tiers, ask, &entry)
         && judge(&entry, ask, Some(arrived)) == Freshness::Fresh;
     usable.then(|| {

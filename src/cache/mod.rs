@@ -139,22 +139,7 @@ impl Cache {
 
     /// Every entry on disk whose URL starts with `prefix`, read whole and checked.
     pub async fn read_entries(&self, prefix: &str) -> Vec<Arc<CachedResponse>> {
-        let (store, prefix) = (self.tiers.store.clone(), prefix.to_owned());
-        tokio::task::spawn_blocking(move || {
-            let disk = &store.tier;
-            let mut out: Vec<Arc<CachedResponse>> = disk
-                .entry_paths()
-                .iter()
-                .filter_map(|path| disk::digest_of_path(path))
-                .filter_map(|digest| disk.read_digest(&digest).ok().flatten())
-                .filter(|entry| entry.meta.key.url().starts_with(&prefix))
-                .map(Arc::new)
-                .collect();
-            out.sort_by_key(|entry| entry.meta.key.to_string());
-            out
-        })
-        .await
-        .unwrap_or_default()
+        self.tiers.read_entries(prefix).await
     }
 
     /// Makes `coding` of `entry`'s body in the background (once: the caller claimed it), and

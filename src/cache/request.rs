@@ -20,8 +20,6 @@ pub struct CacheRequest<'a> {
     pub plan: &'a CachePlan,
     /// The cache policy in force.
     pub policy: &'a PolicyConfig,
-    /// Answer only from what is held (`--offline`): nothing is fetched, no fill begun.
-    pub offline: bool,
     /// What was stored after this time (by a fetch this request led) is fresh enough for it.
     pub fresh_since: Option<u64>,
     /// Whether to wait for another request's fetch of the same entry (a prefetch does not).

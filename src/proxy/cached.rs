@@ -53,7 +53,6 @@ impl ProxyService {
                 url,
                 plan: &plan,
                 policy: &policy,
-                offline: policy.offline(),
                 fresh_since,
                 wait: true,
                 prefetch: None,

@@ -123,7 +123,6 @@ impl ProxyService {
             url: &url,
             plan: &plan,
             policy: &policy,
-            offline: false,
             fresh_since: None,
             // A prefetch never waits on another fetch of the asset: that one will store it.
             wait: false,
