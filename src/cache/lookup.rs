@@ -56,7 +56,8 @@ pub(crate) async fn lookup(tiers: &Arc<Tiers>, ask: &CacheRequest<'_>) -> Lookup
     let mut collapsed = false;
     // Once this request has waited for another's fetch, what that fetch stored or
     // revalidated is fresh enough for it, whatever its lifetime (a no-cache entry point
-    // revalidated for ten waiting requests is not revalidated ten more times).
+    // revalidated for ten waiting requests is not revalidated ten more times). The fetch
+    // stores after the wait began, in the same millisecond as likely as not: inclusive.
     let mut waited_since = ask.fresh_since;
     for _ in 0..MAX_FOLLOWS {
         let keys = keys_for(tiers, ask.url, ask.head.headers(), ask.plan).await;
@@ -215,14 +216,19 @@ fn refreshed_away(tiers: &Tiers, ask: &CacheRequest<'_>, entry: &CachedResponse)
     ask.policy.mode == Mode::Refresh && entry.meta.stored_at_ms < tiers.opened_ms
 }
 
-/// How fresh an entry is for a request.
-fn judge(entry: &CachedResponse, ask: &CacheRequest<'_>, since_ms: Option<u64>) -> Freshness {
-    // Strictly later, in whole milliseconds: an entry stored in the same millisecond may
-    // predate the request, and must then be judged by its lifetime.
-    if since_ms.is_some_and(|since| entry.meta.stored_at_ms > since) {
+/// How fresh an entry is for a request; one stored at or after `stored_from` (ms) is fresh
+/// whatever its lifetime.
+fn judge(entry: &CachedResponse, ask: &CacheRequest<'_>, stored_from: Option<u64>) -> Freshness {
+    if stored_from.is_some_and(|from| entry.meta.stored_at_ms >= from) {
         return Freshness::Fresh;
     }
     freshness::judge(&entry.meta, ask.head, SystemTime::now(), ask.policy)
+}
+
+/// The `stored_from` of entries stored after a request arrived at `arrived_ms`: strictly
+/// later, in whole milliseconds, since one stored in the same millisecond may predate it.
+fn stored_after(arrived_ms: u64) -> Option<u64> {
+    Some(arrived_ms + 1)
 }
 
 /// A stale entry inside its stale-while-revalidate window, with the fill of its refresh
@@ -255,7 +261,7 @@ fn stored_meanwhile(
             || keys.own.is_none()
             || policy::shared_across_cookies(ask.plan, entry.meta.header_map())
     })?;
-    (judge(&entry, ask, Some(arrived)) == Freshness::Fresh).then_some(Hit {
+    (judge(&entry, ask, stored_after(arrived)) == Freshness::Fresh).then_some(Hit {
         entry,
         tier: Tier::Memory,
         collapsed: true,
@@ -331,7 +337,7 @@ fn usable_now(
     arrived: u64,
 ) -> Option<Arc<CachedResponse>> {
     let usable = !refreshed_away(tiers, ask, &entry)
-        && judge(&entry, ask, Some(arrived)) == Freshness::Fresh;
+        && judge(&entry, ask, stored_after(arrived)) == Freshness::Fresh;
     usable.then(|| {
         entry.used.mark(now_ms());
         Arc::new(entry)

@@ -20,7 +20,8 @@ pub struct CacheRequest<'a> {
     pub plan: &'a CachePlan,
     /// The cache policy in force.
     pub policy: &'a PolicyConfig,
-    /// What was stored after this time (by a fetch this request led) is fresh enough for it.
+    /// What was stored at or after this time (ms; by a fetch this request led, which began
+    /// then) is fresh enough for it.
     pub fresh_since: Option<u64>,
     /// Whether to wait for another request's fetch of the same entry (a prefetch does not).
     pub wait: bool,
