@@ -36,6 +36,12 @@ impl ProxyAuth {
         ProxyAuth { expected }
     }
 
+    /// Whether the proxy asks for no credentials (then a proxy URL's user name may name a
+    /// namespace instead).
+    pub fn is_open(&self) -> bool {
+        self.expected.is_none()
+    }
+
     /// Whether a request's `Proxy-Authorization` lets it through.
     pub fn allows(&self, headers: &HeaderMap) -> bool {
         let Some(expected) = &self.expected else {
@@ -52,14 +58,30 @@ impl ProxyAuth {
 
     /// The 407 asking for credentials.
     pub fn challenge() -> Response<ProxyBody> {
-        let mut response = Response::new(full("asset-proxy: proxy authentication required\n"));
-        *response.status_mut() = StatusCode::PROXY_AUTHENTICATION_REQUIRED;
-        response.headers_mut().insert(
-            PROXY_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"asset-proxy\""),
-        );
-        response
+        challenge_for(
+            "asset-proxy: proxy authentication required\n",
+            "Basic realm=\"asset-proxy\"",
+        )
     }
+
+    /// The 407 asking for a namespace (`clients.require_namespace`): browsers send proxy
+    /// credentials only when asked, and the user name they send names it.
+    pub fn namespace_challenge() -> Response<ProxyBody> {
+        challenge_for(
+            "asset-proxy: name a namespace: the user name of the proxy URL \
+             (http://NAME@host:port) or the X-Asset-Proxy-Namespace header\n",
+            "Basic realm=\"asset-proxy namespace\"",
+        )
+    }
+}
+
+fn challenge_for(body: &'static str, authenticate: &'static str) -> Response<ProxyBody> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = StatusCode::PROXY_AUTHENTICATION_REQUIRED;
+    response
+        .headers_mut()
+        .insert(PROXY_AUTHENTICATE, HeaderValue::from_static(authenticate));
+    response
 }
 
 #[cfg(test)]

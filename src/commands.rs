@@ -101,47 +101,82 @@ impl CacheTarget {
         Ok(CacheTarget::Directory(cache))
     }
 
-    /// Stats of the running proxy, or what the directory holds.
-    pub async fn stats(&self) -> Result<Value, CommandError> {
-        match self {
-            CacheTarget::Running(client) => client.get("/stats").await.map_err(CommandError::Admin),
-            CacheTarget::Directory(cache) => {
+    /// Stats of the running proxy, or what the directory holds; of one namespace when named.
+    pub async fn stats(&self, namespace: Option<&str>) -> Result<Value, CommandError> {
+        match (self, namespace) {
+            (CacheTarget::Running(client), None) => {
+                client.get("/stats").await.map_err(CommandError::Admin)
+            }
+            (CacheTarget::Running(client), Some(name)) => client
+                .get(&format!("/stats?{}", query(&[("namespace", name)])))
+                .await
+                .map_err(CommandError::Admin),
+            (CacheTarget::Directory(cache), None) => {
                 let assets = cache.assets().await.len();
                 Ok(json!({ "tiers": cache.usage().await, "assets": assets, "running": false }))
+            }
+            (CacheTarget::Directory(cache), Some(name)) => {
+                let entries = cache.entries("", Some(name.to_owned()), usize::MAX).await;
+                let body_bytes: u64 = entries.iter().map(|e| e.body_bytes).sum();
+                Ok(json!({
+                    "namespace": name,
+                    "entries": entries.len(),
+                    "body_bytes": body_bytes,
+                    "running": false,
+                }))
             }
         }
     }
 
-    /// Entries whose URL starts with `prefix`.
-    pub async fn entries(&self, prefix: &str) -> Result<Value, CommandError> {
+    /// Entries in `namespace` (every one when `None`) whose URL starts with `prefix`.
+    pub async fn entries(
+        &self,
+        prefix: &str,
+        namespace: Option<&str>,
+    ) -> Result<Value, CommandError> {
         match self {
             CacheTarget::Running(client) => {
-                let query: String = url::form_urlencoded::Serializer::new(String::new())
-                    .append_pair("prefix", prefix)
-                    .finish();
+                let mut pairs = vec![("prefix", prefix)];
+                pairs.extend(namespace.map(|name| ("namespace", name)));
                 client
-                    .get(&format!("/entries?{query}"))
+                    .get(&format!("/entries?{}", query(&pairs)))
                     .await
                     .map_err(CommandError::Admin)
             }
             CacheTarget::Directory(cache) => {
-                Ok(json!({ "entries": cache.entries(prefix, usize::MAX).await }))
+                let namespace = namespace.map(str::to_owned);
+                Ok(json!({ "entries": cache.entries(prefix, namespace, usize::MAX).await }))
             }
         }
     }
 
-    /// Removes what `what` names; reports what went from each tier.
-    pub async fn purge(&self, what: &Purge, body: Value) -> Result<Value, CommandError> {
+    /// Removes what `what` names in `namespace` (every one when `None`); reports what went
+    /// from each tier. `body` is the same selection as the admin API's `/purge` takes.
+    pub async fn purge(
+        &self,
+        what: &Purge,
+        namespace: Option<&str>,
+        body: Value,
+    ) -> Result<Value, CommandError> {
         match self {
             CacheTarget::Running(client) => client
                 .post("/purge", &body)
                 .await
                 .map_err(CommandError::Admin),
             CacheTarget::Directory(cache) => {
-                Ok(serde_json::to_value(cache.purge(what.clone()).await).unwrap_or_default())
+                let namespace = namespace.map(str::to_owned);
+                let report = cache.purge(what.clone(), namespace).await;
+                Ok(serde_json::to_value(report).unwrap_or_default())
             }
         }
     }
+}
+
+/// A URL query of `pairs`, encoded.
+fn query(pairs: &[(&str, &str)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
 }
 
 /// The outcome of warming one URL.

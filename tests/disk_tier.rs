@@ -114,7 +114,7 @@ async fn disk_usage_is_kept_under_the_cap_by_evicting_least_recently_used() {
         .sum();
     assert!(on_disk <= 1024 * 1024, "{on_disk} bytes of entry files");
     let listed: Vec<String> = cache
-        .entries("", 1000)
+        .entries("", None, 1000)
         .await
         .into_iter()
         .map(|e| e.url)

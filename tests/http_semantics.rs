@@ -526,3 +526,39 @@ async fn an_absolute_form_request_with_a_foreign_host_is_a_hit_and_the_origin_se
         Some(authority)
     );
 }
+
+/// Playwright's request interception, proxy authentication and HAR recording make Chromium
+/// send `Cache-Control: no-cache` and `Pragma: no-cache` on every request (to bypass its own
+/// cache): a fresh entry still answers them, unless the config honours client reloads.
+#[tokio::test]
+async fn client_reload_headers_do_not_defeat_fresh_entries_unless_honoured() {
+    let s = origin().await;
+    s.origin.route(
+        "/canvaskit/canvaskit.wasm",
+        Route::ok(random_bytes(50_000, 4)).header("cache-control", "public, max-age=3600"),
+    );
+    let url = s.origin.url("/canvaskit/canvaskit.wasm");
+    let reload = |client: &reqwest::Client| {
+        let request = client
+            .get(&url)
+            .header("cache-control", "no-cache")
+            .header("pragma", "no-cache");
+        async move {
+            let response = request.send().await.expect("request");
+            let status = cache_status(&response);
+            response.bytes().await.expect("body");
+            status
+        }
+    };
+    let proxy = s.proxy("{}").await;
+    let client = proxy.client();
+    assert_eq!(reload(&client).await, STORED);
+    assert_eq!(reload(&client).await, MEMORY_HIT);
+    assert_eq!(s.origin.hits("/canvaskit/canvaskit.wasm"), 1);
+    proxy.stop().await;
+
+    let proxy = s.proxy(r#"{"client_reload": "revalidate"}"#).await;
+    let client = proxy.client();
+    assert!(reload(&client).await.contains("fwd=stale"));
+    assert_eq!(s.origin.hits("/canvaskit/canvaskit.wasm"), 2);
+}

@@ -2,7 +2,8 @@
 // playwright.config. Starts asset-proxy for the run (or uses the one ASSET_PROXY_SERVER and
 // ASSET_PROXY_SPKI name), announces it to the workers, and stops it after the run.
 // Options come from the environment: ASSET_PROXY_BIN, ASSET_PROXY_CACHE_DIR,
-// ASSET_PROXY_CA_DIR, ASSET_PROXY_MODE, ASSET_PROXY_CONFIG.
+// ASSET_PROXY_CA_DIR, ASSET_PROXY_MODE, ASSET_PROXY_CONFIG, and ASSET_PROXY_NAMESPACE (the
+// run's key space: the proxy started here asks browsers for it).
 import { ENV_SERVER, ENV_SPKI, announcedProxy, startAssetProxy } from './index.mjs';
 
 export default async function globalSetup() {
@@ -14,6 +15,7 @@ export default async function globalSetup() {
     caDir: env.ASSET_PROXY_CA_DIR,
     mode: env.ASSET_PROXY_MODE,
     config: env.ASSET_PROXY_CONFIG,
+    requireNamespace: Boolean(env.ASSET_PROXY_NAMESPACE),
   });
   env[ENV_SERVER] = proxy.server;
   env[ENV_SPKI] = proxy.spki;

@@ -9,11 +9,15 @@ const run = promisify(execFile);
 /** Environment variables a started proxy is announced in, for Playwright's workers. */
 export const ENV_SERVER = 'ASSET_PROXY_SERVER';
 export const ENV_SPKI = 'ASSET_PROXY_SPKI';
+/** The namespace (key space) browsers use, when set: a project, tenant or CI run. */
+export const ENV_NAMESPACE = 'ASSET_PROXY_NAMESPACE';
 
 /**
  * Starts `proxy` and resolves once it listens.
  * options: bin ('proxy'), port (0: a free one), cacheDir, caDir, mode ('auto', 'record',
- * 'replay', 'refresh'), config (a file), args (more arguments), startTimeoutMs (30000).
+ * 'replay', 'refresh'), config (a file), requireNamespace (ask browsers for their namespace:
+ * they send the proxy user name only when asked), args (more arguments), startTimeoutMs
+ * (30000).
  * Resolves to { server, spki, stop() }.
  */
 export async function startAssetProxy(options = {}) {
@@ -24,6 +28,7 @@ export async function startAssetProxy(options = {}) {
   if (options.cacheDir) args.push('--cache-dir', options.cacheDir);
   if (options.mode) args.push('--mode', options.mode);
   if (options.config) args.push('--config', options.config);
+  if (options.requireNamespace) args.push('--require-namespace');
   args.push(...(options.args ?? []));
   const { stdout } = await run(bin, [...common, 'ca', 'spki']);
   const spki = stdout.trim();
@@ -67,19 +72,24 @@ export async function startAssetProxy(options = {}) {
 
 /**
  * Launch options that send a browser through the proxy and trust its CA by key. Loopback
- * origins go through it too. `base` is merged (its args kept).
+ * origins go through it too. With a namespace, the browser answers the proxy's request for
+ * one with it as the proxy user name (the proxy must run with --require-namespace: browsers
+ * send proxy credentials only when asked). `base` is merged (its args kept).
  */
-export function proxiedLaunchOptions({ server, spki }, base = {}) {
+export function proxiedLaunchOptions({ server, spki, namespace }, base = {}) {
+  const proxy = { server, bypass: '<-loopback>' };
+  if (namespace) Object.assign(proxy, { username: namespace, password: '' });
   return {
     ...base,
-    proxy: { server, bypass: '<-loopback>' },
+    proxy,
     args: [...(base.args ?? []), `--ignore-certificate-errors-spki-list=${spki}`],
   };
 }
 
-/** The proxy a global setup announced to this process, if any. */
+/** The proxy a global setup announced to this process, if any, with the namespace to use. */
 export function announcedProxy(env = process.env) {
   const server = env[ENV_SERVER];
   const spki = env[ENV_SPKI];
-  return server && spki ? { server, spki } : null;
+  const namespace = env[ENV_NAMESPACE] || undefined;
+  return server && spki ? { server, spki, namespace } : null;
 }

@@ -5,6 +5,8 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 
+use crate::cache::http::namespace;
+use crate::cache::{InNamespace, Purge};
 use crate::proxy::Context;
 use crate::stats::{insert_at, FigureKind, Histogram};
 
@@ -43,6 +45,7 @@ pub async fn stats(ctx: &Context) -> Value {
         ("shared.up", json!(tier.is_some_and(|t| t.is_up()))),
         ("shared.hits", json!(s.hits_shared.get())),
         ("prefetch.enabled", json!(ctx.prefetcher.config().enabled)),
+        ("namespaces", json!(s.namespaces.all())),
     ];
     for (path, value) in computed {
         insert_at(&mut out, path, value);
@@ -69,8 +72,8 @@ pub fn activity(ctx: &Context) -> Value {
     })
 }
 
-/// `/entries?prefix=P&limit=N`.
-pub async fn entries(ctx: &Context, query: &str) -> Value {
+/// `/entries?prefix=P&namespace=N&limit=N`.
+pub async fn entries(ctx: &Context, query: &str) -> Result<Value, String> {
     let mut prefix = String::new();
     let mut limit = DEFAULT_ENTRY_LIMIT;
     for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
@@ -80,7 +83,52 @@ pub async fn entries(ctx: &Context, query: &str) -> Value {
             _ => {}
         }
     }
-    json!({ "entries": ctx.cache.entries(&prefix, limit).await })
+    let namespace = namespace_in(query)?;
+    Ok(json!({ "entries": ctx.cache.entries(&prefix, namespace, limit).await }))
+}
+
+/// `/stats?namespace=N`: one namespace's requests, and the entries it holds on disk.
+pub async fn namespace_stats(ctx: &Context, name: &str) -> Value {
+    let figures = ctx.stats.namespaces.of(name);
+    let entries = ctx
+        .cache
+        .entries("", Some(name.to_owned()), usize::MAX)
+        .await;
+    let body_bytes: u64 = entries.iter().map(|e| e.body_bytes).sum();
+    json!({
+        "namespace": name,
+        "requests": figures,
+        "entries": entries.len(),
+        "body_bytes": body_bytes,
+    })
+}
+
+/// The `namespace` a query names, checked.
+pub fn namespace_in(query: &str) -> Result<InNamespace, String> {
+    let named = url::form_urlencoded::parse(query.as_bytes())
+        .find(|(name, _)| name == "namespace")
+        .map(|(_, value)| value.into_owned());
+    if let Some(name) = &named {
+        namespace::check(name)?;
+    }
+    Ok(named)
+}
+
+/// What a `/purge` body selects: one of `url`, `prefix`, `host`, `asset`, `all`, and
+/// optionally the `namespace` to purge it in (every namespace when none).
+pub fn purge_selection(mut body: Value) -> Result<(Purge, InNamespace), String> {
+    let namespace = match body.as_object_mut().and_then(|o| o.remove("namespace")) {
+        None => None,
+        Some(Value::String(name)) => {
+            namespace::check(&name)?;
+            Some(name)
+        }
+        Some(_) => return Err("namespace must be a string".to_owned()),
+    };
+    let what = serde_json::from_value(body).map_err(|e| {
+        format!("purge wants one of {{\"url\"}}, {{\"prefix\"}}, {{\"host\"}}, {{\"asset\"}}, {{\"all\": true}}, and optionally \"namespace\": {e}")
+    })?;
+    Ok((what, namespace))
 }
 
 /// The Prometheus text exposition of every figure.

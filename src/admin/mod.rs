@@ -100,24 +100,32 @@ async fn handle(
     match (request.method().clone(), path.as_str()) {
         (Method::GET, "/") => pages::status_page(),
         (Method::GET, "/ca" | "/ca.pem") => crate::ca::page::response(&ctx.ca, &path),
-        (Method::GET, "/stats") => json(&api::stats(ctx).await),
-        (Method::GET, "/activity") => json(&api::activity(ctx)),
-        (Method::GET, "/metrics") => text(api::metrics(ctx).await, "text/plain; version=0.0.4; charset=utf-8"),
-        (Method::GET, "/assets") => json(&serde_json::json!({ "assets": ctx.cache.assets().await })),
-        (Method::GET, "/entries") => json(&api::entries(ctx, &query).await),
-        (Method::POST, "/purge") => match read_json(request).await {
-            Ok(body) => match serde_json::from_value(body) {
-                Ok(what) => json(&ctx.cache.purge(what).await),
-                Err(e) => error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("purge wants one of {{\"url\"}}, {{\"prefix\"}}, {{\"host\"}}, {{\"asset\"}}, {{\"all\": true}}: {e}"),
-                ),
-            },
+        (Method::GET, "/stats") => match api::namespace_in(&query) {
+            Ok(None) => json(&api::stats(ctx).await),
+            Ok(Some(name)) => json(&api::namespace_stats(ctx, &name).await),
             Err(message) => error(StatusCode::BAD_REQUEST, &message),
         },
-        (_, "/" | "/ca" | "/ca.pem" | "/stats" | "/activity" | "/metrics" | "/assets" | "/entries" | "/purge") => {
-            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
+        (Method::GET, "/activity") => json(&api::activity(ctx)),
+        (Method::GET, "/metrics") => text(
+            api::metrics(ctx).await,
+            "text/plain; version=0.0.4; charset=utf-8",
+        ),
+        (Method::GET, "/assets") => {
+            json(&serde_json::json!({ "assets": ctx.cache.assets().await }))
         }
+        (Method::GET, "/entries") => match api::entries(ctx, &query).await {
+            Ok(entries) => json(&entries),
+            Err(message) => error(StatusCode::BAD_REQUEST, &message),
+        },
+        (Method::POST, "/purge") => match read_json(request).await.and_then(api::purge_selection) {
+            Ok((what, namespace)) => json(&ctx.cache.purge(what, namespace).await),
+            Err(message) => error(StatusCode::BAD_REQUEST, &message),
+        },
+        (
+            _,
+            "/" | "/ca" | "/ca.pem" | "/stats" | "/activity" | "/metrics" | "/assets" | "/entries"
+            | "/purge",
+        ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here"),
         _ => error(StatusCode::NOT_FOUND, &format!("no admin endpoint {path}")),
     }
 }

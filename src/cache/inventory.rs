@@ -1,6 +1,7 @@
 //! What the cache holds, for operators: usage per tier, entries by URL prefix, assets with
-//! their versions, and purging by URL, prefix, host, asset or everything. Reads metadata only,
-//! never bodies. The disk walks are blocking and run on the blocking pool.
+//! their versions, and purging by URL, prefix, host, asset or everything — in every namespace,
+//! or in one. Reads metadata only, never bodies. The disk walks are blocking and run on the
+//! blocking pool.
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use url::Url;
 use crate::cache::disk::digest_of_path;
 use crate::cache::disk::journal::Removal;
 use crate::cache::entry::{CachedResponse, EntryMeta};
+use crate::cache::http::namespace::DEFAULT_NAMESPACE;
 use crate::cache::tiers::Tiers;
 use crate::cache::version_index::AssetSummary;
 
@@ -27,6 +29,16 @@ pub enum Purge {
     Asset(String),
     /// Everything (`{"all": true}`).
     All(bool),
+}
+
+/// Which namespaces an inventory looks at: `None` every one, else the one named (`default`
+/// for the default namespace).
+pub type InNamespace = Option<String>;
+
+fn within(meta: &EntryMeta, namespace: &InNamespace) -> bool {
+    namespace
+        .as_deref()
+        .is_none_or(|name| meta.key.in_namespace(name))
 }
 
 impl Purge {
@@ -89,6 +101,8 @@ pub struct EntrySummary {
     pub url: String,
     /// The key, with its variant.
     pub key: String,
+    /// The namespace (`default` for the default one).
+    pub namespace: String,
     /// Response status.
     pub status: u16,
     /// Body bytes.
@@ -144,8 +158,14 @@ impl Tiers {
         .unwrap_or_default()
     }
 
-    /// Entries on disk whose URL starts with `prefix`, sorted by URL, at most `limit`.
-    pub async fn entries(&self, prefix: &str, limit: usize) -> Vec<EntrySummary> {
+    /// Entries on disk in `namespace` whose URL starts with `prefix`, sorted by URL, at most
+    /// `limit`.
+    pub async fn entries(
+        &self,
+        prefix: &str,
+        namespace: InNamespace,
+        limit: usize,
+    ) -> Vec<EntrySummary> {
         let (store, prefix) = (self.store.clone(), prefix.to_owned());
         tokio::task::spawn_blocking(move || {
             let disk = &store.tier;
@@ -154,9 +174,11 @@ impl Tiers {
                 .iter()
                 .filter_map(|path| disk.read_meta(path).ok())
                 .filter(|(meta, _)| meta.key.url().starts_with(&prefix))
+                .filter(|(meta, _)| within(meta, &namespace))
                 .map(|(meta, _)| EntrySummary {
                     url: meta.key.url().to_owned(),
                     key: meta.key.to_string(),
+                    namespace: meta.key.namespace().unwrap_or(DEFAULT_NAMESPACE).to_owned(),
                     status: meta.status,
                     body_bytes: meta.body_len,
                     stored_at: meta.stored_at_ms / 1000,
@@ -194,13 +216,14 @@ impl Tiers {
         .unwrap_or_default()
     }
 
-    /// Removes what `what` names from both tiers.
-    pub async fn purge(&self, what: Purge) -> PurgeReport {
-        let what = Arc::new(what);
+    /// Removes what `what` names in `namespace` from both tiers.
+    pub async fn purge(&self, what: Purge, namespace: InNamespace) -> PurgeReport {
+        let (what, namespace) = (Arc::new(what), Arc::new(namespace));
         let memory = {
-            let what = what.clone();
-            self.memory
-                .remove_matching(move |entry| what.matches(&entry.meta))
+            let (what, namespace) = (what.clone(), namespace.clone());
+            self.memory.remove_matching(move |entry| {
+                what.matches(&entry.meta) && within(&entry.meta, &namespace)
+            })
         };
         let (store, index) = (self.store.clone(), self.versions.clone());
         let removed = tokio::task::spawn_blocking(move || {
@@ -210,10 +233,13 @@ impl Tiers {
                 let Ok((meta, _)) = disk.read_meta(&path) else {
                     continue;
                 };
-                if what.matches(&meta) && disk.remove_path(&path).is_ok() {
+                let selected = what.matches(&meta) && within(&meta, &namespace);
+                if selected && disk.remove_path(&path).is_ok() {
                     removed.push(meta.key.digest_bytes());
-                    if let (Some(asset), Purge::Asset(_) | Purge::All(true)) =
-                        (&meta.asset, what.as_ref())
+                    // The version index is shared by every namespace: only a purge of all of
+                    // them forgets an asset's versions.
+                    if let (Some(asset), Purge::Asset(_) | Purge::All(true), None) =
+                        (&meta.asset, what.as_ref(), namespace.as_ref())
                     {
                         let _ = index.forget(asset);
                     }

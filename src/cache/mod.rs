@@ -45,7 +45,7 @@ use tiers::{thread_error, Tiers};
 pub use entry::CachedResponse;
 pub use fill::{Answered, Fill, StaleEntry};
 pub use http::key::CacheKey;
-pub use inventory::{EntrySummary, Purge, PurgeReport, Usage};
+pub use inventory::{EntrySummary, InNamespace, Purge, PurgeReport, Usage};
 pub use lookup::Lookup;
 pub use request::{CacheRequest, Hit};
 pub use tee::TeeBody;
@@ -180,9 +180,14 @@ impl Cache {
         self.tiers.usage().await
     }
 
-    /// Entries on disk whose URL starts with `prefix`, at most `limit`.
-    pub async fn entries(&self, prefix: &str, limit: usize) -> Vec<EntrySummary> {
-        self.tiers.entries(prefix, limit).await
+    /// Entries on disk in `namespace` whose URL starts with `prefix`, at most `limit`.
+    pub async fn entries(
+        &self,
+        prefix: &str,
+        namespace: InNamespace,
+        limit: usize,
+    ) -> Vec<EntrySummary> {
+        self.tiers.entries(prefix, namespace, limit).await
     }
 
     /// Every asset in the version index, with the bytes each held version takes on disk.
@@ -190,8 +195,8 @@ impl Cache {
         self.tiers.assets().await
     }
 
-    /// Removes what `what` names from memory and disk.
-    pub async fn purge(&self, what: Purge) -> PurgeReport {
-        self.tiers.purge(what).await
+    /// Removes what `what` names in `namespace` from memory and disk.
+    pub async fn purge(&self, what: Purge, namespace: InNamespace) -> PurgeReport {
+        self.tiers.purge(what, namespace).await
     }
 }

@@ -13,6 +13,7 @@ pub(super) struct RawConfig {
     pub(super) max_object_mb: Option<u64>,
     pub(super) keep_versions: Option<usize>,
     pub(super) standard_caching: Option<bool>,
+    pub(super) client_reload: Option<ClientReload>,
     pub(super) unkeyed_request_headers: Option<Vec<String>>,
     pub(super) negative_ttl_secs: Option<u64>,
     pub(super) coalesce_wait_secs: Option<u64>,
@@ -26,6 +27,16 @@ pub(super) struct RawConfig {
     pub(super) admin: RawAdmin,
     pub(super) shared: RawShared,
     pub(super) prefetch: RawPrefetch,
+}
+
+/// What a client's own reload directives do to fresh standard entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum ClientReload {
+    /// Nothing: the entry is served while fresh.
+    Ignore,
+    /// It is revalidated first (RFC 9111 §5.2.1.4).
+    Revalidate,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -62,6 +73,7 @@ pub(super) struct RawClients {
     pub(super) websocket_idle_secs: Option<u64>,
     pub(super) idle_timeout_secs: Option<u64>,
     pub(super) proxy_auth: Option<RawCredentials>,
+    pub(super) require_namespace: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -94,6 +94,9 @@ pub struct ClientsConfig {
     pub idle_timeout: Duration,
     /// `Proxy-Authorization: Basic` credentials every client must present; none when unset.
     pub credentials: Option<Credentials>,
+    /// Whether a request that names no namespace is asked for one (a 407: browsers send the
+    /// proxy URL's user name only when asked).
+    pub require_namespace: bool,
 }
 
 /// A user name and password for proxy authentication.
@@ -211,6 +214,9 @@ pub struct PolicyConfig {
     pub versioned_stale_if_error: Duration,
     /// How this run uses the cache (`--mode`; `--offline` is `replay`).
     pub mode: Mode,
+    /// Whether a client's own `Cache-Control`/`Pragma` (`no-cache`, `max-age=0`) make a fresh
+    /// standard entry be revalidated (`client_reload: "revalidate"`); by default they do not.
+    pub honour_client_reload: bool,
     /// Request headers removed from requests the cache may answer from or store into:
     /// origins trust them (`X-Forwarded-Host`...) but the cache does not key them, so an
     /// answer reflecting one would poison the entry for everyone.

@@ -60,6 +60,11 @@ fn errors_name_the_field() {
         ),
         (r#"{"negative_ttl_secs": 0}"#, "negative_ttl_secs"),
         (r#"{"standard_caching": "yes"}"#, "standard_caching"),
+        (r#"{"client_reload": "sometimes"}"#, "client_reload"),
+        (
+            r#"{"clients": {"require_namespace": 1}}"#,
+            "clients.require_namespace",
+        ),
         (
             r#"{"rules": [{"glob": "a/**", "action": "cache"}, {"regex": "(", "action": "bypass"}]}"#,
             "rules[1].regex",

@@ -100,6 +100,7 @@ impl Config {
                 raw.versioned.stale_if_error_secs.unwrap_or(7 * 24 * 3600),
             ),
             mode: Mode::Auto,
+            honour_client_reload: raw.client_reload == Some(ClientReload::Revalidate),
             unkeyed_headers: header_names(
                 "unkeyed_request_headers",
                 raw.unkeyed_request_headers,
@@ -177,6 +178,7 @@ impl Config {
                 raw.clients.idle_timeout_secs.unwrap_or(60),
             )?,
             credentials,
+            require_namespace: raw.clients.require_namespace.unwrap_or(false),
         };
         let prefetch = prefetch_config(raw.prefetch)?;
         Ok(Config {

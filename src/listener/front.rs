@@ -1,5 +1,6 @@
-//! The front of a client connection: who may use the proxy, then CONNECTs to `mitm` (their
-//! intercepted tunnels served back through `Connections`) and every other request to `proxy`.
+//! The front of a client connection: who may use the proxy and in which namespace, then
+//! CONNECTs to `mitm` (their intercepted tunnels served back through `Connections`, in the
+//! CONNECT's namespace) and every other request to `proxy`.
 
 use std::sync::Arc;
 
@@ -10,6 +11,8 @@ use tracing::{info_span, Instrument};
 use super::Connections;
 use crate::auth::ProxyAuth;
 use crate::body::ProxyBody;
+use crate::cache::http::namespace;
+use crate::proxy::error::ProxyError;
 use crate::proxy::{Context, ProxyService};
 
 /// Answers one request a client sent on its own connection to the proxy.
@@ -21,6 +24,13 @@ pub async fn answer(
     if !ctx.auth.allows(request.headers()) {
         return ProxyAuth::challenge();
     }
+    let namespace = match namespace::named_by(request.headers(), ctx.auth.is_open()) {
+        Ok(namespace) => namespace,
+        Err(reason) => return ProxyError::BadRequest(reason).into_response(),
+    };
+    if namespace.is_none() && ctx.config.clients.require_namespace {
+        return ProxyAuth::namespace_challenge();
+    }
     if request.method() != Method::CONNECT {
         return ProxyService::new(ctx).answer(request).await;
     }
@@ -30,7 +40,7 @@ pub async fn answer(
         let serve_tunnel = async move {
             if let Some(intercepted) = tunnel.open().await {
                 let span = info_span!("tunnel", origin = %intercepted.origin);
-                let service = ProxyService::in_tunnel(ctx, &intercepted.origin);
+                let service = ProxyService::in_tunnel(ctx, &intercepted.origin, namespace);
                 let serving = serving.serve(intercepted.stream, service.handler());
                 serving.instrument(span).await;
             }

@@ -13,13 +13,15 @@ pub const PROXY_NAME: &str = "asset-proxy";
 /// The `Cache-Status` header.
 pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
-/// Headers that describe one connection, never forwarded or stored.
-const HOP_BY_HOP: [&str; 5] = [
+/// Headers that describe one connection, never forwarded or stored — and the namespace
+/// header, which like proxy credentials is addressed to this proxy alone.
+const HOP_BY_HOP: [&str; 6] = [
     "keep-alive",
     "proxy-connection",
     "proxy-authenticate",
     "proxy-authorization",
     "http2-settings",
+    "x-asset-proxy-namespace",
 ];
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.

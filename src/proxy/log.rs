@@ -26,6 +26,8 @@ pub struct RequestSummary {
     pub cache: CacheStatus,
     /// The asset identity (versioned URLs) or URL the bytes count for.
     pub asset: String,
+    /// The namespace it was served in.
+    pub namespace: String,
     /// When the request arrived.
     pub started: Instant,
     /// Where latency and bytes served are recorded.
@@ -87,15 +89,22 @@ impl Drop for LoggedBody {
     fn drop(&mut self) {
         let s = &self.summary;
         let elapsed = s.started.elapsed();
-        match s.cache {
+        let (hit, miss) = match s.cache {
             CacheStatus::Hit { .. }
             | CacheStatus::Stale { .. }
             | CacheStatus::Revalidated { .. } => {
                 s.stats.latency_hits.observe(elapsed);
+                (true, false)
             }
-            CacheStatus::Miss { .. } => s.stats.latency_misses.observe(elapsed),
-            _ => {}
-        }
+            CacheStatus::Miss { .. } => {
+                s.stats.latency_misses.observe(elapsed);
+                (false, true)
+            }
+            _ => (false, false),
+        };
+        s.stats
+            .namespaces
+            .count(&s.namespace, hit, miss, self.bytes);
         if self.bytes > 0 {
             s.stats.activity.served(&s.asset, self.bytes);
         }

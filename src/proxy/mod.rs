@@ -32,6 +32,7 @@ use tracing::{info_span, Instrument, Span};
 use url::Url;
 
 use crate::body::ProxyBody;
+use crate::cache::http::namespace::{self, NAMESPACE_HEADER};
 use crate::cache::http::policy;
 use crate::proxy::error::ProxyError;
 use crate::stats::Stats;
@@ -47,20 +48,28 @@ pub struct ProxyService {
     ctx: Arc<Context>,
     /// `https://host:port` (or `http://`) of the CONNECT tunnel the requests arrive in.
     origin: Option<Arc<str>>,
+    /// The namespace the tunnel's CONNECT named, for requests that name none themselves.
+    namespace: Option<Arc<str>>,
 }
 
 impl ProxyService {
     /// A service for a client connection.
     pub fn new(ctx: Arc<Context>) -> ProxyService {
-        ProxyService { ctx, origin: None }
+        ProxyService {
+            ctx,
+            origin: None,
+            namespace: None,
+        }
     }
 
     /// A service for requests inside a CONNECT tunnel to `origin` (`https://host:port` when
-    /// the proxy terminated the client's TLS, `http://host:port` for plain HTTP inside).
-    pub fn in_tunnel(ctx: Arc<Context>, origin: &str) -> ProxyService {
+    /// the proxy terminated the client's TLS, `http://host:port` for plain HTTP inside),
+    /// opened in `namespace`.
+    pub fn in_tunnel(ctx: Arc<Context>, origin: &str, namespace: Option<String>) -> ProxyService {
         ProxyService {
             ctx,
             origin: Some(Arc::from(origin)),
+            namespace: namespace.map(Arc::from),
         }
     }
 
@@ -118,6 +127,10 @@ impl ProxyService {
         if let Some(host) = host_of(&url) {
             request.headers_mut().insert(HOST, host);
         }
+        if let Err(error) = self.settle_namespace(request.headers_mut()) {
+            return Ok(error.into_response());
+        }
+        let request_namespace = namespace::settled(request.headers()).map(str::to_owned);
         if let Some(response) = self.answer_locally(&url) {
             return Ok(response);
         }
@@ -127,6 +140,7 @@ impl ProxyService {
             let summary = RequestSummary {
                 method,
                 asset: url.to_string(),
+                namespace: served_in(request_namespace.as_deref()),
                 url: url.into(),
                 status: response.status(),
                 cache,
@@ -177,6 +191,7 @@ impl ProxyService {
             status: response.status(),
             cache: cache_status,
             asset,
+            namespace: served_in(request_namespace.as_deref()),
             started,
             stats: self.ctx.stats.clone(),
         };
@@ -200,6 +215,21 @@ impl ProxyService {
             .check_not_self(host, port)
             .and_then(|()| self.ctx.check_allowed(host));
         refused.err().map(ProxyError::into_response)
+    }
+
+    /// Leaves in the request's namespace header the namespace it is served in (none for the
+    /// default one): its own, else its tunnel's. The cache keys by it; it never goes upstream.
+    fn settle_namespace(&self, headers: &mut http::HeaderMap) -> Result<(), ProxyError> {
+        let named = namespace::named_by(headers, self.ctx.auth.is_open())
+            .map_err(ProxyError::BadRequest)?;
+        let settled = named.map(Arc::from).or_else(|| self.namespace.clone());
+        headers.remove(NAMESPACE_HEADER);
+        if let Some(name) = settled.filter(|n| &**n != namespace::DEFAULT_NAMESPACE) {
+            if let Ok(value) = HeaderValue::from_str(&name) {
+                headers.insert(NAMESPACE_HEADER, value);
+            }
+        }
+        Ok(())
     }
 
     fn target_url(&self, uri: &Uri) -> Result<Url, ProxyError> {
@@ -298,6 +328,11 @@ impl ProxyService {
         let status = error.cache_status();
         (error.into_response(), status)
     }
+}
+
+/// The name of the namespace a request was served in.
+fn served_in(settled: Option<&str>) -> String {
+    settled.unwrap_or(namespace::DEFAULT_NAMESPACE).to_owned()
 }
 
 /// Adds `Cache-Status` and `Via`, and the log line when the body is done.

@@ -12,15 +12,22 @@ use url::Url;
 
 use super::ProxyService;
 use crate::body::ProxyBody;
+use crate::cache::http::namespace::NAMESPACE_HEADER;
 use crate::cache::http::policy;
 use crate::cache::{CacheRequest, Lookup};
 use crate::prefetch::refs::{self, Kind};
 use crate::prefetch::{body_text, tap::TapBody};
 
 /// Request headers a prefetch copies from the request of the document that named the asset:
-/// the same coding class (so the browser's request finds the entry) and the same client.
-const COPIED_HEADERS: [http::HeaderName; 4] =
-    [ACCEPT_ENCODING, USER_AGENT, ACCEPT_LANGUAGE, ACCEPT];
+/// the same coding class and namespace (so the browser's request finds the entry) and the
+/// same client.
+const COPIED_HEADERS: [http::HeaderName; 5] = [
+    ACCEPT_ENCODING,
+    NAMESPACE_HEADER,
+    USER_AGENT,
+    ACCEPT_LANGUAGE,
+    ACCEPT,
+];
 
 /// The request of an answer that may be scanned.
 pub(super) struct Referrer {

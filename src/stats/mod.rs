@@ -1,10 +1,12 @@
 //! Counters of what the proxy does, shared by every component: lock-free counters, latency
 //! histograms, every figure's names declared once (`figures!`), and the recent activity the
-//! status page shows (`activity`).
+//! status page shows (`activity`), and requests per namespace (`namespaces`).
 
 mod activity;
+mod namespaces;
 
 pub use activity::{Activity, VersionChange};
+pub use namespaces::{NamespaceFigures, Namespaces};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -143,6 +145,8 @@ macro_rules! figures {
             pub latency_hits: Histogram,
             /// Latency of requests that went to the origin.
             pub latency_misses: Histogram,
+            /// Requests per namespace.
+            pub namespaces: Namespaces,
             $(#[doc = $help] pub $field: figures!(@type $kind),)*
         }
 
@@ -153,6 +157,7 @@ macro_rules! figures {
                     activity: Activity::default(),
                     latency_hits: Histogram::default(),
                     latency_misses: Histogram::default(),
+                    namespaces: Namespaces::default(),
                     $($field: Default::default(),)*
                 }
             }

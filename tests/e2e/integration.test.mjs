@@ -3,6 +3,7 @@
 // suite with the plugin of clients/python. Each starts the proxy, sends every browser through
 // it trusting its CA by key (a HOME with no certificate store), and stops it at the end; the
 // app's big assets reach the origin once for the whole suite of four tests on fresh contexts.
+// The pytest run uses a namespace (ASSET_PROXY_NAMESPACE): what it stored is found there.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -55,11 +56,17 @@ describe('test-runner integrations', () => {
     for (const name of BIG_ASSETS) assert.equal(origin.bigAssetHits(name), 1, name);
   });
 
-  it('pytest-playwright: the plugin', async () => {
-    const python = { ...env, PYTHONPATH: join(here, '../../clients/python'), PYTHONDONTWRITEBYTECODE: '1' };
+  it('pytest-playwright: the plugin, in a namespace', async () => {
+    const python = { ...env, PYTHONPATH: join(here, '../../clients/python'), PYTHONDONTWRITEBYTECODE: '1',
+      ASSET_PROXY_NAMESPACE: 'pytest-run' };
     const { stdout } = await run('python3', ['-m', 'pytest', '-q', '-p', 'asset_proxy_pytest', '-p', 'no:cacheprovider',
       join(here, 'pytest-suite')], { env: python, cwd: here });
     assert.match(stdout, /4 passed/, stdout);
     for (const name of BIG_ASSETS) assert.equal(origin.bigAssetHits(name), 1, name);
+    // What the run stored is in its namespace, and only there.
+    const ls = async (namespace) => (await run(PROXY_BIN, ['--port', '1', '--admin-port', '1', '--cache-dir',
+      env.ASSET_PROXY_CACHE_DIR, 'cache', 'ls', '--namespace', namespace])).stdout;
+    assert.match(await ls('pytest-run'), /main\.dart\.js/);
+    assert.equal((await ls('default')).trim(), '');
   });
 });

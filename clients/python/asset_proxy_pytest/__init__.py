@@ -7,7 +7,8 @@ every browser pytest-playwright launches go through it, trusting the proxy's CA 
 
 Settings come from the environment: ``ASSET_PROXY_BIN`` (``proxy``), ``ASSET_PROXY_CACHE_DIR``,
 ``ASSET_PROXY_CA_DIR``, ``ASSET_PROXY_MODE`` (auto, record, replay, refresh),
-``ASSET_PROXY_CONFIG``.
+``ASSET_PROXY_CONFIG``, ``ASSET_PROXY_NAMESPACE`` (the run's key space: browsers answer the
+proxy's request for one with it as the proxy user name; a proxy started here asks for it).
 """
 import os
 import re
@@ -27,11 +28,15 @@ class AssetProxy:
     server: str
     spki: str
     process: Optional[subprocess.Popen] = None
+    namespace: Optional[str] = None
 
     def launch_args(self, base: dict) -> dict:
-        """Browser launch arguments that go through the proxy, merged into ``base``."""
+        """Browser launch arguments that go through the proxy (in the namespace, when one is
+        set), merged into ``base``."""
         args = dict(base)
         args["proxy"] = {"server": self.server, "bypass": "<-loopback>"}
+        if self.namespace:
+            args["proxy"].update(username=self.namespace, password="")
         args["args"] = [*base.get("args", []), f"--ignore-certificate-errors-spki-list={self.spki}"]
         return args
 
@@ -43,8 +48,10 @@ class AssetProxy:
 
 
 def start(binary: str = "proxy", cache_dir: Optional[str] = None, ca_dir: Optional[str] = None,
-          mode: Optional[str] = None, config: Optional[str] = None, timeout: float = 30) -> AssetProxy:
-    """Starts ``proxy`` on a free port and returns once it listens."""
+          mode: Optional[str] = None, config: Optional[str] = None, timeout: float = 30,
+          namespace: Optional[str] = None) -> AssetProxy:
+    """Starts ``proxy`` on a free port and returns once it listens; with a namespace, the proxy
+    asks browsers for theirs and the launch arguments answer with it."""
     common = ["--ca-dir", ca_dir] if ca_dir else []
     spki = subprocess.run([binary, *common, "ca", "spki"], check=True, capture_output=True,
                           text=True).stdout.strip()
@@ -52,6 +59,8 @@ def start(binary: str = "proxy", cache_dir: Optional[str] = None, ca_dir: Option
     for flag, value in (("--cache-dir", cache_dir), ("--mode", mode), ("--config", config)):
         if value:
             argv += [flag, value]
+    if namespace:
+        argv.append("--require-namespace")
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     found: dict = {}
     lines: list = []
@@ -71,7 +80,7 @@ def start(binary: str = "proxy", cache_dir: Optional[str] = None, ca_dir: Option
     if not ready.wait(timeout) or "server" not in found:
         process.kill()
         raise RuntimeError("asset-proxy did not start:\n" + "\n".join(lines))
-    return AssetProxy(server=found["server"], spki=spki, process=process)
+    return AssetProxy(server=found["server"], spki=spki, process=process, namespace=namespace)
 
 
 class _Fixtures:
@@ -100,11 +109,12 @@ def _session_proxy():
     for the session."""
     env = os.environ
     if env.get("ASSET_PROXY_SERVER") and env.get("ASSET_PROXY_SPKI"):
-        yield AssetProxy(server=env["ASSET_PROXY_SERVER"], spki=env["ASSET_PROXY_SPKI"])
+        yield AssetProxy(server=env["ASSET_PROXY_SERVER"], spki=env["ASSET_PROXY_SPKI"],
+                         namespace=env.get("ASSET_PROXY_NAMESPACE") or None)
         return
     proxy = start(binary=env.get("ASSET_PROXY_BIN", "proxy"), cache_dir=env.get("ASSET_PROXY_CACHE_DIR"),
                   ca_dir=env.get("ASSET_PROXY_CA_DIR"), mode=env.get("ASSET_PROXY_MODE"),
-                  config=env.get("ASSET_PROXY_CONFIG"))
+                  config=env.get("ASSET_PROXY_CONFIG"), namespace=env.get("ASSET_PROXY_NAMESPACE") or None)
     try:
         yield proxy
     finally:

@@ -81,6 +81,12 @@ pub struct Options {
     #[arg(long, global = true, value_enum, default_value_t = RunMode::Auto, env = "ASSET_PROXY_MODE")]
     pub mode: RunMode,
 
+    /// Ask every request that names no namespace for one (a 407 whose answer, the user name of
+    /// the proxy URL, names it): browsers send proxy credentials only when asked. Sets
+    /// clients.require_namespace.
+    #[arg(long, global = true, env = "ASSET_PROXY_REQUIRE_NAMESPACE")]
+    pub require_namespace: bool,
+
     /// The same as `--mode replay`.
     #[arg(long, global = true)]
     pub offline: bool,
@@ -180,11 +186,19 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum CacheCommand {
     /// Figures of the running proxy, or what the cache directory holds.
-    Stats,
+    Stats {
+        /// Only this namespace: its requests, entries and bytes (`default` for the default
+        /// namespace).
+        #[arg(long, value_parser = namespace_name)]
+        namespace: Option<String>,
+    },
     /// Entries, optionally only those whose URL starts with PREFIX.
     Ls {
         /// URL prefix.
         prefix: Option<String>,
+        /// Only this namespace (`default` for the default one); every namespace when absent.
+        #[arg(long, value_parser = namespace_name)]
+        namespace: Option<String>,
     },
     /// Remove entries from every tier.
     Purge {
@@ -202,6 +216,10 @@ pub enum CacheCommand {
         /// Everything.
         #[arg(long, conflicts_with = "url")]
         all: bool,
+        /// Only in this namespace (`default` for the default one); in every namespace when
+        /// absent.
+        #[arg(long, value_parser = namespace_name)]
+        namespace: Option<String>,
     },
     /// Write the entries on --cache-dir (those whose URL starts with --prefix) as a HAR 1.2
     /// archive, for Playwright's routeFromHAR.
@@ -251,3 +269,9 @@ pub enum ConfigCommand {
 }
 
 pub const DEFAULT_CONFIG: &str = "config/proxy.json";
+
+/// A namespace name given on the command line, checked.
+fn namespace_name(text: &str) -> Result<String, String> {
+    asset_proxy::cache::http::namespace::check(text)?;
+    Ok(text.to_owned())
+}

@@ -112,6 +112,7 @@ fn load_config(options: &Options) -> anyhow::Result<(Config, Option<PathBuf>)> {
             .map_err(|e| anyhow::anyhow!("--shared-cache: {e}"))?;
     }
     config.policy.mode = options.mode();
+    config.clients.require_namespace |= options.require_namespace;
     config.admin.token = options.admin_token.clone().filter(|t| !t.is_empty());
     if let Some(path) = &options.admin_token_file {
         let text = std::fs::read_to_string(path)

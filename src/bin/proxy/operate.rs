@@ -107,9 +107,11 @@ pub async fn operate(
 
 async fn cache_command(command: CacheCommand, target: &CacheTarget) -> anyhow::Result<ExitCode> {
     match command {
-        CacheCommand::Stats => print_json(&target.stats().await?),
-        CacheCommand::Ls { prefix } => {
-            let listing = target.entries(prefix.as_deref().unwrap_or("")).await?;
+        CacheCommand::Stats { namespace } => print_json(&target.stats(namespace.as_deref()).await?),
+        CacheCommand::Ls { prefix, namespace } => {
+            let listing = target
+                .entries(prefix.as_deref().unwrap_or(""), namespace.as_deref())
+                .await?;
             for entry in listing["entries"].as_array().into_iter().flatten() {
                 let version = entry["version"]
                     .as_str()
@@ -129,6 +131,7 @@ async fn cache_command(command: CacheCommand, target: &CacheTarget) -> anyhow::R
             host,
             asset,
             all,
+            namespace,
         } => {
             let (what, body) = match (url, prefix, host, asset, all) {
                 (Some(url), ..) => (Purge::Url(url.clone()), json!({ "url": url })),
@@ -144,7 +147,11 @@ async fn cache_command(command: CacheCommand, target: &CacheTarget) -> anyhow::R
                     "say what to purge: URL, --prefix P, --host H, --asset A or --all"
                 ),
             };
-            let report = target.purge(&what, body).await?;
+            let mut body = body;
+            if let (Some(name), Some(fields)) = (&namespace, body.as_object_mut()) {
+                fields.insert("namespace".to_owned(), json!(name));
+            }
+            let report = target.purge(&what, namespace.as_deref(), body).await?;
             println!(
                 "removed {} from memory, {} from disk",
                 report["memory"], report["disk"]

@@ -3,9 +3,10 @@
 //! the validators that revalidate it, and the entry a 304 makes of it. Pure: `now` is a
 //! parameter.
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
-use http::header::{ETAG, LAST_MODIFIED};
+use http::header::{CACHE_CONTROL, ETAG, LAST_MODIFIED, PRAGMA};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_cache_semantics::BeforeRequest;
 
@@ -63,7 +64,8 @@ pub fn judge(
             })
         }
         Lifetime::Standard(cache_policy) => {
-            match cache_policy.before_request(&*redacted(request), now) {
+            let request = judged_request(request, policy);
+            match cache_policy.before_request(&*redacted(&request), now) {
                 BeforeRequest::Fresh(_) => Freshness::Fresh,
                 BeforeRequest::Stale { .. } => {
                     if has_directive(headers, "must-revalidate")
@@ -87,6 +89,26 @@ pub fn judge(
             }
         }
     }
+}
+
+/// The request as freshness judges it: without the client's own cache directives
+/// (`Cache-Control`, `Pragma`) unless the config honours client reloads. Browsers under
+/// Playwright's request interception, proxy authentication or HAR recording send `no-cache` on
+/// every request to bypass their own cache, not this one (shared caches such as Varnish and
+/// nginx ignore them too by default).
+fn judged_request<'a>(request: &'a Request<()>, policy: &PolicyConfig) -> Cow<'a, Request<()>> {
+    let headers = request.headers();
+    let directed = headers.contains_key(CACHE_CONTROL) || headers.contains_key(PRAGMA);
+    if policy.honour_client_reload || !directed {
+        return Cow::Borrowed(request);
+    }
+    let mut copy = Request::new(());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.headers_mut() = headers.clone();
+    copy.headers_mut().remove(CACHE_CONTROL);
+    copy.headers_mut().remove(PRAGMA);
+    Cow::Owned(copy)
 }
 
 /// How long an entry stays fresh after `now` by its own lifetime (zero once stale); the

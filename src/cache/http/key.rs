@@ -3,7 +3,8 @@
 //! The key always carries the client's coding class (`br,gzip` or `identity`...), so a body
 //! stored gzip for a browser is never served to a client that cannot decode it. The class is a
 //! sorted set of known codings, so the many spellings of Accept-Encoding collapse to a few keys.
-//! Other headers a response varies on (its `Vary`) add their request values to the key.
+//! Other headers a response varies on (its `Vary`) add their request values to the key, and
+//! a request's namespace (see `namespace`) puts it in a key space of its own.
 
 use std::fmt;
 
@@ -26,6 +27,9 @@ pub struct CacheKey {
     /// `name: value` lines of the other headers the response varies on; empty when none.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     varied: String,
+    /// The namespace; empty for the default one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    namespace: String,
 }
 
 impl CacheKey {
@@ -75,7 +79,22 @@ impl CacheKey {
             url: url.into(),
             codings: coding_class(headers),
             varied,
+            namespace: super::namespace::settled(headers)
+                .unwrap_or_default()
+                .to_owned(),
         }
+    }
+
+    /// The namespace, `None` for the default one.
+    pub fn namespace(&self) -> Option<&str> {
+        (!self.namespace.is_empty()).then_some(self.namespace.as_str())
+    }
+
+    /// Whether the key is in the namespace named `name` (`default` for the default one).
+    pub fn in_namespace(&self, name: &str) -> bool {
+        self.namespace()
+            .unwrap_or(super::namespace::DEFAULT_NAMESPACE)
+            == name
     }
 
     /// The normalised URL.
@@ -96,6 +115,11 @@ impl CacheKey {
         context.update(self.codings.as_bytes());
         context.update(b"\n");
         context.update(self.varied.as_bytes());
+        // Only named namespaces add to the digest: default keys stay what they always were.
+        if !self.namespace.is_empty() {
+            context.update(b"\nnamespace: ");
+            context.update(self.namespace.as_bytes());
+        }
         let mut out = [0u8; 32];
         out.copy_from_slice(context.finish().as_ref());
         out
@@ -107,6 +131,9 @@ impl fmt::Display for CacheKey {
         write!(f, "{} [{}]", self.url, self.codings)?;
         if !self.varied.is_empty() {
             write!(f, " [{}]", self.varied.trim_end().replace('\n', "; "))?;
+        }
+        if !self.namespace.is_empty() {
+            write!(f, " [namespace {}]", self.namespace)?;
         }
         Ok(())
     }
@@ -215,6 +242,27 @@ mod tests {
             CacheKey::with_vary(&url, &a, &vary),
             CacheKey::with_vary(&url, &a.clone(), &vary)
         );
+    }
+
+    #[test]
+    fn a_namespace_is_a_key_space_of_its_own() {
+        use crate::cache::http::namespace::NAMESPACE_HEADER;
+        let url = Url::parse("https://a.test/x.js").expect("url");
+        let named = |name: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(NAMESPACE_HEADER, HeaderValue::from_static(name));
+            CacheKey::new(&url, &headers)
+        };
+        let default = CacheKey::new(&url, &HeaderMap::new());
+        // The default namespace's keys are those of a cache without namespaces.
+        let plain = ring::digest::digest(&ring::digest::SHA256, b"https://a.test/x.js\nidentity\n");
+        assert_eq!(default.digest(), hex(plain.as_ref()));
+        assert_eq!(named("default"), default);
+        assert_ne!(named("team-a"), default);
+        assert_ne!(named("team-a").digest(), named("team-b").digest());
+        assert_eq!(named("team-a").namespace(), Some("team-a"));
+        assert_eq!(default.namespace(), None);
+        assert!(named("team-a").to_string().ends_with("[namespace team-a]"));
     }
 
     #[test]

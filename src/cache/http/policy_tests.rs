@@ -379,11 +379,11 @@ fn entries_are_judged_fresh_or_stale_by_age() {
             fresh,
         ),
         (
-            "standard max-age, client no-cache",
+            "standard max-age, client reload (ignored by default)",
             standard_entry(&[("cache-control", "max-age=100")]),
-            &[("cache-control", "no-cache")],
+            &[("cache-control", "no-cache"), ("pragma", "no-cache")],
             10,
-            stale(false, false),
+            fresh,
         ),
         (
             "standard past max-age",
@@ -437,6 +437,40 @@ fn entries_are_judged_fresh_or_stale_by_age() {
             "{name}"
         );
     }
+}
+
+#[test]
+fn client_reloads_revalidate_standard_entries_when_honoured() {
+    let mut config = Config::default().policy;
+    config.honour_client_reload = true;
+    let now = SystemTime::UNIX_EPOCH + T0 + Duration::from_secs(10);
+    let entry = standard_entry(&[("cache-control", "max-age=100")]);
+    let judged = |headers: Headers| {
+        freshness(
+            &entry,
+            &request("https://a.test/index.html", headers),
+            now,
+            &config,
+        )
+    };
+    let stale = Freshness::Stale(StaleUse::default());
+    assert_eq!(judged(&[("cache-control", "no-cache")]), stale);
+    assert_eq!(judged(&[("cache-control", "max-age=0")]), stale);
+    assert_eq!(judged(&[("pragma", "no-cache")]), stale);
+    assert_eq!(judged(&[]), Freshness::Fresh);
+    let versioned = stored(
+        "https://a.test/a.js?v=1",
+        200,
+        &[],
+        Lifetime::Pinned { ttl_secs: 60 },
+        true,
+    );
+    let reload = request("https://a.test/a.js?v=1", &[("cache-control", "no-cache")]);
+    assert_eq!(
+        freshness(&versioned, &reload, now, &config),
+        Freshness::Fresh,
+        "a versioned entry is never defeated by a reload"
+    );
 }
 
 #[test]
