@@ -1,6 +1,7 @@
 //! Modes for test runs, on the real binary: record once (whatever `no-store`, `no-cache` or
 //! `private` say, never an answer that sets a cookie), replay with the origin gone, refresh
-//! to pick up what changed; an unknown mode names the valid ones.
+//! to pick up what changed; a rule's `record_cookies` records answers that set cookies, without
+//! the cookies; an unknown mode names the valid ones.
 
 mod support;
 
@@ -9,10 +10,15 @@ use std::path::Path;
 use support::{get, plain_client, run_proxy, Origin, ProxyProcess, Route};
 
 fn start(dir: &Path, mode: &str) -> ProxyProcess {
+    start_with(dir, mode, r#"{"memory": {"prewarm": false}}"#)
+}
+
+fn start_with(dir: &Path, mode: &str, config: &str) -> ProxyProcess {
     let cache = dir.join("cache").display().to_string();
     let certs = dir.join("certs").display().to_string();
+    let text = config;
     let config = dir.join("modes.json");
-    std::fs::write(&config, r#"{"memory": {"prewarm": false}}"#).expect("config");
+    std::fs::write(&config, text).expect("config");
     let config = config.display().to_string();
     ProxyProcess::start(
         dir,
@@ -118,6 +124,52 @@ async fn a_recorded_run_replays_without_the_origin_and_refresh_picks_up_changes(
     let client = plain_client(proxy.addr);
     assert_eq!(get(&client, &urls[2]).await.2, "run('two')");
     assert_eq!(get(&client, &urls[0]).await.2, "<html>two</html>");
+    assert!(proxy.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_records_answers_that_set_cookies_without_the_cookies() {
+    let dir = tempfile::tempdir().expect("dir");
+    let origin = Origin::http().await;
+    origin.route(
+        "/login",
+        Route::ok("welcome")
+            .header("content-type", "text/html")
+            .header("set-cookie", "sid=s3cr3t-session; HttpOnly"),
+    );
+    let url = origin.url("/login");
+    let config = r#"{"memory": {"prewarm": false},
+                     "rules": [{"glob": "**/login", "record_cookies": true}]}"#;
+
+    let proxy = start_with(dir.path(), "record", config);
+    let client = plain_client(proxy.addr);
+    let first = client.get(&url).send().await.expect("first");
+    assert!(
+        first.headers().contains_key("set-cookie"),
+        "the client that caused the fetch gets its cookie"
+    );
+    let second = client.get(&url).send().await.expect("second");
+    assert_eq!(second.status(), 200);
+    assert!(
+        !second.headers().contains_key("set-cookie"),
+        "no other client gets it"
+    );
+    assert_eq!(second.text().await.expect("body"), "welcome");
+    assert_eq!(origin.hits("/login"), 1, "recorded on its first request");
+    assert!(proxy.terminate().success());
+    for file in support::files_in(&dir.path().join("cache")) {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains("s3cr3t"),
+            "the cookie is not at rest: {}",
+            file.display()
+        );
+    }
+
+    drop(origin);
+    let proxy = start_with(dir.path(), "replay", config);
+    let (status, _, body) = get(&plain_client(proxy.addr), &url).await;
+    assert_eq!((status, &body[..]), (200, &b"welcome"[..]));
     assert!(proxy.terminate().success());
 }
 

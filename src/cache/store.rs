@@ -120,6 +120,9 @@ impl Tiers {
     /// Builds the entry of a fetched body and keeps it, then hands it to the shared tier
     /// with the fleet's fill lock.
     async fn store(self: &Arc<Self>, permit: FillPermit, mut fill: FillPlan, body: Bytes) {
+        // A stored answer never carries a cookie: only a rule's `record_cookies` lets one that
+        // set a cookie be stored, and the cookie stays with the client it was sent to.
+        fill.headers.remove(http::header::SET_COOKIE);
         let meta = self
             .entry_meta(
                 &permit,

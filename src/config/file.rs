@@ -131,4 +131,6 @@ pub(super) struct RawRule {
     #[serde(default)]
     pub(super) direct: bool,
     pub(super) standard_caching: Option<bool>,
+    #[serde(default)]
+    pub(super) record_cookies: bool,
 }

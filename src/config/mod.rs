@@ -311,6 +311,9 @@ pub struct Rule {
     pub share_credentials: Option<bool>,
     /// Fetch these URLs directly, not through `upstream.proxy`.
     pub direct: bool,
+    /// Recording (`--mode record`/`refresh`) stores answers to these URLs that set cookies
+    /// too — without their `Set-Cookie`, which only the client that caused the fetch gets.
+    pub record_cookies: bool,
 }
 
 /// A rule's URL pattern, matched against `host[:port]/path`.

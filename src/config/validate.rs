@@ -223,11 +223,19 @@ impl RawRule {
             && self.standard_caching.is_none()
             && self.share_credentials.is_none()
             && !self.direct
+            && !self.record_cookies
         {
             return Err((
                 format!("rules[{index}]"),
-                "a rule needs `action`, `standard_caching`, `share_credentials` or `direct`"
+                "a rule needs `action`, `standard_caching`, `share_credentials`, `direct` or \
+                 `record_cookies`"
                     .to_owned(),
+            ));
+        }
+        if self.action == Some(RuleAction::Bypass) && self.record_cookies {
+            return Err((
+                field("record_cookies"),
+                "a bypass rule records nothing".to_owned(),
             ));
         }
         if self.action == Some(RuleAction::Bypass) && self.share_credentials.is_some() {
@@ -249,6 +257,7 @@ impl RawRule {
             ttl,
             share_credentials: self.share_credentials,
             direct: self.direct,
+            record_cookies: self.record_cookies,
         })
     }
 }

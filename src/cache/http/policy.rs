@@ -108,6 +108,8 @@ pub struct CachePlan {
     /// A browser's `fetch()`/XHR for something that is not an asset: concurrent requests are
     /// not collapsed onto one fetch, since their answers are usually live.
     pub live_request: bool,
+    /// A rule lets a recording run store answers that set cookies (without the cookies).
+    pub record_cookies: bool,
 }
 
 /// Whether a request may be answered from, and stored into, the cache.
@@ -156,6 +158,7 @@ pub fn classify_request(
         sharing,
         asset_request,
         live_request: !asset_request && content::is_fetch_request(headers),
+        record_cookies: rule.is_some_and(|rule| rule.record_cookies),
     })
 }
 
@@ -218,7 +221,7 @@ pub fn storable(
     }
     if let Some(ttl) = limits
         .record_for
-        .filter(|_| recordable(status, headers, limits))
+        .filter(|_| recordable(plan, status, headers, limits))
     {
         return Ok(pinned(ttl));
     }
@@ -271,14 +274,20 @@ pub fn storable(
 }
 
 /// Whether a recording run stores this answer although HTTP caching would not: a whole 200
-/// that sets no cookie, with a usable `Vary`, within the size limit.
-fn recordable(status: StatusCode, headers: &HeaderMap, limits: &StoreLimits) -> bool {
+/// that sets no cookie (unless a rule says `record_cookies`), with a usable `Vary`, within
+/// the size limit.
+fn recordable(
+    plan: &CachePlan,
+    status: StatusCode,
+    headers: &HeaderMap,
+    limits: &StoreLimits,
+) -> bool {
     let length = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     status == StatusCode::OK
-        && !headers.contains_key(SET_COOKIE)
+        && (plan.record_cookies || !headers.contains_key(SET_COOKIE))
         && vary::vary_names(headers).is_some()
         && length.is_none_or(|length| length <= limits.max_object_bytes)
 }
