@@ -54,11 +54,22 @@ impl App {
         let ca = CertAuthority::load_or_create(&config.mitm.ca_dir, provider.clone())?;
         let own_addrs = crate::proxy::own_addrs::OwnAddrs::default();
         let upstream = Upstream::new(&config.upstream, provider, own_addrs.clone())?;
-        if let Some(proxy) = upstream.chain() {
+        if let Some(proxy) = config.upstream.default_proxy() {
             tracing::info!(
-                proxy = proxy.display(),
+                proxy = proxy.url.display(),
+                name = proxy.name,
                 "origin connections go through an upstream proxy"
             );
+        }
+        for proxy in &config.upstream.proxies {
+            tracing::debug!(
+                name = proxy.name,
+                proxy = proxy.url.display(),
+                "upstream proxy"
+            );
+        }
+        if config.policy.blocklist.entries > 0 {
+            tracing::info!(hosts = config.policy.blocklist.entries, "blocklist loaded");
         }
         let limits = ConnectionLimits {
             header_timeout: config.clients.header_timeout,

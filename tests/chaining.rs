@@ -6,16 +6,18 @@ mod support;
 
 use std::path::Path;
 
-use asset_proxy::config::ProxyUrl;
 use support::{
     admin_json, client_via, get, plain_client, random_bytes, ChainMode, ConnectProxy, Origin,
     ProxyProcess, Route, TestCa, TestProxy,
 };
 
 async fn proxy_through(dir: &Path, chain: &str, config: &str, ca: &TestCa) -> TestProxy {
-    let chain = ProxyUrl::parse(chain).expect("chain URL");
+    let chain = chain.to_owned();
     TestProxy::start_with(dir, config, Some(&ca.path), move |config| {
-        config.upstream.proxy = Some(chain);
+        config
+            .upstream
+            .set_default_proxy(&chain)
+            .expect("chain URL");
     })
     .await
 }

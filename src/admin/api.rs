@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 use crate::cache::http::namespace;
 use crate::cache::{InNamespace, Purge};
+use crate::proxy::chain::UpstreamFigures;
 use crate::proxy::Context;
 use crate::stats::{insert_at, FigureKind, Histogram};
 
@@ -35,8 +36,9 @@ pub async fn stats(ctx: &Context) -> Value {
         ),
         (
             "upstream_proxy.url",
-            json!(ctx.upstream.chain().map(|p| p.display().to_owned())),
+            json!(ctx.config.upstream.default_proxy().map(|p| p.url.display())),
         ),
+        ("upstreams", json!(ctx.upstream.figures())),
         (
             "upstream_proxy.bytes_not_through",
             json!(s.bytes_from_cache.get()),
@@ -131,6 +133,50 @@ pub fn purge_selection(mut body: Value) -> Result<(Purge, InNamespace), String> 
     Ok((what, namespace))
 }
 
+/// Requests, bytes both ways and bytes kept off, per upstream proxy (label `upstream`).
+fn upstream_lines(out: &mut String, upstreams: &[UpstreamFigures]) {
+    if upstreams.is_empty() {
+        return;
+    }
+    type Series = (&'static str, &'static str, fn(&UpstreamFigures) -> u64);
+    let series: [Series; 4] = [
+        (
+            "upstream_requests_total",
+            "Requests and tunnels sent through the upstream proxy.",
+            |f| f.requests,
+        ),
+        (
+            "upstream_sent_bytes_total",
+            "Bytes written to the upstream proxy's connections.",
+            |f| f.bytes_sent,
+        ),
+        (
+            "upstream_received_bytes_total",
+            "Bytes read from the upstream proxy's connections.",
+            |f| f.bytes_received,
+        ),
+        (
+            "upstream_kept_off_bytes_total",
+            "Body bytes cache hits kept off the upstream proxy their URLs are routed through.",
+            |f| f.bytes_kept_off,
+        ),
+    ];
+    for (name, help, value) in series {
+        let _ = writeln!(
+            out,
+            "# HELP asset_proxy_{name} {help}\n# TYPE asset_proxy_{name} counter"
+        );
+        for figures in upstreams {
+            let _ = writeln!(
+                out,
+                "asset_proxy_{name}{{upstream=\"{}\"}} {}",
+                figures.name.replace(['\\', '"', '\n'], "_"),
+                value(figures)
+            );
+        }
+    }
+}
+
 /// The Prometheus text exposition of every figure.
 pub async fn metrics(ctx: &Context) -> String {
     let s = &ctx.stats;
@@ -191,6 +237,7 @@ pub async fn metrics(ctx: &Context) -> String {
     for (name, help, value) in gauges {
         let _ = writeln!(out, "# HELP asset_proxy_{name} {help}\n# TYPE asset_proxy_{name} gauge\nasset_proxy_{name} {value}");
     }
+    upstream_lines(&mut out, &ctx.upstream.figures());
     let name = "asset_proxy_request_duration_seconds";
     let _ = writeln!(
         out,

@@ -20,6 +20,8 @@ pub(super) struct RawConfig {
     pub(super) serve_compressed: Option<bool>,
     pub(super) versioned: RawVersioned,
     pub(super) passthrough: Vec<String>,
+    pub(super) upstreams: std::collections::BTreeMap<String, String>,
+    pub(super) blocklist_file: Option<std::path::PathBuf>,
     pub(super) server_speaks_first: Option<Vec<String>>,
     pub(super) upstream: RawUpstream,
     pub(super) rules: Vec<RawRule>,
@@ -133,4 +135,6 @@ pub(super) struct RawRule {
     pub(super) standard_caching: Option<bool>,
     #[serde(default)]
     pub(super) record_cookies: bool,
+    pub(super) upstream: Option<String>,
+    pub(super) block_status: Option<u16>,
 }

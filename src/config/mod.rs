@@ -16,7 +16,10 @@ mod urls;
 mod validate;
 
 pub use defaults::*;
-pub use urls::{ProxyUrl, RedisNode};
+pub use urls::{ProxyKind, ProxyUrl, RedisNode};
+
+/// The name an upstream proxy given as a URL (`upstream.proxy`, `--upstream-proxy`) goes by.
+pub const DEFAULT_PROXY_NAME: &str = "default";
 
 /// A configuration file that could not be read or is not valid; the message names the key.
 #[derive(Debug, thiserror::Error)]
@@ -217,6 +220,9 @@ pub struct PolicyConfig {
     /// Whether a client's own `Cache-Control`/`Pragma` (`no-cache`, `max-age=0`) make a fresh
     /// standard entry be revalidated (`client_reload: "revalidate"`); by default they do not.
     pub honour_client_reload: bool,
+    /// Hosts (`blocklist_file`) every request and tunnel to is answered at once with the
+    /// block status, contacting nothing.
+    pub blocklist: Blocklist,
     /// Request headers removed from requests the cache may answer from or store into:
     /// origins trust them (`X-Forwarded-Host`...) but the cache does not key them, so an
     /// answer reflecting one would poison the entry for everyone.
@@ -314,6 +320,62 @@ pub struct Rule {
     /// Recording (`--mode record`/`refresh`) stores answers to these URLs that set cookies
     /// too — without their `Set-Cookie`, which only the client that caused the fetch gets.
     pub record_cookies: bool,
+    /// The named upstream (`upstreams`) these URLs are fetched through.
+    pub upstream: Option<String>,
+    /// For `block`: the status answered (403 by default; 204 answers with no body).
+    pub block_status: u16,
+}
+
+/// Hosts answered at once without contacting them: exact names and globs, one a line of
+/// `blocklist_file`.
+#[derive(Debug, Clone, Default)]
+pub struct Blocklist {
+    exact: std::collections::HashSet<String>,
+    globs: Option<globset::GlobSet>,
+    /// Lines read, for the log.
+    pub entries: usize,
+}
+
+impl Blocklist {
+    /// Reads a list of host names or globs: one a line, `#` comments, hosts-file lines
+    /// (`0.0.0.0 ads.example`) taken by their last name.
+    pub fn parse(text: &str) -> Result<Blocklist, String> {
+        let mut list = Blocklist::default();
+        let mut globs = globset::GlobSetBuilder::new();
+        let mut any_glob = false;
+        for (number, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            let Some(host) = line.split_whitespace().last() else {
+                continue;
+            };
+            let host = host.to_ascii_lowercase();
+            if host.contains(['*', '?', '[']) {
+                let glob = globset::GlobBuilder::new(&host)
+                    .case_insensitive(true)
+                    .build()
+                    .map_err(|e| format!("line {}: {e}", number + 1))?;
+                globs.add(glob);
+                any_glob = true;
+            } else {
+                list.exact.insert(host);
+            }
+            list.entries += 1;
+        }
+        if any_glob {
+            list.globs = Some(globs.build().map_err(|e| e.to_string())?);
+        }
+        Ok(list)
+    }
+
+    /// Whether `host` is on the list.
+    pub fn contains(&self, host: &str) -> bool {
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        self.exact.contains(&host) || self.globs.as_ref().is_some_and(|g| g.is_match(&host))
+    }
 }
 
 /// A rule's URL pattern, matched against `host[:port]/path`.
@@ -343,6 +405,8 @@ pub enum RuleAction {
     Cache,
     /// Never cache these URLs, even versioned ones.
     Bypass,
+    /// Answer at once with the rule's `block_status`, contacting nothing.
+    Block,
 }
 
 /// Connections to origins.
@@ -358,20 +422,70 @@ pub struct UpstreamConfig {
     pub idle_timeout: Duration,
     /// Hosts the proxy may contact; empty means any.
     pub allow_hosts: Vec<GlobMatcher>,
-    /// The HTTP proxy origin connections go through (`CONNECT`); none: direct.
-    pub proxy: Option<ProxyUrl>,
-    /// Hosts reached directly even with `proxy` set.
+    /// The upstream proxies origin connections may go through: `upstreams` by name, and
+    /// `upstream.proxy` as `default` when it is a URL.
+    pub proxies: Vec<NamedProxy>,
+    /// The one (an index into `proxies`) origin connections go through unless a rule or
+    /// `no_proxy` says otherwise; none: direct.
+    pub default_proxy: Option<usize>,
+    /// Hosts reached directly even with a default proxy set.
     pub no_proxy: Vec<GlobMatcher>,
 }
 
+/// An upstream proxy and the name stats and rules know it by.
+#[derive(Debug, Clone)]
+pub struct NamedProxy {
+    /// `upstreams` key, or `default` for a URL given as `upstream.proxy`.
+    pub name: String,
+    /// Where it is and how to speak to it.
+    pub url: ProxyUrl,
+}
+
 impl UpstreamConfig {
-    /// Whether connections to `host` go through `proxy` (set, and `host` not in `no_proxy`).
-    pub fn chains(&self, host: &str) -> bool {
+    /// The upstream proxy (an index into `proxies`) connections to `host` go through when no
+    /// rule names one: the default, unless `host` is in `no_proxy`.
+    pub fn default_for(&self, host: &str) -> Option<usize> {
         let host = host
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_ascii_lowercase();
-        self.proxy.is_some() && !self.no_proxy.iter().any(|glob| glob.is_match(&host))
+        self.default_proxy
+            .filter(|_| !self.no_proxy.iter().any(|glob| glob.is_match(&host)))
+    }
+
+    /// The index of the upstream proxy named `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.proxies.iter().position(|p| p.name == name)
+    }
+
+    /// The default upstream proxy.
+    pub fn default_proxy(&self) -> Option<&NamedProxy> {
+        self.default_proxy.and_then(|i| self.proxies.get(i))
+    }
+
+    /// Makes `text` the default upstream proxy: the name of one of `upstreams`, or a URL
+    /// (then named `default`, replacing a URL given before).
+    pub fn set_default_proxy(&mut self, text: &str) -> Result<(), String> {
+        if let Some(index) = self.index_of(text) {
+            self.default_proxy = Some(index);
+            return Ok(());
+        }
+        let url = ProxyUrl::parse(text)?;
+        let named = NamedProxy {
+            name: DEFAULT_PROXY_NAME.to_owned(),
+            url,
+        };
+        match self.index_of(DEFAULT_PROXY_NAME) {
+            Some(index) => {
+                self.proxies[index] = named;
+                self.default_proxy = Some(index);
+            }
+            None => {
+                self.proxies.push(named);
+                self.default_proxy = Some(self.proxies.len() - 1);
+            }
+        }
+        Ok(())
     }
 
     /// Whether the proxy may contact `host` (`allow_hosts` empty, or one of them matches).

@@ -8,13 +8,28 @@ use base64::Engine as _;
 use redis::{ConnectionInfo, IntoConnectionInfo};
 use url::Url;
 
-/// An upstream proxy, parsed from `http://[user:pass@]host:port`.
+/// How an upstream proxy is spoken to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyKind {
+    /// An HTTP proxy, with `CONNECT`.
+    HttpConnect,
+    /// A SOCKS5 proxy (RFC 1928), with username/password authentication (RFC 1929) when the
+    /// URL carries credentials; `remote_dns` (`socks5h://`): the proxy resolves host names,
+    /// so no lookup leaves this machine.
+    Socks5 {
+        /// Whether the proxy resolves names (`socks5h`).
+        remote_dns: bool,
+    },
+}
+
+/// An upstream proxy, parsed from `http://`, `socks5://` or `socks5h://[user:pass@]host:port`.
 #[derive(Clone)]
 pub struct ProxyUrl {
+    kind: ProxyKind,
     host: String,
     port: u16,
-    /// `Basic …` for `Proxy-Authorization`, when the URL carries credentials.
-    authorization: Option<String>,
+    /// User name and password, when the URL carries them.
+    credentials: Option<(String, String)>,
     /// The URL without its password, for messages and logs.
     display: String,
 }
@@ -29,38 +44,46 @@ impl std::fmt::Debug for ProxyUrl {
 impl ProxyUrl {
     /// Parses the proxy URL; the message says what is wrong with it.
     pub fn parse(text: &str) -> Result<ProxyUrl, String> {
-        let url = Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
-        if url.scheme() != "http" {
-            return Err(format!(
-                "only http:// upstream proxies are supported (CONNECT), not {}://",
-                url.scheme()
-            ));
-        }
+        // The message never repeats the text: it may hold a password.
+        let url = Url::parse(text).map_err(|e| format!("not a proxy URL: {e}"))?;
+        let (kind, default_port) = match url.scheme() {
+            "http" => (ProxyKind::HttpConnect, 80),
+            "socks5" => (ProxyKind::Socks5 { remote_dns: false }, 1080),
+            "socks5h" => (ProxyKind::Socks5 { remote_dns: true }, 1080),
+            other => return Err(format!(
+                "upstream proxies are http:// (CONNECT), socks5:// or socks5h://, not {other}://"
+            )),
+        };
         let host = url
             .host_str()
             .filter(|h| !h.is_empty())
-            .ok_or_else(|| format!("{text:?} names no host"))?
+            .ok_or_else(|| "the proxy URL names no host".to_owned())?
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned();
-        let port = url.port_or_known_default().unwrap_or(80);
+        let port = url.port().unwrap_or(default_port);
         let user = percent_decode(url.username());
-        let authorization = (!user.is_empty()).then(|| {
-            let password = percent_decode(url.password().unwrap_or(""));
-            let token =
-                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-            format!("Basic {token}")
-        });
+        let password = percent_decode(url.password().unwrap_or(""));
+        if matches!(kind, ProxyKind::Socks5 { .. }) && (user.len() > 255 || password.len() > 255) {
+            return Err("SOCKS5 user names and passwords are at most 255 bytes".to_owned());
+        }
+        let credentials = (!user.is_empty()).then_some((user, password));
         let display = match url.host() {
-            Some(url::Host::Ipv6(ip)) => format!("http://[{ip}]:{port}"),
-            _ => format!("http://{host}:{port}"),
+            Some(url::Host::Ipv6(ip)) => format!("{}://[{ip}]:{port}", url.scheme()),
+            _ => format!("{}://{host}:{port}", url.scheme()),
         };
         Ok(ProxyUrl {
+            kind,
             host,
             port,
-            authorization,
+            credentials,
             display,
         })
+    }
+
+    /// How the proxy is spoken to.
+    pub fn kind(&self) -> ProxyKind {
+        self.kind
     }
 
     /// The proxy's URL without credentials.
@@ -78,14 +101,25 @@ impl ProxyUrl {
         self.port
     }
 
+    /// User name and password, when the URL carries them.
+    pub fn credentials(&self) -> Option<(&str, &str)> {
+        self.credentials
+            .as_ref()
+            .map(|(user, password)| (user.as_str(), password.as_str()))
+    }
+
     /// `Basic …` for `Proxy-Authorization`, when the URL carries credentials.
-    pub fn basic_authorization(&self) -> Option<&str> {
-        self.authorization.as_deref()
+    pub fn basic_authorization(&self) -> Option<String> {
+        self.credentials().map(|(user, password)| {
+            let token =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            format!("Basic {token}")
+        })
     }
 
     /// Whether the URL carries credentials.
     pub fn has_credentials(&self) -> bool {
-        self.authorization.is_some()
+        self.credentials.is_some()
     }
 }
 
@@ -167,16 +201,28 @@ mod tests {
         assert_eq!(proxy.display(), "http://proxy.example:3128");
         assert_eq!(format!("{proxy:?}"), "http://proxy.example:3128");
         let token = base64::engine::general_purpose::STANDARD.encode("fleet:s@cret");
-        assert_eq!(proxy.authorization, Some(format!("Basic {token}")));
+        assert_eq!(proxy.basic_authorization(), Some(format!("Basic {token}")));
+        assert_eq!(proxy.kind(), ProxyKind::HttpConnect);
         assert_eq!(
             ProxyUrl::parse("http://127.0.0.1")
                 .expect("valid")
                 .display(),
             "http://127.0.0.1:80"
         );
-        for bad in ["https://p:1", "socks5://p:1", "not a url", "http://:8080"] {
+        let socks = ProxyUrl::parse("socks5h://u:p%3Ass@[::1]").expect("valid");
+        assert_eq!(socks.kind(), ProxyKind::Socks5 { remote_dns: true });
+        assert_eq!(socks.display(), "socks5h://[::1]:1080");
+        assert_eq!(socks.credentials(), Some(("u", "p:ss")));
+        let local = ProxyUrl::parse("socks5://10.0.0.1:9050").expect("valid");
+        assert_eq!(local.kind(), ProxyKind::Socks5 { remote_dns: false });
+        assert_eq!(local.credentials(), None);
+        for bad in ["https://p:1", "socks4://p:1", "not a url", "http://:8080"] {
             assert!(ProxyUrl::parse(bad).is_err(), "{bad}");
         }
+        let long = format!("socks5://{}:x@p:1", "u".repeat(300));
+        assert!(ProxyUrl::parse(&long).is_err());
+        let error = ProxyUrl::parse("ftp://user:hunter2@p:1").expect_err("refused");
+        assert!(!error.contains("hunter2"), "{error}");
     }
 
     #[test]

@@ -87,8 +87,25 @@ impl Config {
                 .rules
                 .into_iter()
                 .enumerate()
-                .map(|(index, rule)| rule.validate(index))
+                .map(|(index, rule)| rule.validate(index, &raw.upstreams))
                 .collect::<Result<_, _>>()?,
+            blocklist: match &raw.blocklist_file {
+                None => Blocklist::default(),
+                Some(path) => {
+                    let text = std::fs::read_to_string(path).map_err(|e| {
+                        (
+                            "blocklist_file".to_owned(),
+                            format!("{}: {e}", path.display()),
+                        )
+                    })?;
+                    Blocklist::parse(&text).map_err(|e| {
+                        (
+                            "blocklist_file".to_owned(),
+                            format!("{}: {e}", path.display()),
+                        )
+                    })?
+                }
+            },
             standard_caching: raw.standard_caching.unwrap_or(true),
             negative_ttl: secs("negative_ttl_secs", raw.negative_ttl_secs.unwrap_or(60))?,
             versioned_stale_while_revalidate: Duration::from_secs(
@@ -122,15 +139,33 @@ impl Config {
                 raw.upstream.idle_timeout_secs.unwrap_or(90),
             )?,
             allow_hosts: host_globs("upstream.allow_hosts", &raw.upstream.allow_hosts)?,
-            proxy: raw
-                .upstream
-                .proxy
-                .as_deref()
-                .map(ProxyUrl::parse)
-                .transpose()
-                .map_err(|e| ("upstream.proxy".to_owned(), e))?,
+            proxies: raw
+                .upstreams
+                .iter()
+                .map(|(name, url)| {
+                    let field = format!("upstreams.{name}");
+                    if name.is_empty() || name == DEFAULT_PROXY_NAME {
+                        return Err((
+                            field,
+                            format!("name it anything but {DEFAULT_PROXY_NAME:?} or nothing"),
+                        ));
+                    }
+                    let url = ProxyUrl::parse(url).map_err(|e| (field, e))?;
+                    Ok(NamedProxy {
+                        name: name.clone(),
+                        url,
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            default_proxy: None,
             no_proxy: host_globs("upstream.no_proxy", &raw.upstream.no_proxy)?,
         };
+        let mut upstream = upstream;
+        if let Some(text) = raw.upstream.proxy.as_deref() {
+            upstream
+                .set_default_proxy(text)
+                .map_err(|e| ("upstream.proxy".to_owned(), e))?;
+        }
         let passthrough = host_globs("passthrough", &raw.passthrough)?;
         let server_speaks_first = raw.server_speaks_first.unwrap_or_else(|| {
             DEFAULT_SERVER_SPEAKS_FIRST
@@ -197,7 +232,11 @@ impl Config {
 }
 
 impl RawRule {
-    fn validate(self, index: usize) -> Result<Rule, (String, String)> {
+    fn validate(
+        self,
+        index: usize,
+        upstreams: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Rule, (String, String)> {
         let field = |name: &str| format!("rules[{index}].{name}");
         let pattern = match (self.glob, self.regex) {
             (Some(glob), None) => GlobBuilder::new(&glob)
@@ -224,14 +263,44 @@ impl RawRule {
             && self.share_credentials.is_none()
             && !self.direct
             && !self.record_cookies
+            && self.upstream.is_none()
         {
             return Err((
                 format!("rules[{index}]"),
-                "a rule needs `action`, `standard_caching`, `share_credentials`, `direct` or \
-                 `record_cookies`"
+                "a rule needs `action`, `standard_caching`, `share_credentials`, `direct`, \
+                 `upstream` or `record_cookies`"
                     .to_owned(),
             ));
         }
+        if let Some(name) = &self.upstream {
+            if self.direct {
+                return Err((
+                    field("upstream"),
+                    "a rule is `direct` or names an `upstream`, not both".to_owned(),
+                ));
+            }
+            if !upstreams.contains_key(name) {
+                let known: Vec<&str> = upstreams.keys().map(String::as_str).collect();
+                return Err((
+                    field("upstream"),
+                    format!("no upstream {name:?} in `upstreams` (known: {known:?})"),
+                ));
+            }
+        }
+        let block_status = match (self.action, self.block_status) {
+            (Some(RuleAction::Block), Some(status)) if (200..600).contains(&status) => status,
+            (Some(RuleAction::Block), Some(_)) => {
+                return Err((field("block_status"), "a status from 200 to 599".to_owned()))
+            }
+            (Some(RuleAction::Block), None) => 403,
+            (_, Some(_)) => {
+                return Err((
+                    field("block_status"),
+                    "only a rule with \"action\": \"block\" takes this".to_owned(),
+                ))
+            }
+            (_, None) => 403,
+        };
         if self.action == Some(RuleAction::Bypass) && self.record_cookies {
             return Err((
                 field("record_cookies"),
@@ -258,6 +327,8 @@ impl RawRule {
             share_credentials: self.share_credentials,
             direct: self.direct,
             record_cookies: self.record_cookies,
+            upstream: self.upstream,
+            block_status,
         })
     }
 }

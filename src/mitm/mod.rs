@@ -9,12 +9,12 @@ pub mod rewind;
 
 use std::sync::Arc;
 
+use crate::proxy::chain::OriginTcp;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_rustls::LazyConfigAcceptor;
 use tracing::{debug, info, warn};
@@ -81,7 +81,7 @@ pub struct Tunnel {
     request: Request<Incoming>,
     target: Target,
     /// The origin, already dialled, of a passthrough tunnel.
-    passthrough: Option<TcpStream>,
+    passthrough: Option<OriginTcp>,
 }
 
 /// A tunnel whose requests the proxy serves: the client's stream (TLS terminated, or plain
@@ -109,6 +109,15 @@ pub async fn connect(ctx: Arc<Context>, request: Request<Incoming>) -> Connected
     };
     if let Err(error) = ctx.check_not_self(&target.host, target.port) {
         return refused(error);
+    }
+    if ctx.host_blocked(&target.host) {
+        ctx.stats.blocked.inc();
+        debug!(host = %target.host, "tunnel blocked");
+        return refused(ProxyError::Blocked {
+            target: target.authority.clone(),
+            by: "the blocklist",
+            status: http::StatusCode::FORBIDDEN,
+        });
     }
     // The proxy's own page is answered inside the tunnel, whatever the allow-list says.
     if target.host != crate::ca::page::CA_HOST {
@@ -218,7 +227,7 @@ impl Target {
         })
     }
 
-    async fn dial(&self, ctx: &Context) -> Result<TcpStream, ProxyError> {
+    async fn dial(&self, ctx: &Context) -> Result<OriginTcp, ProxyError> {
         if ctx.policy().offline() {
             // A tunnel needs the origin; offline, nothing is contacted.
             return Err(ProxyError::Offline {
@@ -293,7 +302,7 @@ impl Target {
         &self,
         ctx: &Context,
         client: T,
-        origin: TcpStream,
+        origin: OriginTcp,
         why: &'static str,
     ) {
         ctx.stats.tunnels_opaque.inc();

@@ -118,6 +118,13 @@ impl ProxyService {
             CacheStatus::Stale { .. } => stats.stale_served.inc(),
             _ => {}
         }
+        if !self.ctx.config.upstream.proxies.is_empty() {
+            // What this answer would have cost through the upstream its URL is routed by.
+            if let Ok(url) = url::Url::parse(entry.meta.key.url()) {
+                let route = self.ctx.route(&url);
+                self.ctx.upstream.count_kept_off(route, entry.meta.body_len);
+            }
+        }
         if let Some(mark) = entry.prefetched.as_ref().filter(|mark| mark.claim()) {
             stats.prefetch_used.inc();
             stats.prefetch_used_bytes.add(mark.bytes());
@@ -220,7 +227,7 @@ impl ProxyService {
         }
         let (mut parts, body) = response.into_parts();
         remove_hop_by_hop(&mut parts.headers);
-        let chained = parts.extensions.get::<Route>() == Some(&Route::Chained);
+        let chained = matches!(parts.extensions.get::<Route>(), Some(Route::Via(_)));
         let counted = CountedBody::new(body, stats.clone(), chained);
         match fill.answered(sent, parts.status, &parts.headers, counted) {
             Answered::Storing(tee) => {

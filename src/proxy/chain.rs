@@ -1,27 +1,67 @@
-//! Upstream proxy chaining: origin connections opened through an HTTP proxy with `CONNECT`
-//! (the paid rotating proxies of scraping fleets). Every origin connection — plain HTTP,
-//! HTTPS and opaque tunnels alike — is a tunnel through it, so the proxy sees no request
-//! content and the fleet's traffic leaves from the proxy's addresses. Cache hits never reach
-//! it.
+//! Upstream proxy chaining: origin connections opened through an upstream proxy — an HTTP
+//! proxy with `CONNECT`, or a SOCKS5 proxy (RFC 1928, username/password per RFC 1929): the
+//! paid residential and rotating pools of scraping fleets. Every origin connection — plain
+//! HTTP, HTTPS, opaque tunnels and WebSockets alike — is a tunnel through it, so the proxy
+//! sees no request content and the fleet's traffic leaves from the proxy's addresses. Cache
+//! hits never reach it. Each upstream counts the bytes its connections carry, both ways, from
+//! the first byte of the handshake: what the pipe bills.
 
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::config::ProxyUrl;
+use crate::config::{NamedProxy, ProxyKind, ProxyUrl};
 
 /// The longest answer head to a `CONNECT` read.
 const MAX_HEAD: usize = 16 * 1024;
 
-/// An upstream proxy every origin connection goes through, as the configuration names it.
+/// What went through one upstream proxy.
+#[derive(Debug, Default)]
+pub struct UpstreamCounters {
+    /// Requests and tunnels sent through it.
+    pub requests: AtomicU64,
+    /// Bytes written to its connections (handshakes included).
+    pub bytes_sent: AtomicU64,
+    /// Bytes read from its connections (handshakes included).
+    pub bytes_received: AtomicU64,
+    /// Body bytes of cache hits for URLs that would have been fetched through it: what the
+    /// cache kept off it.
+    pub bytes_kept_off: AtomicU64,
+}
+
+/// One upstream's figures, as `/stats` shows them.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpstreamFigures {
+    /// The name rules and stats know it by.
+    pub name: String,
+    /// Its URL, without credentials.
+    pub url: String,
+    /// Requests and tunnels sent through it.
+    pub requests: u64,
+    /// Bytes written to it.
+    pub bytes_sent: u64,
+    /// Bytes read from it.
+    pub bytes_received: u64,
+    /// Body bytes cache hits kept off it.
+    pub bytes_kept_off: u64,
+}
+
+/// An upstream proxy origin connections go through, as the configuration names it.
 #[derive(Clone, Debug)]
 pub struct ChainProxy {
+    name: String,
     url: ProxyUrl,
+    counters: Arc<UpstreamCounters>,
 }
 
 /// Why a connection through the upstream proxy failed; names the proxy.
@@ -35,9 +75,13 @@ pub struct ChainError {
 }
 
 impl ChainProxy {
-    /// The proxy `url` names.
-    pub fn new(url: ProxyUrl) -> ChainProxy {
-        ChainProxy { url }
+    /// The proxy `named` names.
+    pub fn new(named: &NamedProxy) -> ChainProxy {
+        ChainProxy {
+            name: named.name.clone(),
+            url: named.url.clone(),
+            counters: Arc::default(),
+        }
     }
 
     /// The proxy's URL without credentials.
@@ -45,14 +89,32 @@ impl ChainProxy {
         self.url.display()
     }
 
-    /// A TCP stream to `host:port` through the proxy, within `limit` for connecting and the
+    /// What went through it.
+    pub fn counters(&self) -> &UpstreamCounters {
+        &self.counters
+    }
+
+    /// Its figures now.
+    pub fn figures(&self) -> UpstreamFigures {
+        let c = &self.counters;
+        UpstreamFigures {
+            name: self.name.clone(),
+            url: self.url.display().to_owned(),
+            requests: c.requests.load(Ordering::Relaxed),
+            bytes_sent: c.bytes_sent.load(Ordering::Relaxed),
+            bytes_received: c.bytes_received.load(Ordering::Relaxed),
+            bytes_kept_off: c.bytes_kept_off.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A stream to `host:port` through the proxy, within `limit` for connecting and the
     /// proxy's answer.
     pub async fn dial(
         &self,
         host: &str,
         port: u16,
         limit: Duration,
-    ) -> Result<TcpStream, ChainError> {
+    ) -> Result<OriginTcp, ChainError> {
         match tokio::time::timeout(limit, self.tunnel(host, port)).await {
             Ok(result) => result,
             Err(_) => Err(self.error(format!(
@@ -62,11 +124,29 @@ impl ChainProxy {
         }
     }
 
-    async fn tunnel(&self, host: &str, port: u16) -> Result<TcpStream, ChainError> {
-        let mut stream = TcpStream::connect((self.url.host(), self.url.port()))
+    async fn tunnel(&self, host: &str, port: u16) -> Result<OriginTcp, ChainError> {
+        let tcp = TcpStream::connect((self.url.host(), self.url.port()))
             .await
             .map_err(|e| self.error(format!("cannot connect: {e}")))?;
-        let _ = stream.set_nodelay(true);
+        let _ = tcp.set_nodelay(true);
+        let stream = OriginTcp {
+            inner: tcp,
+            counters: Some(self.counters.clone()),
+        };
+        match self.url.kind() {
+            ProxyKind::HttpConnect => self.http_connect(stream, host, port).await,
+            ProxyKind::Socks5 { remote_dns } => {
+                self.socks5_connect(stream, host, port, remote_dns).await
+            }
+        }
+    }
+
+    async fn http_connect(
+        &self,
+        mut stream: OriginTcp,
+        host: &str,
+        port: u16,
+    ) -> Result<OriginTcp, ChainError> {
         let authority = if host.contains(':') {
             format!("[{host}]:{port}")
         } else {
@@ -95,9 +175,48 @@ impl ChainProxy {
         }
     }
 
+    /// A SOCKS5 CONNECT to `host:port`: the name as it is for `socks5h` (the proxy resolves
+    /// it), resolved here first for `socks5`.
+    async fn socks5_connect(
+        &self,
+        stream: OriginTcp,
+        host: &str,
+        port: u16,
+        remote_dns: bool,
+    ) -> Result<OriginTcp, ChainError> {
+        let target: tokio_socks::TargetAddr<'_> = match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => tokio_socks::TargetAddr::Ip((ip, port).into()),
+            Err(_) if remote_dns => tokio_socks::TargetAddr::Domain(host.into(), port),
+            Err(_) => {
+                let resolved = tokio::net::lookup_host((host, port))
+                    .await
+                    .ok()
+                    .and_then(|mut addrs| addrs.next())
+                    .ok_or_else(|| {
+                        self.error(format!(
+                            "cannot resolve {host} (socks5h:// lets the proxy resolve names)"
+                        ))
+                    })?;
+                tokio_socks::TargetAddr::Ip(resolved)
+            }
+        };
+        let connected = match self.url.credentials() {
+            Some((user, password)) => {
+                tokio_socks::tcp::Socks5Stream::connect_with_password_and_socket(
+                    stream, target, user, password,
+                )
+                .await
+            }
+            None => tokio_socks::tcp::Socks5Stream::connect_with_socket(stream, target).await,
+        };
+        connected
+            .map(tokio_socks::tcp::Socks5Stream::into_inner)
+            .map_err(|e| self.error(socks_detail(&e, host, port, self.url.has_credentials())))
+    }
+
     /// Reads the proxy's answer head, byte by byte so that nothing of the tunnel is consumed;
     /// returns its status.
-    async fn read_answer(&self, stream: &mut TcpStream) -> Result<u16, ChainError> {
+    async fn read_answer(&self, stream: &mut OriginTcp) -> Result<u16, ChainError> {
         let mut head = Vec::with_capacity(256);
         let mut byte = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") {
@@ -128,7 +247,127 @@ impl ChainProxy {
     }
 }
 
-/// The connector the origin client uses when connections go through the upstream proxy.
+/// What a failed SOCKS5 exchange says to the client: the reply code and its meaning for a
+/// refused CONNECT, what was wrong with the credentials, or that the server does not speak
+/// SOCKS5.
+fn socks_detail(error: &tokio_socks::Error, host: &str, port: u16, credentials: bool) -> String {
+    use tokio_socks::Error as E;
+    let reply = match error {
+        E::GeneralSocksServerFailure => Some(1),
+        E::ConnectionNotAllowedByRuleset => Some(2),
+        E::NetworkUnreachable => Some(3),
+        E::HostUnreachable => Some(4),
+        E::ConnectionRefused => Some(5),
+        E::TtlExpired => Some(6),
+        E::CommandNotSupported => Some(7),
+        E::AddressTypeNotSupported => Some(8),
+        _ => None,
+    };
+    if let Some(code) = reply {
+        return format!("SOCKS reply {code} ({error}) to CONNECT {host}:{port}");
+    }
+    match error {
+        E::PasswordAuthFailure(status) => {
+            format!("refused the user name and password (RFC 1929 status {status})")
+        }
+        E::NoAcceptableAuthMethods if !credentials => {
+            "wants credentials: give them in the URL (socks5h://user:password@host:port)".to_owned()
+        }
+        E::NoAcceptableAuthMethods => {
+            "accepted none of the offered authentication methods".to_owned()
+        }
+        E::UnknownError => format!("SOCKS reply with an unassigned code to CONNECT {host}:{port}"),
+        E::Io(e) => format!("SOCKS5 exchange failed: {e}"),
+        other => format!("does not answer as a SOCKS5 server should ({other})"),
+    }
+}
+
+/// A TCP connection to an origin or an upstream proxy; one through an upstream proxy counts
+/// the bytes it carries against it.
+pub struct OriginTcp {
+    inner: TcpStream,
+    counters: Option<Arc<UpstreamCounters>>,
+}
+
+impl OriginTcp {
+    /// A direct connection, counted against nothing.
+    pub fn direct(inner: TcpStream) -> OriginTcp {
+        OriginTcp {
+            inner,
+            counters: None,
+        }
+    }
+}
+
+impl AsyncRead for OriginTcp {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let (Some(counters), Poll::Ready(Ok(()))) = (&self.counters, &polled) {
+            let read = buf.filled().len() - before;
+            counters
+                .bytes_received
+                .fetch_add(read as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for OriginTcp {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.count_written(&polled);
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.count_written(&polled);
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl OriginTcp {
+    fn count_written(&self, polled: &Poll<io::Result<usize>>) {
+        if let (Some(counters), Poll::Ready(Ok(written))) = (&self.counters, polled) {
+            counters
+                .bytes_sent
+                .fetch_add(*written as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Connection for OriginTcp {
+    fn connected(&self) -> Connected {
+        self.inner.connected()
+    }
+}
+
+/// The connector the origin client uses when connections go through an upstream proxy.
 #[derive(Clone)]
 pub struct ChainConnector {
     proxy: ChainProxy,
@@ -143,7 +382,7 @@ impl ChainConnector {
 }
 
 impl tower_service::Service<http::Uri> for ChainConnector {
-    type Response = TokioIo<TcpStream>;
+    type Response = TokioIo<OriginTcp>;
     type Error = ChainError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ChainError>> + Send>>;
 

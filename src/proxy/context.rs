@@ -50,24 +50,49 @@ impl Context {
             .clone()
     }
 
-    /// How a request for `url` reaches its origin: through the upstream proxy unless none
-    /// is set, the host is in `upstream.no_proxy`, or a rule says `direct`.
+    /// How a request for `url` reaches its origin: through the upstream the first rule that
+    /// names one (or `direct`) says; else through the default upstream proxy unless none is
+    /// set or the host is in `upstream.no_proxy`.
     pub fn route(&self, url: &Url) -> Route {
-        let host = url.host_str().unwrap_or("");
-        if !self.config.upstream.chains(host) {
-            return Route::Direct;
-        }
+        let upstream = &self.config.upstream;
         let text = crate::cache::http::policy::match_text(url);
-        let direct = self
-            .policy()
+        let policy = self.policy();
+        let routing = policy
             .rules
             .iter()
-            .any(|rule| rule.direct && rule.pattern.is_match(&text));
-        if direct {
-            Route::Direct
-        } else {
-            Route::Chained
+            .find(|rule| (rule.direct || rule.upstream.is_some()) && rule.pattern.is_match(&text));
+        if let Some(rule) = routing {
+            // A rule naming an upstream this process did not start with (a reload added it)
+            // falls back to the default.
+            let named = rule.upstream.as_deref().and_then(|n| upstream.index_of(n));
+            match (rule.direct, named) {
+                (true, _) => return Route::Direct,
+                (false, Some(index)) => return Route::Via(index),
+                (false, None) => {}
+            }
         }
+        let host = url.host_str().unwrap_or("");
+        upstream.default_for(host).map_or(Route::Direct, Route::Via)
+    }
+
+    /// The status a block rule or the blocklist answers a request for `url` with; `None`
+    /// when nothing blocks it.
+    pub fn blocked(&self, url: &Url) -> Option<u16> {
+        let policy = self.policy();
+        if policy.blocklist.contains(url.host_str().unwrap_or("")) {
+            return Some(403);
+        }
+        let text = crate::cache::http::policy::match_text(url);
+        let rule = policy
+            .rules
+            .iter()
+            .find(|rule| rule.pattern.is_match(&text))?;
+        (rule.action == Some(crate::config::RuleAction::Block)).then_some(rule.block_status)
+    }
+
+    /// Whether a tunnel to `host` is refused by the blocklist.
+    pub fn host_blocked(&self, host: &str) -> bool {
+        self.policy().blocklist.contains(host)
     }
 
     /// Refuses a host outside `upstream.allow_hosts`, before any DNS lookup or connection.

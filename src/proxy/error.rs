@@ -21,6 +21,16 @@ pub enum ProxyError {
         /// The refused host.
         host: String,
     },
+    /// A block rule or the blocklist answers it, contacting nothing.
+    #[error("{target} is blocked by {by}")]
+    Blocked {
+        /// The URL or host.
+        target: String,
+        /// `a block rule` or `the blocklist`.
+        by: &'static str,
+        /// The status to answer with.
+        status: StatusCode,
+    },
     /// The request's target is the proxy itself.
     #[error("{target} is this proxy itself; the request would loop")]
     Loop {
@@ -90,6 +100,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::HostNotAllowed { .. } => StatusCode::FORBIDDEN,
+            ProxyError::Blocked { status, .. } => *status,
             ProxyError::Loop { .. } => StatusCode::LOOP_DETECTED,
             ProxyError::Timeout { .. } | ProxyError::Offline { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Connect { .. }
@@ -105,6 +116,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_) => "bad-request",
             ProxyError::HostNotAllowed { .. } => "host-not-allowed",
+            ProxyError::Blocked { .. } => "blocked",
             ProxyError::Loop { .. } => "loop",
             ProxyError::Offline { .. } => "offline",
             ProxyError::Connect { .. } => "upstream-connect",
@@ -121,6 +133,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_)
             | ProxyError::HostNotAllowed { .. }
+            | ProxyError::Blocked { .. }
             | ProxyError::Loop { .. } => CacheStatus::Refused(self.kind()),
             _ => CacheStatus::Error(self.kind()),
         }
@@ -131,7 +144,13 @@ impl ProxyError {
         let status = self.status();
         let cache_status = self.cache_status().header_value();
         let close = matches!(self, ProxyError::OriginFraming { .. });
-        let mut response = Response::new(full(format!("asset-proxy: {self}\n")));
+        // 204 and 304 carry no body.
+        let text = if matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED) {
+            String::new()
+        } else {
+            format!("asset-proxy: {self}\n")
+        };
+        let mut response = Response::new(full(text));
         *response.status_mut() = status;
         let headers = response.headers_mut();
         headers.insert(

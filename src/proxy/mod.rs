@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::HOST;
-use http::{HeaderValue, Method, Request, Response, Uri};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tracing::field::Empty;
@@ -133,6 +133,26 @@ impl ProxyService {
         let request_namespace = namespace::settled(request.headers()).map(str::to_owned);
         if let Some(response) = self.answer_locally(&url) {
             return Ok(response);
+        }
+        if let Some(status) = self.ctx.blocked(&url) {
+            self.ctx.stats.blocked.inc();
+            tracing::debug!(url = %url, status, "blocked");
+            let error = ProxyError::Blocked {
+                target: url.to_string(),
+                by: "a block rule or the blocklist",
+                status: StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN),
+            };
+            let summary = RequestSummary {
+                method,
+                asset: url.to_string(),
+                namespace: served_in(namespace::settled(request.headers())),
+                url: url.into(),
+                status: error.status(),
+                cache: error.cache_status(),
+                started,
+                stats: self.ctx.stats.clone(),
+            };
+            return Ok(finish(error.into_response(), summary));
         }
         if upgrade::is_upgrade(&request) {
             self.ctx.stats.bypasses.inc();
@@ -286,7 +306,7 @@ impl ProxyService {
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
                 remove_hop_by_hop(&mut parts.headers);
-                let chained = parts.extensions.get::<Route>() == Some(&Route::Chained);
+                let chained = matches!(parts.extensions.get::<Route>(), Some(Route::Via(_)));
                 let body = CountedBody::new(body, self.ctx.stats.clone(), chained)
                     .map_err(Into::into)
                     .boxed();

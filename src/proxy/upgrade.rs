@@ -77,7 +77,7 @@ pub async fn relay(
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (mut parts, body) = response.into_parts();
         remove_hop_by_hop(&mut parts.headers);
-        let chained = ctx.route(url) == Route::Chained;
+        let chained = matches!(ctx.route(url), Route::Via(_));
         let body = CountedBody::new(body, ctx.stats.clone(), chained)
             .map_err(Into::into)
             .boxed();

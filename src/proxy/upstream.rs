@@ -1,7 +1,7 @@
 //! `Upstream`: the client that talks to origins — hyper-util's pooled client over
 //! hyper-rustls (HTTP/1.1 and HTTP/2 by ALPN), trusting the standard web roots plus any extra
-//! PEM roots given with `--upstream-ca`; with an upstream proxy configured, a second pool
-//! whose connections are tunnels through it (`chain`).
+//! PEM roots given with `--upstream-ca`; for each upstream proxy configured, a pool whose
+//! connections are tunnels through it (`chain`).
 
 use std::error::Error as StdError;
 use std::io;
@@ -24,7 +24,7 @@ use rustls::{ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
 use tokio_util::either::Either;
 
-use super::chain::{ChainConnector, ChainError, ChainProxy};
+use super::chain::{ChainConnector, ChainError, ChainProxy, OriginTcp, UpstreamFigures};
 use super::own_addrs::{GuardedConnector, OwnAddrs, SelfConnect};
 use crate::config::UpstreamConfig;
 use crate::proxy::error::ProxyError;
@@ -53,11 +53,12 @@ pub enum UpstreamSetupError {
     Tls(#[from] rustls::Error),
 }
 
-/// The connection pools to origins: direct, and through the upstream proxy when one is set.
+/// The connection pools to origins: direct, and one through each upstream proxy.
 #[derive(Clone)]
 pub struct Upstream {
     client: Client<HttpsConnector<GuardedConnector>, UpstreamBody>,
-    chained: Option<(
+    /// One pool per upstream proxy, in the order of `UpstreamConfig::proxies`.
+    chained: Vec<(
         ChainProxy,
         Client<HttpsConnector<ChainConnector>, UpstreamBody>,
     )>,
@@ -70,15 +71,15 @@ pub struct Upstream {
 }
 
 /// A connection of its own to an origin: plain TCP or TLS over it.
-pub type OriginStream = Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;
+pub type OriginStream = Either<OriginTcp, tokio_rustls::client::TlsStream<OriginTcp>>;
 
 /// How a request reaches its origin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
     /// A connection of our own.
     Direct,
-    /// A tunnel through the upstream proxy.
-    Chained,
+    /// A tunnel through the upstream proxy of this index in `UpstreamConfig::proxies`.
+    Via(usize),
 }
 
 impl Upstream {
@@ -112,7 +113,7 @@ impl Upstream {
                 GuardedConnector::new(http, own.clone()),
                 tls.clone(),
             ));
-        let chained = config.proxy.clone().map(ChainProxy::new).map(|proxy| {
+        let chained = config.proxies.iter().map(ChainProxy::new).map(|proxy| {
             let connector = ChainConnector::new(proxy.clone(), config.connect_timeout);
             let client = Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(config.idle_timeout)
@@ -123,6 +124,7 @@ impl Upstream {
                 .build(tls_over(connector, tls.clone()));
             (proxy, client)
         });
+        let chained = chained.collect();
         let mut tls_http1 = tls.clone();
         tls_http1.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Upstream {
@@ -135,15 +137,48 @@ impl Upstream {
         })
     }
 
-    /// The upstream proxy, if one is configured.
-    pub fn chain(&self) -> Option<&ChainProxy> {
-        self.chained.as_ref().map(|(proxy, _)| proxy)
+    /// The upstream proxy a route goes through, if any.
+    pub fn chain(&self, route: Route) -> Option<&ChainProxy> {
+        match route {
+            Route::Direct => None,
+            Route::Via(index) => self.chained.get(index).map(|(proxy, _)| proxy),
+        }
+    }
+
+    /// Every upstream proxy's figures, in configuration order.
+    pub fn figures(&self) -> Vec<UpstreamFigures> {
+        self.chained
+            .iter()
+            .map(|(proxy, _)| proxy.figures())
+            .collect()
+    }
+
+    /// Counts one request or tunnel sent by `route`.
+    pub fn count_request(&self, route: Route) {
+        if let Some(proxy) = self.chain(route) {
+            proxy
+                .counters()
+                .requests
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Counts `bytes` of a cache hit against the upstream `route` would have fetched it
+    /// through.
+    pub fn count_kept_off(&self, route: Route, bytes: u64) {
+        if let Some(proxy) = self.chain(route) {
+            proxy
+                .counters()
+                .bytes_kept_off
+                .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// A TCP stream to `host:port` for a tunnel, by `route`.
-    pub async fn dial(&self, host: &str, port: u16, route: Route) -> Result<TcpStream, ProxyError> {
+    pub async fn dial(&self, host: &str, port: u16, route: Route) -> Result<OriginTcp, ProxyError> {
         let authority = format!("{host}:{port}");
-        if let (Route::Chained, Some((proxy, _))) = (route, &self.chained) {
+        if let Some(proxy) = self.chain(route) {
+            self.count_request(route);
             return proxy
                 .dial(host, port, self.connect_timeout)
                 .await
@@ -154,7 +189,7 @@ impl Upstream {
         }
         match tokio::time::timeout(self.connect_timeout, TcpStream::connect((host, port))).await {
             Ok(Ok(stream)) => match self.own.check(&stream) {
-                Ok(()) => Ok(stream),
+                Ok(()) => Ok(OriginTcp::direct(stream)),
                 Err(refused) => Err(ProxyError::Loop {
                     target: refused.target.to_string(),
                 }),
@@ -217,9 +252,15 @@ impl Upstream {
             .uri()
             .authority()
             .map_or_else(String::new, |a| a.to_string());
-        let sent = match (route, &self.chained) {
-            (Route::Chained, Some((_, client))) => client.request(request),
-            _ => self.client.request(request),
+        let sent = match route {
+            Route::Via(index) => match self.chained.get(index) {
+                Some((_, client)) => {
+                    self.count_request(route);
+                    client.request(request)
+                }
+                None => self.client.request(request),
+            },
+            Route::Direct => self.client.request(request),
         };
         match tokio::time::timeout(self.response_timeout, sent).await {
             Ok(Ok(response)) => check_framing(origin, response),

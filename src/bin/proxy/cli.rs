@@ -48,8 +48,9 @@ pub struct Options {
     #[arg(long, global = true, env = "ASSET_PROXY_UPSTREAM_CA")]
     pub upstream_ca: Option<PathBuf>,
 
-    /// An HTTP proxy to reach origins through, with CONNECT: http://[user:password@]host:port
-    /// (overrides upstream.proxy). Cache hits never go through it.
+    /// An upstream proxy to reach origins through: http://[user:password@]host:port (CONNECT),
+    /// socks5://… or socks5h://… (the proxy resolves names), or the name of one of the config's
+    /// `upstreams` (overrides upstream.proxy). Cache hits never go through it.
     #[arg(
         long,
         global = true,

@@ -99,10 +99,11 @@ fn load_config(options: &Options) -> anyhow::Result<(Config, Option<PathBuf>)> {
     config.cache.dir = options.cache_dir.clone();
     config.mitm.ca_dir = options.ca_dir.clone();
     config.upstream.extra_roots = options.upstream_ca.clone();
-    if let Some(url) = options.upstream_proxy.as_deref().filter(|u| !u.is_empty()) {
-        let proxy = asset_proxy::config::ProxyUrl::parse(url)
+    if let Some(text) = options.upstream_proxy.as_deref().filter(|u| !u.is_empty()) {
+        config
+            .upstream
+            .set_default_proxy(text)
             .map_err(|e| anyhow::anyhow!("--upstream-proxy: {e}"))?;
-        config.upstream.proxy = Some(proxy);
     }
     if let Some(urls) = options.shared_cache.as_deref().filter(|u| !u.is_empty()) {
         config
