@@ -13,12 +13,13 @@ command -v node >/dev/null || need_packages+=(nodejs npm)
 command -v certutil >/dev/null || need_packages+=(libnss3-tools)
 [ -x /usr/bin/chromium ] || need_packages+=(chromium)
 command -v redis-server >/dev/null || need_packages+=(redis-server)
+command -v microsocks >/dev/null || need_packages+=(microsocks)
 if ((${#need_packages[@]})); then
     echo "== installing ${need_packages[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_packages[@]}" >/dev/null
 fi
-if ! python3 -c 'import playwright, requests, httpx, pytest_playwright' 2>/dev/null; then
+if ! python3 -c 'import playwright, requests, httpx, pytest_playwright, socks, socksio' 2>/dev/null; then
     echo "== installing Python packages"
     python3 -m pip install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt
 fi

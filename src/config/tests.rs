@@ -62,6 +62,32 @@ fn errors_name_the_field() {
         (r#"{"standard_caching": "yes"}"#, "standard_caching"),
         (r#"{"client_reload": "sometimes"}"#, "client_reload"),
         (
+            r#"{"rules": [{"glob": "a/**", "upstream": "residential"}]}"#,
+            "rules[0].upstream",
+        ),
+        (
+            r#"{"upstreams": {"r": "socks5h://h:1"}, "rules": [{"glob": "a/**", "upstream": "r", "direct": true}]}"#,
+            "rules[0].upstream",
+        ),
+        (
+            r#"{"rules": [{"glob": "a/**", "action": "cache", "block_status": 204}]}"#,
+            "rules[0].block_status",
+        ),
+        (
+            r#"{"rules": [{"glob": "a/**", "action": "block", "block_status": 99}]}"#,
+            "rules[0].block_status",
+        ),
+        (r#"{"upstreams": {"r": "socks4://h:1"}}"#, "upstreams.r"),
+        (
+            r#"{"upstreams": {"default": "http://h:1"}}"#,
+            "upstreams.default",
+        ),
+        (r#"{"upstream": {"proxy": "nowhere"}}"#, "upstream.proxy"),
+        (
+            r#"{"blocklist_file": "/nonexistent/list.txt"}"#,
+            "blocklist_file",
+        ),
+        (
             r#"{"clients": {"require_namespace": 1}}"#,
             "clients.require_namespace",
         ),
@@ -90,6 +116,53 @@ fn errors_name_the_field() {
         let (field, message) = Config::parse(text).expect_err(text);
         assert_eq!(field, want, "{text}: {message}");
     }
+}
+
+#[test]
+fn upstream_proxy_names_one_of_the_upstreams_or_is_a_url() {
+    let config = Config::parse(
+        r#"{"upstreams": {"res": "socks5h://u:p@10.0.0.1:1080", "dc": "http://10.0.0.2:3128"},
+            "upstream": {"proxy": "dc", "no_proxy": ["*.internal"]},
+            "rules": [{"glob": "api.example/**", "upstream": "res"}]}"#,
+    )
+    .expect("valid");
+    let upstream = &config.upstream;
+    assert_eq!(
+        upstream.default_proxy().map(|p| p.name.as_str()),
+        Some("dc")
+    );
+    assert_eq!(upstream.default_for("cdn.example"), upstream.index_of("dc"));
+    assert_eq!(upstream.default_for("db.internal"), None);
+    assert_eq!(config.policy.rules[0].upstream.as_deref(), Some("res"));
+    let mut by_url = Config::default().upstream;
+    by_url
+        .set_default_proxy("socks5://127.0.0.1:9050")
+        .expect("a URL");
+    assert_eq!(
+        by_url.default_proxy().map(|p| p.name.as_str()),
+        Some("default")
+    );
+}
+
+#[test]
+fn blocklists_take_names_globs_and_hosts_file_lines() {
+    let list = Blocklist::parse(
+        "# ads\nads.example\n0.0.0.0 Tracker.Example # hosts format\n*.doubleclick.test\n\n",
+    )
+    .expect("valid");
+    assert_eq!(list.entries, 3);
+    for (host, blocked) in [
+        ("ads.example", true),
+        ("ADS.example.", true),
+        ("tracker.example", true),
+        ("x.ads.example", false),
+        ("ad.doubleclick.test", true),
+        ("doubleclick.test", false),
+        ("example", false),
+    ] {
+        assert_eq!(list.contains(host), blocked, "{host}");
+    }
+    assert!(Blocklist::parse("[bad").is_err());
 }
 
 #[test]

@@ -50,9 +50,11 @@ impl ProxyUrl {
             "http" => (ProxyKind::HttpConnect, 80),
             "socks5" => (ProxyKind::Socks5 { remote_dns: false }, 1080),
             "socks5h" => (ProxyKind::Socks5 { remote_dns: true }, 1080),
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "upstream proxies are http:// (CONNECT), socks5:// or socks5h://, not {other}://"
-            )),
+            ))
+            }
         };
         let host = url
             .host_str()

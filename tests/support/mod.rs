@@ -27,6 +27,7 @@ use tokio::task::JoinHandle;
 use asset_proxy::{App, Config};
 
 pub mod redis_server;
+pub mod socks_server;
 pub mod websocket;
 
 type OriginBody = BoxBody<Bytes, std::io::Error>;
