@@ -134,6 +134,15 @@ impl App {
         self.connections.serve(io, handler).await;
     }
 
+    /// Serves one client connection that speaks SOCKS5, given as a byte stream. For in-process
+    /// drivers such as the fuzzer.
+    pub async fn serve_socks_stream<I>(&self, io: I)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        crate::listener::socks::serve(self.ctx.clone(), self.connections.clone(), io).await;
+    }
+
     /// Applies a reloaded configuration's rules and cache policy (listeners, directories and
     /// limits stay as they started); returns the keys that changed.
     pub fn reload(&self, config: &Config) -> Vec<&'static str> {
@@ -203,14 +212,33 @@ impl App {
     }
 }
 
-/// What the accept loop does with each client connection: serve proxy requests on it.
+/// What the accept loop does with each client connection: serve a SOCKS5 client (its first
+/// byte is 5), else proxy requests.
 fn serve_client(
     ctx: Arc<Context>,
 ) -> impl Fn(TcpStream, Connections) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     move |stream, connections| {
-        let handler = front::handler(ctx.clone(), connections.clone());
-        connections.serve(stream, handler)
+        let ctx = ctx.clone();
+        Box::pin(async move {
+            if ctx.config.clients.socks && speaks_socks(&stream, &ctx).await {
+                crate::listener::socks::serve(ctx, connections, stream).await;
+            } else {
+                let handler = front::handler(ctx, connections.clone());
+                connections.serve(stream, handler).await;
+            }
+        })
     }
+}
+
+/// Whether a client's first byte says SOCKS5; a client that sends nothing within the header
+/// timeout is left to the HTTP side, which closes it.
+async fn speaks_socks(stream: &TcpStream, ctx: &Context) -> bool {
+    let mut first = [0u8; 1];
+    let limit = ctx.config.clients.header_timeout;
+    matches!(
+        tokio::time::timeout(limit, stream.peek(&mut first)).await,
+        Ok(Ok(1)) if first[0] == crate::listener::socks::SOCKS5_VERSION
+    )
 }
 
 /// Records the request rate once a second, for the status page.

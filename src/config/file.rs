@@ -76,6 +76,7 @@ pub(super) struct RawClients {
     pub(super) idle_timeout_secs: Option<u64>,
     pub(super) proxy_auth: Option<RawCredentials>,
     pub(super) require_namespace: Option<bool>,
+    pub(super) socks: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -100,6 +100,8 @@ pub struct ClientsConfig {
     /// Whether a request that names no namespace is asked for one (a 407: browsers send the
     /// proxy URL's user name only when asked).
     pub require_namespace: bool,
+    /// Whether SOCKS5 clients are served on the proxy port (told apart by their first byte).
+    pub socks: bool,
 }
 
 /// A user name and password for proxy authentication.

@@ -12,6 +12,7 @@ use super::Connections;
 use crate::auth::ProxyAuth;
 use crate::body::ProxyBody;
 use crate::cache::http::namespace;
+use crate::mitm::Intercepted;
 use crate::proxy::error::ProxyError;
 use crate::proxy::{Context, ProxyService};
 
@@ -39,15 +40,26 @@ pub async fn answer(
         let serving = connections.clone();
         let serve_tunnel = async move {
             if let Some(intercepted) = tunnel.open().await {
-                let span = info_span!("tunnel", origin = %intercepted.origin);
-                let service = ProxyService::in_tunnel(ctx, &intercepted.origin, namespace);
-                let serving = serving.serve(intercepted.stream, service.handler());
-                serving.instrument(span).await;
+                serve_intercepted(ctx, &serving, intercepted, namespace).await;
             }
         };
         connections.spawn(serve_tunnel.in_current_span());
     }
     connected.response
+}
+
+/// Serves the requests of an intercepted tunnel (an HTTP or SOCKS5 CONNECT's), in its span
+/// and namespace.
+pub async fn serve_intercepted(
+    ctx: Arc<Context>,
+    connections: &Connections,
+    intercepted: Intercepted,
+    namespace: Option<String>,
+) {
+    let span = info_span!("tunnel", origin = %intercepted.origin);
+    let service = ProxyService::in_tunnel(ctx, &intercepted.origin, namespace);
+    let serving = connections.serve(intercepted.stream, service.handler());
+    serving.instrument(span).await;
 }
 
 /// The handler of a client connection: `answer` for each request.

@@ -11,6 +11,7 @@
 
 mod activity;
 pub mod front;
+pub mod socks;
 
 use std::collections::HashMap;
 use std::convert::Infallible;

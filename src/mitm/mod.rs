@@ -1,4 +1,5 @@
-//! CONNECT: answer 200, take over the connection, and classify its first bytes: a TLS
+//! CONNECT (HTTP, or SOCKS5 through `listener::socks`): accept the target, take over the
+//! connection, and classify its first bytes: a TLS
 //! ClientHello is intercepted (terminated with a leaf certificate from `ca`, its requests
 //! served by the same `ProxyService`), plain HTTP is served by it too, anything else is
 //! relayed as it is. Hosts listed in `passthrough`, and targets whose server speaks first, are
@@ -75,10 +76,15 @@ pub struct Connected {
     pub tunnel: Option<Tunnel>,
 }
 
-/// An accepted CONNECT whose tunnel is not open yet.
+/// An accepted HTTP CONNECT whose tunnel is not open yet.
 pub struct Tunnel {
-    ctx: Arc<Context>,
     request: Request<Incoming>,
+    accepted: Accepted,
+}
+
+/// A tunnel to a target that passed every check, not opened yet.
+pub struct Accepted {
+    ctx: Arc<Context>,
     target: Target,
     /// The origin, already dialled, of a passthrough tunnel.
     passthrough: Option<OriginTcp>,
@@ -107,13 +113,55 @@ pub async fn connect(ctx: Arc<Context>, request: Request<Incoming>) -> Connected
         Ok(target) => target,
         Err(error) => return refused(error),
     };
-    if let Err(error) = ctx.check_not_self(&target.host, target.port) {
-        return refused(error);
+    let accepted = match accept(ctx, target).await {
+        Ok(accepted) => accepted,
+        Err(error) => return refused(error),
+    };
+    let response = established(if accepted.passthrough.is_some() {
+        "tunnel"
+    } else {
+        "intercept"
+    });
+    Connected {
+        response,
+        tunnel: Some(Tunnel { request, accepted }),
     }
+}
+
+/// Accepts a tunnel to `host:port` (a SOCKS5 CONNECT's target) when every check passes.
+pub async fn accept_target(
+    ctx: Arc<Context>,
+    host: &str,
+    port: u16,
+) -> Result<Accepted, ProxyError> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let authority = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    if host.is_empty() || port == 0 {
+        return Err(ProxyError::BadRequest(format!(
+            "bad CONNECT target {authority}"
+        )));
+    }
+    let target = Target {
+        host: host.to_owned(),
+        port,
+        authority,
+    };
+    accept(ctx, target).await
+}
+
+/// The checks every tunnel passes before it is accepted: not to the proxy itself, not
+/// blocked, an allowed host; a passthrough host is dialled first, so that the client learns
+/// of a dead origin from the answer.
+async fn accept(ctx: Arc<Context>, target: Target) -> Result<Accepted, ProxyError> {
+    ctx.check_not_self(&target.host, target.port)?;
     if ctx.host_blocked(&target.host) {
         ctx.stats.blocked.inc();
         debug!(host = %target.host, "tunnel blocked");
-        return refused(ProxyError::Blocked {
+        return Err(ProxyError::Blocked {
             target: target.authority.clone(),
             by: "the blocklist",
             status: http::StatusCode::FORBIDDEN,
@@ -121,40 +169,41 @@ pub async fn connect(ctx: Arc<Context>, request: Request<Incoming>) -> Connected
     }
     // The proxy's own page is answered inside the tunnel, whatever the allow-list says.
     if target.host != crate::ca::page::CA_HOST {
-        if let Err(error) = ctx.check_allowed(&target.host) {
-            return refused(error);
-        }
+        ctx.check_allowed(&target.host)?;
     }
     let mut passthrough = None;
     if ctx.config.mitm.is_passthrough(&target.host) {
-        // Connect first, so that the client learns of a dead origin from the status.
-        match target.dial(&ctx).await {
-            Ok(origin) => passthrough = Some(origin),
-            Err(error) => return refused(error),
-        }
+        passthrough = Some(target.dial(&ctx).await?);
     }
-    let response = established(if passthrough.is_some() {
-        "tunnel"
-    } else {
-        "intercept"
-    });
-    Connected {
-        response,
-        tunnel: Some(Tunnel {
-            ctx,
-            request,
-            target,
-            passthrough,
-        }),
-    }
+    Ok(Accepted {
+        ctx,
+        target,
+        passthrough,
+    })
 }
 
 impl Tunnel {
-    /// Takes over the client's connection once the CONNECT's answer is out: relays it (to a
-    /// passthrough host, a server that speaks first, anything not HTTP), or hands back the
-    /// stream whose requests the proxy serves.
+    /// Takes over the client's connection once the CONNECT's answer is out (see
+    /// `Accepted::open`).
     pub async fn open(self) -> Option<Intercepted> {
         let client = upgraded(self.request).await?;
+        self.accepted.open(client).await
+    }
+}
+
+impl Accepted {
+    /// `host:port` of the target.
+    pub fn authority(&self) -> &str {
+        &self.target.authority
+    }
+
+    /// Takes over the client's side of the tunnel: relays it (to a passthrough host, a server
+    /// that speaks first, anything not HTTP), or hands back the stream whose requests the
+    /// proxy serves.
+    pub async fn open<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+        self,
+        client: T,
+    ) -> Option<Intercepted> {
         match self.passthrough {
             Some(origin) => {
                 self.target

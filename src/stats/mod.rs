@@ -229,6 +229,8 @@ figures! {
     Counter encoded_responses, "encoded_responses", "encoded_responses", "Responses sent from the cache in a coding the proxy made (zstd, br, gzip).";
     Counter disk_evictions, "disk_evictions", "disk_evictions", "Entries removed from disk to keep it under disk.max_mb.";
     Counter disk_evicted_bytes, "disk_evicted_bytes", "disk_evicted_bytes", "Bytes of entries removed from disk to keep it under disk.max_mb.";
+    Counter socks_tunnels, "socks.tunnels", "socks_tunnels", "SOCKS5 clients whose CONNECT was accepted.";
+    Counter socks_refused, "socks.refused", "socks_refused", "SOCKS5 clients refused: malformed or slow handshakes, wrong credentials, other commands, refused targets.";
     Counter blocked, "blocked", "blocked", "Requests and tunnels a block rule or the blocklist answered without contacting anything.";
     Counter upstream_errors, "upstream_errors", "upstream_errors", "Origin requests that failed (connect, TLS, timeout, broken body).";
     Counter bytes_from_cache, "bytes_from_cache", "cache_bytes", "Body bytes sent to clients from the cache.";

@@ -88,6 +88,11 @@ pub struct Options {
     #[arg(long, global = true, env = "ASSET_PROXY_REQUIRE_NAMESPACE")]
     pub require_namespace: bool,
 
+    /// Serve SOCKS5 clients on the proxy port too, told apart by their first byte (`off`: HTTP
+    /// only). Sets clients.socks.
+    #[arg(long, global = true, value_enum)]
+    pub socks: Option<Switch>,
+
     /// The same as `--mode replay`.
     #[arg(long, global = true)]
     pub offline: bool,
@@ -138,6 +143,13 @@ impl Options {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// On or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
 }
 
 /// How a run uses the cache (`--mode`).

@@ -114,6 +114,9 @@ fn load_config(options: &Options) -> anyhow::Result<(Config, Option<PathBuf>)> {
     }
     config.policy.mode = options.mode();
     config.clients.require_namespace |= options.require_namespace;
+    if let Some(socks) = options.socks {
+        config.clients.socks = socks == cli::Switch::On;
+    }
     config.admin.token = options.admin_token.clone().filter(|t| !t.is_empty());
     if let Some(path) = &options.admin_token_file {
         let text = std::fs::read_to_string(path)
