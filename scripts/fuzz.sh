@@ -12,7 +12,7 @@ cd "$(dirname "$0")/../fuzz"
 seconds="${1:-600}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(version_and_url config entry_decode proxy_connection admin_request)
+[ ${#targets[@]} -gt 0 ] || targets=(version_and_url config entry_decode proxy_connection admin_request socks_handshake)
 log="$(mktemp)"
 scratch="$(mktemp -d)"
 trap 'rm -rf "$log" "$scratch"' EXIT
@@ -28,7 +28,7 @@ for target in "${targets[@]}"; do
     fi
     extra=()
     # Connection tasks may outlive one input by design; see the target's doc.
-    case "$target" in proxy_connection | admin_request) extra+=(-detect_leaks=0) ;; esac
+    case "$target" in proxy_connection | admin_request | socks_handshake) extra+=(-detect_leaks=0) ;; esac
     if ! cargo +nightly fuzz run --release "$target" "$output" "corpus/$target" "regressions/$target" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 "${extra[@]}" >"$log" 2>&1; then
         tail -n 60 "$log"
