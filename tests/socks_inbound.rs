@@ -232,3 +232,44 @@ async fn socks_can_be_turned_off() {
     assert!(!answer.starts_with(&[5]), "not a SOCKS reply: {answer:?}");
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socks_credentials_never_reach_the_log() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let origin = Origin::http().await;
+    origin.route("/a.css?v=1", Route::ok("a{}"));
+    let config = dir.path().join("auth.json");
+    std::fs::write(
+        &config,
+        r#"{"clients": {"proxy_auth": {"username": "fleet", "password": "s3cret-pw"}}}"#,
+    )
+    .expect("config");
+    let config = config.display().to_string();
+    let proxy = support::ProxyProcess::start(dir.path(), &["--log", "trace", "--config", &config]);
+    for password in ["s3cret-pw", "s3cret-wrong"] {
+        let _ = curl(vec![
+            "--socks5-hostname".to_owned(),
+            proxy.addr.to_string(),
+            "--proxy-user".to_owned(),
+            format!("fleet:{password}"),
+            origin.url("/a.css?v=1"),
+        ])
+        .await;
+    }
+    proxy.wait_for_line(|line| line.contains("SOCKS5 client not served"));
+    let log = proxy.log();
+    assert!(proxy.terminate().success());
+    // The password, as text or as the list of its bytes.
+    let as_bytes = format!("{:?}", b"s3cret".to_vec());
+    let as_bytes = as_bytes.trim_end_matches(']');
+    for line in &log {
+        assert!(
+            !line.contains("s3cret") && !line.contains(as_bytes),
+            "{line}"
+        );
+    }
+    assert!(
+        log.iter().any(|line| line.contains("a.css")),
+        "the request was logged"
+    );
+}

@@ -64,6 +64,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Log targets never shown.
+const SILENCED: &str = "fast_socks5=off";
+
 fn init_logging(options: &Options, serving: bool) -> anyhow::Result<()> {
     // Commands print their own results; their logs stay quiet unless asked for.
     let level = if serving || options.log != "info" {
@@ -73,7 +76,10 @@ fn init_logging(options: &Options, serving: bool) -> anyhow::Result<()> {
     };
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
-        .with_context(|| format!("invalid --log filter {:?}", options.log))?;
+        .with_context(|| format!("invalid --log filter {:?}", options.log))?
+        // The SOCKS5 server library logs the credentials clients send at debug level: never
+        // shown, whatever the filter asks for.
+        .add_directive(SILENCED.parse().context("log directive")?);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
