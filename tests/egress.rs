@@ -351,3 +351,31 @@ async fn blocked_urls_are_answered_at_once_and_never_reach_the_origin() {
     assert_eq!(stats["blocked"], 5, "{stats}");
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_password_never_reaches_the_log() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let origin = Origin::http().await;
+    origin.route("/a.css?v=1", Route::ok("a{}"));
+    let socks = SocksServer::start("fleet", "pool-pw-1").await;
+    let good = socks.url("socks5h", "fleet", "pool-pw-1");
+    let bad = socks.url("socks5h", "fleet", "pool-pw-2");
+    for upstream in [good, bad] {
+        let proxy = support::ProxyProcess::start(
+            dir.path(),
+            &["--log", "trace", "--upstream-proxy", &upstream],
+        );
+        let _ = support::plain_client(proxy.addr)
+            .get(origin.url("/a.css?v=1"))
+            .send()
+            .await
+            .expect("answer");
+        proxy.wait_for_line(|line| line.contains("a.css"));
+        let log = proxy.log();
+        assert!(proxy.terminate().success());
+        for line in &log {
+            assert!(!line.contains("pool-pw"), "{line}");
+        }
+    }
+    assert_eq!(origin.hits("/a.css?v=1"), 1);
+}
