@@ -220,25 +220,26 @@ fn serve_client(
     move |stream, connections| {
         let ctx = ctx.clone();
         Box::pin(async move {
-            if ctx.config.clients.socks && speaks_socks(&stream, &ctx).await {
-                crate::listener::socks::serve(ctx, connections, stream).await;
-            } else {
+            if !ctx.config.clients.socks {
                 let handler = front::handler(ctx, connections.clone());
-                connections.serve(stream, handler).await;
+                return connections.serve(stream, handler).await;
+            }
+            let limit = ctx.config.clients.header_timeout;
+            let mut first = [0u8; 1];
+            let peeked = tokio::time::timeout(limit, stream.peek(&mut first));
+            match connections.before_first_bytes(peeked).await {
+                // Nothing in time, idle, closed for descriptors, shutdown, or gone.
+                None | Some(Err(_)) | Some(Ok(Ok(0) | Err(_))) => {}
+                Some(Ok(Ok(_))) if first[0] == crate::listener::socks::SOCKS5_VERSION => {
+                    crate::listener::socks::serve(ctx, connections, stream).await;
+                }
+                Some(Ok(Ok(_))) => {
+                    let handler = front::handler(ctx, connections.clone());
+                    connections.serve(stream, handler).await;
+                }
             }
         })
     }
-}
-
-/// Whether a client's first byte says SOCKS5; a client that sends nothing within the header
-/// timeout is left to the HTTP side, which closes it.
-async fn speaks_socks(stream: &TcpStream, ctx: &Context) -> bool {
-    let mut first = [0u8; 1];
-    let limit = ctx.config.clients.header_timeout;
-    matches!(
-        tokio::time::timeout(limit, stream.peek(&mut first)).await,
-        Ok(Ok(1)) if first[0] == crate::listener::socks::SOCKS5_VERSION
-    )
 }
 
 /// Records the request rate once a second, for the status page.

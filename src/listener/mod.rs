@@ -282,6 +282,24 @@ impl Connections {
         })
     }
 
+    /// Waits for `first` (a new client's first bytes), the connection registered as idle
+    /// meanwhile: the idle limit, closing to free a descriptor or shutdown end the wait
+    /// (`None`), as they would end an HTTP connection that sent nothing yet.
+    pub async fn before_first_bytes<F: Future>(&self, first: F) -> Option<F::Output> {
+        let (id, activity, close) = self.register();
+        let waited = tokio::select! {
+            out = first => Some(out),
+            () = self.inner.tasks.stopping() => None,
+            () = close.cancelled() => None,
+            () = self.idle(&activity) => {
+                self.inner.stats.clients_closed_idle.inc();
+                None
+            }
+        };
+        self.unregister(id);
+        waited
+    }
+
     /// Resolves once the connection has had nothing in flight and moved no byte for the idle
     /// limit.
     async fn idle(&self, activity: &Activity) {
