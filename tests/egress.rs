@@ -313,6 +313,8 @@ async fn blocked_urls_are_answered_at_once_and_never_reach_the_origin() {
     let config = serde_json::json!({
         "blocklist_file": list,
         "rules": [
+            // A rule that only shares does not unblock what a later block rule names.
+            { "glob": "localhost:*/**", "share_credentials": false },
             { "glob": "**/ads/**", "action": "block" },
             { "glob": "**/collect", "action": "block", "block_status": 204 },
         ],

@@ -330,12 +330,19 @@ pub struct Rule {
 
 /// Hosts answered at once without contacting them: exact names and globs, one a line of
 /// `blocklist_file`.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Blocklist {
     exact: std::collections::HashSet<String>,
     globs: Option<globset::GlobSet>,
     /// Lines read, for the log.
     pub entries: usize,
+}
+
+impl std::fmt::Debug for Blocklist {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A list may hold a hundred thousand hosts: its size says enough.
+        write!(f, "Blocklist({} hosts)", self.entries)
+    }
 }
 
 impl Blocklist {

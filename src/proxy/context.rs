@@ -79,20 +79,27 @@ impl Context {
     /// when nothing blocks it.
     pub fn blocked(&self, url: &Url) -> Option<u16> {
         let policy = self.policy();
-        if policy.blocklist.contains(url.host_str().unwrap_or("")) {
+        if policy.blocklist.entries > 0 && policy.blocklist.contains(url.host_str().unwrap_or("")) {
             return Some(403);
         }
+        let block = Some(crate::config::RuleAction::Block);
+        if !policy.rules.iter().any(|rule| rule.action == block) {
+            return None;
+        }
+        // The first matching rule with an action decides: a rule that only routes or shares
+        // does not unblock what a later block rule names.
         let text = crate::cache::http::policy::match_text(url);
         let rule = policy
             .rules
             .iter()
-            .find(|rule| rule.pattern.is_match(&text))?;
-        (rule.action == Some(crate::config::RuleAction::Block)).then_some(rule.block_status)
+            .find(|rule| rule.action.is_some() && rule.pattern.is_match(&text))?;
+        (rule.action == block).then_some(rule.block_status)
     }
 
     /// Whether a tunnel to `host` is refused by the blocklist.
     pub fn host_blocked(&self, host: &str) -> bool {
-        self.policy().blocklist.contains(host)
+        let policy = self.policy();
+        policy.blocklist.entries > 0 && policy.blocklist.contains(host)
     }
 
     /// Refuses a host outside `upstream.allow_hosts`, before any DNS lookup or connection.

@@ -26,8 +26,8 @@ pub struct RequestSummary {
     pub cache: CacheStatus,
     /// The asset identity (versioned URLs) or URL the bytes count for.
     pub asset: String,
-    /// The namespace it was served in.
-    pub namespace: String,
+    /// The namespace it was served in; `None` for the default one.
+    pub namespace: Option<String>,
     /// When the request arrived.
     pub started: Instant,
     /// Where latency and bytes served are recorded.
@@ -104,7 +104,7 @@ impl Drop for LoggedBody {
         };
         s.stats
             .namespaces
-            .count(&s.namespace, hit, miss, self.bytes);
+            .count(s.namespace.as_deref(), hit, miss, self.bytes);
         if self.bytes > 0 {
             s.stats.activity.served(&s.asset, self.bytes);
         }

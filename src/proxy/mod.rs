@@ -145,7 +145,7 @@ impl ProxyService {
             let summary = RequestSummary {
                 method,
                 asset: url.to_string(),
-                namespace: served_in(namespace::settled(request.headers())),
+                namespace: request_namespace,
                 url: url.into(),
                 status: error.status(),
                 cache: error.cache_status(),
@@ -160,7 +160,7 @@ impl ProxyService {
             let summary = RequestSummary {
                 method,
                 asset: url.to_string(),
-                namespace: served_in(request_namespace.as_deref()),
+                namespace: request_namespace.clone(),
                 url: url.into(),
                 status: response.status(),
                 cache,
@@ -211,7 +211,7 @@ impl ProxyService {
             status: response.status(),
             cache: cache_status,
             asset,
-            namespace: served_in(request_namespace.as_deref()),
+            namespace: request_namespace.clone(),
             started,
             stats: self.ctx.stats.clone(),
         };
@@ -348,11 +348,6 @@ impl ProxyService {
         let status = error.cache_status();
         (error.into_response(), status)
     }
-}
-
-/// The name of the namespace a request was served in.
-fn served_in(settled: Option<&str>) -> String {
-    settled.unwrap_or(namespace::DEFAULT_NAMESPACE).to_owned()
 }
 
 /// Adds `Cache-Status` and `Via`, and the log line when the body is done.

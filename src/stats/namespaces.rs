@@ -1,9 +1,13 @@
 //! Requests per namespace: how each key space is used, for `/stats` and `cache stats
-//! --namespace`. Names come from clients, so at most `MAX_NAMED` are counted one by one; the
-//! rest are counted together.
+//! --namespace`. The default namespace is counted without a lock (every request of a proxy
+//! without namespaces lands there); names come from clients, so at most `MAX_NAMED` are
+//! counted one by one, the rest together.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
+
+use crate::cache::http::namespace::DEFAULT_NAMESPACE;
 
 use serde::Serialize;
 
@@ -28,12 +32,41 @@ pub struct NamespaceFigures {
 /// Figures per namespace, the default one included.
 #[derive(Debug, Default)]
 pub struct Namespaces {
+    default: DefaultFigures,
     figures: Mutex<BTreeMap<String, NamespaceFigures>>,
 }
 
+/// The default namespace's figures, counted without a lock.
+#[derive(Debug, Default)]
+struct DefaultFigures {
+    requests: AtomicU64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    bytes_served: AtomicU64,
+}
+
+impl DefaultFigures {
+    fn get(&self) -> NamespaceFigures {
+        NamespaceFigures {
+            requests: self.requests.load(Ordering::Relaxed),
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            bytes_served: self.bytes_served.load(Ordering::Relaxed),
+        }
+    }
+}
+
 impl Namespaces {
-    /// Counts one answered request in `namespace`.
-    pub fn count(&self, namespace: &str, hit: bool, miss: bool, bytes: u64) {
+    /// Counts one answered request in `namespace` (`None`: the default one).
+    pub fn count(&self, namespace: Option<&str>, hit: bool, miss: bool, bytes: u64) {
+        let Some(namespace) = namespace.filter(|n| *n != DEFAULT_NAMESPACE) else {
+            let d = &self.default;
+            d.requests.fetch_add(1, Ordering::Relaxed);
+            d.hits.fetch_add(u64::from(hit), Ordering::Relaxed);
+            d.misses.fetch_add(u64::from(miss), Ordering::Relaxed);
+            d.bytes_served.fetch_add(bytes, Ordering::Relaxed);
+            return;
+        };
         let mut figures = self.figures.lock().unwrap_or_else(PoisonError::into_inner);
         let name = if figures.contains_key(namespace) || figures.len() < MAX_NAMED {
             namespace
@@ -49,16 +82,25 @@ impl Namespaces {
 
     /// The figures of `namespace` (zero when it has had no request).
     pub fn of(&self, namespace: &str) -> NamespaceFigures {
+        if namespace == DEFAULT_NAMESPACE {
+            return self.default.get();
+        }
         let figures = self.figures.lock().unwrap_or_else(PoisonError::into_inner);
         figures.get(namespace).copied().unwrap_or_default()
     }
 
-    /// Every namespace's figures, by name.
+    /// Every namespace's figures, by name; the default one once it has had a request.
     pub fn all(&self) -> BTreeMap<String, NamespaceFigures> {
-        self.figures
+        let mut all = self
+            .figures
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .clone();
+        let default = self.default.get();
+        if default.requests > 0 {
+            all.insert(DEFAULT_NAMESPACE.to_owned(), default);
+        }
+        all
     }
 }
 
@@ -70,11 +112,15 @@ mod tests {
     fn namespaces_beyond_the_bound_are_counted_together() {
         let namespaces = Namespaces::default();
         for i in 0..MAX_NAMED + 5 {
-            namespaces.count(&format!("n{i}"), true, false, 10);
+            namespaces.count(Some(&format!("n{i}")), true, false, 10);
         }
-        namespaces.count("n0", false, true, 5);
+        namespaces.count(Some("n0"), false, true, 5);
+        namespaces.count(None, true, false, 7);
+        namespaces.count(Some("default"), false, false, 1);
         let all = namespaces.all();
-        assert_eq!(all.len(), MAX_NAMED + 1);
+        assert_eq!(all.len(), MAX_NAMED + 2);
+        assert_eq!(all["default"].requests, 2);
+        assert_eq!(namespaces.of("default").bytes_served, 8);
         assert_eq!(all[OTHERS].requests, 5);
         assert_eq!(
             namespaces.of("n0"),
