@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::HOST;
+use http::header::{HOST, PROXY_AUTHORIZATION};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -127,10 +127,10 @@ impl ProxyService {
         if let Some(host) = host_of(&url) {
             request.headers_mut().insert(HOST, host);
         }
-        if let Err(error) = self.settle_namespace(request.headers_mut()) {
-            return Ok(error.into_response());
-        }
-        let request_namespace = namespace::settled(request.headers()).map(str::to_owned);
+        let request_namespace = match self.settle_namespace(request.headers_mut()) {
+            Ok(settled) => settled,
+            Err(error) => return Ok(error.into_response()),
+        };
         if let Some(response) = self.answer_locally(&url) {
             return Ok(response);
         }
@@ -238,18 +238,27 @@ impl ProxyService {
     }
 
     /// Leaves in the request's namespace header the namespace it is served in (none for the
-    /// default one): its own, else its tunnel's. The cache keys by it; it never goes upstream.
-    fn settle_namespace(&self, headers: &mut http::HeaderMap) -> Result<(), ProxyError> {
+    /// default one): its own, else its tunnel's, and returns it. The cache keys by it; it
+    /// never goes upstream.
+    fn settle_namespace(
+        &self,
+        headers: &mut http::HeaderMap,
+    ) -> Result<Option<String>, ProxyError> {
+        let from_user = self.ctx.auth.is_open() && headers.contains_key(PROXY_AUTHORIZATION);
+        if self.namespace.is_none() && !from_user && !headers.contains_key(&NAMESPACE_HEADER) {
+            // The common case, a proxy without namespaces: nothing to settle.
+            return Ok(None);
+        }
         let named = namespace::named_by(headers, self.ctx.auth.is_open())
             .map_err(ProxyError::BadRequest)?;
-        let settled = named.map(Arc::from).or_else(|| self.namespace.clone());
+        let settled = named
+            .or_else(|| self.namespace.as_deref().map(str::to_owned))
+            .filter(|name| name != namespace::DEFAULT_NAMESPACE);
         headers.remove(NAMESPACE_HEADER);
-        if let Some(name) = settled.filter(|n| &**n != namespace::DEFAULT_NAMESPACE) {
-            if let Ok(value) = HeaderValue::from_str(&name) {
-                headers.insert(NAMESPACE_HEADER, value);
-            }
+        if let Some(value) = settled.as_deref().and_then(|n| HeaderValue::from_str(n).ok()) {
+            headers.insert(NAMESPACE_HEADER, value);
         }
-        Ok(())
+        Ok(settled)
     }
 
     fn target_url(&self, uri: &Uri) -> Result<Url, ProxyError> {
