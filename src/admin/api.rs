@@ -47,12 +47,22 @@ pub async fn stats(ctx: &Context) -> Value {
         ("shared.up", json!(tier.is_some_and(|t| t.is_up()))),
         ("shared.hits", json!(s.hits_shared.get())),
         ("prefetch.enabled", json!(ctx.prefetcher.config().enabled)),
-        ("namespaces", json!(s.namespaces.all())),
+        ("namespaces", json!(namespace_figures(s))),
     ];
     for (path, value) in computed {
         insert_at(&mut out, path, value);
     }
     out
+}
+
+/// Requests per namespace, the default one under its name once it has had any.
+fn namespace_figures(stats: &crate::stats::Stats) -> Value {
+    let mut all = stats.namespaces.named();
+    let default = stats.namespaces.of(None);
+    if default.requests > 0 {
+        all.insert(namespace::DEFAULT_NAMESPACE.to_owned(), default);
+    }
+    json!(all)
 }
 
 fn round(value: f64) -> f64 {
@@ -91,7 +101,10 @@ pub async fn entries(ctx: &Context, query: &str) -> Result<Value, String> {
 
 /// `/stats?namespace=N`: one namespace's requests, and the entries it holds on disk.
 pub async fn namespace_stats(ctx: &Context, name: &str) -> Value {
-    let figures = ctx.stats.namespaces.of(name);
+    let figures = ctx
+        .stats
+        .namespaces
+        .of(Some(name).filter(|n| *n != namespace::DEFAULT_NAMESPACE));
     let entries = ctx
         .cache
         .entries("", Some(name.to_owned()), usize::MAX)

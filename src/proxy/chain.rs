@@ -7,54 +7,21 @@
 //! the first byte of the handshake: what the pipe bills.
 
 use std::future::Future;
-use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
-use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+pub use super::origin_tcp::{OriginTcp, UpstreamCounters, UpstreamFigures};
 use crate::config::{NamedProxy, ProxyKind, ProxyUrl};
 
 /// The longest answer head to a `CONNECT` read.
 const MAX_HEAD: usize = 16 * 1024;
-
-/// What went through one upstream proxy.
-#[derive(Debug, Default)]
-pub struct UpstreamCounters {
-    /// Requests and tunnels sent through it.
-    pub requests: AtomicU64,
-    /// Bytes written to its connections (handshakes included).
-    pub bytes_sent: AtomicU64,
-    /// Bytes read from its connections (handshakes included).
-    pub bytes_received: AtomicU64,
-    /// Body bytes of cache hits for URLs that would have been fetched through it: what the
-    /// cache kept off it.
-    pub bytes_kept_off: AtomicU64,
-}
-
-/// One upstream's figures, as `/stats` shows them.
-#[derive(Debug, Clone, Serialize)]
-pub struct UpstreamFigures {
-    /// The name rules and stats know it by.
-    pub name: String,
-    /// Its URL, without credentials.
-    pub url: String,
-    /// Requests and tunnels sent through it.
-    pub requests: u64,
-    /// Bytes written to it.
-    pub bytes_sent: u64,
-    /// Bytes read from it.
-    pub bytes_received: u64,
-    /// Body bytes cache hits kept off it.
-    pub bytes_kept_off: u64,
-}
 
 /// An upstream proxy origin connections go through, as the configuration names it.
 #[derive(Clone, Debug)]
@@ -129,10 +96,7 @@ impl ChainProxy {
             .await
             .map_err(|e| self.error(format!("cannot connect: {e}")))?;
         let _ = tcp.set_nodelay(true);
-        let stream = OriginTcp {
-            inner: tcp,
-            counters: Some(self.counters.clone()),
-        };
+        let stream = OriginTcp::counted(tcp, self.counters.clone());
         match self.url.kind() {
             ProxyKind::HttpConnect => self.http_connect(stream, host, port).await,
             ProxyKind::Socks5 { remote_dns } => {
@@ -279,91 +243,6 @@ fn socks_detail(error: &tokio_socks::Error, host: &str, port: u16, credentials: 
         E::UnknownError => format!("SOCKS reply with an unassigned code to CONNECT {host}:{port}"),
         E::Io(e) => format!("SOCKS5 exchange failed: {e}"),
         other => format!("does not answer as a SOCKS5 server should ({other})"),
-    }
-}
-
-/// A TCP connection to an origin or an upstream proxy; one through an upstream proxy counts
-/// the bytes it carries against it.
-pub struct OriginTcp {
-    inner: TcpStream,
-    counters: Option<Arc<UpstreamCounters>>,
-}
-
-impl OriginTcp {
-    /// A direct connection, counted against nothing.
-    pub fn direct(inner: TcpStream) -> OriginTcp {
-        OriginTcp {
-            inner,
-            counters: None,
-        }
-    }
-}
-
-impl AsyncRead for OriginTcp {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let (Some(counters), Poll::Ready(Ok(()))) = (&self.counters, &polled) {
-            let read = buf.filled().len() - before;
-            counters
-                .bytes_received
-                .fetch_add(read as u64, Ordering::Relaxed);
-        }
-        polled
-    }
-}
-
-impl AsyncWrite for OriginTcp {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.count_written(&polled);
-        polled
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.count_written(&polled);
-        polled
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-impl OriginTcp {
-    fn count_written(&self, polled: &Poll<io::Result<usize>>) {
-        if let (Some(counters), Poll::Ready(Ok(written))) = (&self.counters, polled) {
-            counters
-                .bytes_sent
-                .fetch_add(*written as u64, Ordering::Relaxed);
-        }
-    }
-}
-
-impl Connection for OriginTcp {
-    fn connected(&self) -> Connected {
-        self.inner.connected()
     }
 }
 

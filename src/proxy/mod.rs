@@ -7,10 +7,13 @@
 mod cached;
 pub mod chain;
 mod context;
+mod counted_body;
 mod encoded;
 pub mod error;
 pub mod headers;
 pub mod log;
+mod origin_errors;
+pub mod origin_tcp;
 pub mod own_addrs;
 mod prefetch;
 pub mod respond;
@@ -22,7 +25,6 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use http::header::{HOST, PROXY_AUTHORIZATION};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
@@ -35,8 +37,8 @@ use crate::body::ProxyBody;
 use crate::cache::http::namespace::{self, NAMESPACE_HEADER};
 use crate::cache::http::policy;
 use crate::proxy::error::ProxyError;
-use crate::stats::Stats;
 pub use context::Context;
+pub(crate) use counted_body::CountedBody;
 use headers::{add_via, host_of, remove_hop_by_hop, CacheStatus, CACHE_STATUS};
 use log::{LoggedBody, RequestSummary};
 use upstream::{Route, UpstreamBody};
@@ -255,7 +257,10 @@ impl ProxyService {
             .or_else(|| self.namespace.as_deref().map(str::to_owned))
             .filter(|name| name != namespace::DEFAULT_NAMESPACE);
         headers.remove(NAMESPACE_HEADER);
-        if let Some(value) = settled.as_deref().and_then(|n| HeaderValue::from_str(n).ok()) {
+        if let Some(value) = settled
+            .as_deref()
+            .and_then(|n| HeaderValue::from_str(n).ok())
+        {
             headers.insert(NAMESPACE_HEADER, value);
         }
         Ok(settled)
@@ -372,51 +377,4 @@ fn finish(response: Response<ProxyBody>, summary: RequestSummary) -> Response<Pr
     parts.version = http::Version::HTTP_11;
     let body = LoggedBody::new(body, summary).boxed();
     Response::from_parts(parts, body)
-}
-
-/// An origin body whose bytes are counted as they arrive.
-pub(crate) struct CountedBody {
-    inner: Incoming,
-    stats: Arc<Stats>,
-    /// Whether the bytes came through the upstream proxy.
-    chained: bool,
-}
-
-impl CountedBody {
-    pub(crate) fn new(inner: Incoming, stats: Arc<Stats>, chained: bool) -> CountedBody {
-        CountedBody {
-            inner,
-            stats,
-            chained,
-        }
-    }
-}
-
-impl http_body::Body for CountedBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
-        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
-        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                self.stats.bytes_from_upstream.add(data.len() as u64);
-                if self.chained {
-                    self.stats.bytes_via_upstream_proxy.add(data.len() as u64);
-                }
-            }
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
 }

@@ -3,8 +3,6 @@
 //! PEM roots given with `--upstream-ca`; for each upstream proxy configured, a pool whose
 //! connections are tunnels through it (`chain`).
 
-use std::error::Error as StdError;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,8 +22,9 @@ use rustls::{ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
 use tokio_util::either::Either;
 
-use super::chain::{ChainConnector, ChainError, ChainProxy, OriginTcp, UpstreamFigures};
-use super::own_addrs::{GuardedConnector, OwnAddrs, SelfConnect};
+use super::chain::{ChainConnector, ChainProxy, OriginTcp, UpstreamFigures};
+use super::origin_errors::{check_framing, classify};
+use super::own_addrs::{GuardedConnector, OwnAddrs};
 use crate::config::UpstreamConfig;
 use crate::proxy::error::ProxyError;
 
@@ -273,38 +272,6 @@ impl Upstream {
     }
 }
 
-/// Refuses an answer that frames its body both by `Content-Length` and by
-/// `Transfer-Encoding` (RFC 9112 §6.3: a sign of response splitting): which bytes belong to it
-/// cannot be trusted, so none of it is passed on or stored.
-fn check_framing(
-    origin: String,
-    response: Response<Incoming>,
-) -> Result<Response<Incoming>, ProxyError> {
-    let headers = response.headers();
-    if headers.contains_key(http::header::TRANSFER_ENCODING)
-        && headers.contains_key(http::header::CONTENT_LENGTH)
-    {
-        return Err(ProxyError::OriginFraming {
-            origin,
-            detail: "both Content-Length and Transfer-Encoding frame the body".to_owned(),
-        });
-    }
-    if headers.get_all(http::header::CONTENT_LENGTH).iter().count() > 1 {
-        let values: Vec<&[u8]> = headers
-            .get_all(http::header::CONTENT_LENGTH)
-            .iter()
-            .map(|v| v.as_bytes())
-            .collect();
-        if values.windows(2).any(|pair| pair[0] != pair[1]) {
-            return Err(ProxyError::OriginFraming {
-                origin,
-                detail: "conflicting Content-Length values".to_owned(),
-            });
-        }
-    }
-    Ok(response)
-}
-
 /// TLS (or plain HTTP) over `connector`'s streams, HTTP/2 or HTTP/1.1 by ALPN.
 fn tls_over<C>(connector: C, tls: ClientConfig) -> HttpsConnector<C> {
     hyper_rustls::HttpsConnectorBuilder::new()
@@ -330,85 +297,4 @@ fn add_pem_roots(roots: &mut RootCertStore, path: &Path) -> Result<(), UpstreamS
         roots.add(cert).map_err(|e| roots_error(e.to_string()))?;
     }
     Ok(())
-}
-
-/// Turns a client error into what the client is told: the deepest cause names it best.
-fn classify(
-    origin: String,
-    error: &hyper_util::client::legacy::Error,
-    connect_timeout: Duration,
-) -> ProxyError {
-    let causes = causes(error);
-    if let Some(refused) = causes
-        .iter()
-        .find_map(|cause| cause.downcast_ref::<SelfConnect>())
-    {
-        return ProxyError::Loop {
-            target: refused.target.to_string(),
-        };
-    }
-    if let Some(chain) = causes
-        .iter()
-        .find_map(|cause| cause.downcast_ref::<ChainError>())
-    {
-        return ProxyError::UpstreamProxy {
-            proxy: chain.proxy.clone(),
-            detail: chain.detail.clone(),
-        };
-    }
-    if let Some(tls) = causes
-        .iter()
-        .find_map(|cause| cause.downcast_ref::<rustls::Error>())
-    {
-        return ProxyError::Tls {
-            origin,
-            detail: tls.to_string(),
-        };
-    }
-    if let Some(parse) = std::iter::once(error as &(dyn StdError + 'static))
-        .chain(causes.iter().copied())
-        .filter_map(|cause| cause.downcast_ref::<hyper::Error>())
-        .find(|e| e.is_parse() || e.is_parse_too_large() || e.is_parse_status())
-    {
-        return ProxyError::OriginFraming {
-            origin,
-            detail: parse.to_string(),
-        };
-    }
-    let timed_out = causes
-        .iter()
-        .filter_map(|cause| cause.downcast_ref::<io::Error>())
-        .any(|io| io.kind() == io::ErrorKind::TimedOut);
-    if timed_out {
-        return ProxyError::Timeout {
-            origin,
-            after: connect_timeout,
-        };
-    }
-    let detail = causes
-        .last()
-        .map_or_else(|| error.to_string(), |cause| cause.to_string());
-    if error.is_connect() {
-        ProxyError::Connect { origin, detail }
-    } else {
-        ProxyError::Upstream { origin, detail }
-    }
-}
-
-/// Every error in the chain below `error`, looking inside the boxes and `io::Error`s that
-/// connectors wrap their causes in (`io::Error::source` skips the error it wraps).
-fn causes<'a>(error: &'a (dyn StdError + 'static)) -> Vec<&'a (dyn StdError + 'static)> {
-    let mut found = Vec::new();
-    let mut next = error.source();
-    while let Some(cause) = next {
-        found.push(cause);
-        next = match cause
-            .downcast_ref::<io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            Some(inner) => Some(inner as &(dyn StdError + 'static)),
-            None => cause.source(),
-        };
-    }
-    found
 }

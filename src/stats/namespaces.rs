@@ -7,8 +7,6 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use crate::cache::http::namespace::DEFAULT_NAMESPACE;
-
 use serde::Serialize;
 
 /// Namespaces counted by name; requests in any other are counted under `OTHERS`.
@@ -59,7 +57,7 @@ impl DefaultFigures {
 impl Namespaces {
     /// Counts one answered request in `namespace` (`None`: the default one).
     pub fn count(&self, namespace: Option<&str>, hit: bool, miss: bool, bytes: u64) {
-        let Some(namespace) = namespace.filter(|n| *n != DEFAULT_NAMESPACE) else {
+        let Some(namespace) = namespace else {
             let d = &self.default;
             d.requests.fetch_add(1, Ordering::Relaxed);
             d.hits.fetch_add(u64::from(hit), Ordering::Relaxed);
@@ -80,27 +78,21 @@ impl Namespaces {
         entry.bytes_served += bytes;
     }
 
-    /// The figures of `namespace` (zero when it has had no request).
-    pub fn of(&self, namespace: &str) -> NamespaceFigures {
-        if namespace == DEFAULT_NAMESPACE {
+    /// The figures of `namespace` (`None`: the default one; zero when it has had no request).
+    pub fn of(&self, namespace: Option<&str>) -> NamespaceFigures {
+        let Some(namespace) = namespace else {
             return self.default.get();
-        }
+        };
         let figures = self.figures.lock().unwrap_or_else(PoisonError::into_inner);
         figures.get(namespace).copied().unwrap_or_default()
     }
 
-    /// Every namespace's figures, by name; the default one once it has had a request.
-    pub fn all(&self) -> BTreeMap<String, NamespaceFigures> {
-        let mut all = self
-            .figures
+    /// Every named namespace's figures, by name (the default one is `of(None)`).
+    pub fn named(&self) -> BTreeMap<String, NamespaceFigures> {
+        self.figures
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let default = self.default.get();
-        if default.requests > 0 {
-            all.insert(DEFAULT_NAMESPACE.to_owned(), default);
-        }
-        all
+            .clone()
     }
 }
 
@@ -116,14 +108,13 @@ mod tests {
         }
         namespaces.count(Some("n0"), false, true, 5);
         namespaces.count(None, true, false, 7);
-        namespaces.count(Some("default"), false, false, 1);
-        let all = namespaces.all();
-        assert_eq!(all.len(), MAX_NAMED + 2);
-        assert_eq!(all["default"].requests, 2);
-        assert_eq!(namespaces.of("default").bytes_served, 8);
+        let all = namespaces.named();
+        assert_eq!(all.len(), MAX_NAMED + 1);
+        assert_eq!(namespaces.of(None).requests, 1);
+        assert_eq!(namespaces.of(None).bytes_served, 7);
         assert_eq!(all[OTHERS].requests, 5);
         assert_eq!(
-            namespaces.of("n0"),
+            namespaces.of(Some("n0")),
             NamespaceFigures {
                 requests: 2,
                 hits: 1,
