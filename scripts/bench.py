@@ -116,10 +116,10 @@ class Work:
 
 
 class Process:
-    def __init__(self, name, argv, port, env=None):
+    def __init__(self, name, argv, port, env=None, cores=None):
         self.name = name
         self.port = port
-        self.proc = subprocess.Popen(["taskset", "-c", PROXY_CORE] + argv, stdout=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(["taskset", "-c", cores or PROXY_CORE] + argv, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, env=env, start_new_session=True)
         wait_port(port, name)
 
@@ -137,13 +137,13 @@ class Process:
                 self.proc.wait()
 
 
-def nginx_conf(work, name, body):
+def nginx_conf(work, name, body, workers=1):
     conf = work.path(f"{name}.conf")
     prefix = work.path(name)
     os.makedirs(os.path.join(prefix, "logs"), exist_ok=True)
     with open(conf, "w") as f:
         f.write(f"""
-worker_processes 1;
+worker_processes {workers};
 daemon off;
 pid {prefix}/nginx.pid;
 error_log {prefix}/logs/error.log crit;
@@ -192,7 +192,7 @@ def admin_stats(proxy):
         return json.load(r)
 
 
-def start_asset_proxy(work, origin, memory_mb=256):
+def start_asset_proxy(work, origin, memory_mb=256, cores=None):
     port, admin_port = free_port(), free_port()
     cache_dir = work.path("ap-cache")
     config = work.path(f"ap-{memory_mb}.json")
@@ -200,15 +200,15 @@ def start_asset_proxy(work, origin, memory_mb=256):
         json.dump({"memory": {"max_mb": memory_mb}}, f)
     argv = [PROXY_BIN, "--port", str(port), "--admin-port", str(admin_port), "--cache-dir", cache_dir,
             "--ca-dir", work.path("ap-certs"), "--upstream-ca", work.ca, "--config", config, "--log", "warn"]
-    proxy = Process("asset-proxy", argv, port)
+    proxy = Process("asset-proxy", argv, port, cores=cores)
     proxy.admin_port = admin_port
     return proxy
 
 
-def start_nginx_cache(work, origin):
+def start_nginx_cache(work, origin, workers=1, cores=None, name="nginx-cache"):
     port = free_port()
-    cache = work.path("nginx-cache")
-    conf, prefix = nginx_conf(work, "nginx-cache", f"""
+    cache = work.path(name)
+    conf, prefix = nginx_conf(work, name, f"""
     proxy_cache_path {cache} levels=1:2 keys_zone=assets:32m max_size=2g inactive=1h use_temp_path=off;
     server {{
         listen 127.0.0.1:{port};
@@ -222,8 +222,8 @@ def start_nginx_cache(work, origin):
             proxy_cache_lock on;
             add_header X-Cache $upstream_cache_status;
         }}
-    }}""")
-    return Process("nginx proxy_cache", ["nginx", "-p", prefix, "-c", conf], port)
+    }}""", workers=workers)
+    return Process("nginx proxy_cache", ["nginx", "-p", prefix, "-c", conf], port, cores=cores)
 
 
 def start_varnish(work, origin):
@@ -254,12 +254,14 @@ def wrk(port, url, connections):
     return wrk_script(port, WRK_SCRIPT.format(url=url, host=host), connections)
 
 
-def wrk_script(port, lua, connections, duration=DURATION):
-    """wrk on the load core against `port`, its requests made by the Lua script `lua`."""
+def wrk_script(port, lua, connections, duration=DURATION, cores=None, threads=1):
+    """wrk on the load core (or `cores`) against `port`, its requests made by the Lua script
+    `lua`."""
     script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
     script.write(lua)
     script.close()
-    out = subprocess.run(["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{duration}s",
+    out = subprocess.run(["taskset", "-c", cores or LOAD_CORE, "wrk", f"-t{threads}", f"-c{connections}",
+                          f"-d{duration}s",
                           "--latency", "-s", script.name, f"http://127.0.0.1:{port}"],
                          capture_output=True, text=True, timeout=duration + 60).stdout
     os.unlink(script.name)

@@ -8,9 +8,13 @@
 (h) a burst of new 1 MiB assets: how many stored entries the disk writer skipped, the rate,
     and peak resident memory against memory.max_mb + 64 MiB;
 (i) two processes on one cache directory, 50 concurrent cold requests spread over them:
-    origin requests.
+    origin requests;
+(j) both cores: 2 KiB memory hits with nothing pinned (asset-proxy, nginx with 2 workers and
+    wrk with 2 threads sharing both cores), beside asset-proxy pinned to core 0 with the load
+    on core 1, in the same run.
 
-Proxies on core 0, load on core 1, as in bench.py; loopback only; every run bounded.
+Proxies on core 0, load on core 1, as in bench.py, except in (j); loopback only; every run
+bounded. BENCH_SCALE_ONLY=j (letters) runs only those scenarios.
 """
 
 import json
@@ -21,9 +25,12 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import (DURATION, PROXY_BIN, Process, Work, admin_stats, cold_start,  # noqa: E402
-                   free_port, peak_rss_mib, start_nginx_cache, start_origin, start_slow_origin,
-                   warm, wrk, wrk_script)
+from bench import (DURATION, PROXY_BIN, WRK_SCRIPT, Process, Work, admin_stats,  # noqa: E402
+                   cold_start, free_port, peak_rss_mib, start_nginx_cache, start_origin,
+                   start_slow_origin, warm, wrk, wrk_script)
+from bench import start_asset_proxy as start_default_proxy  # noqa: E402
+
+BOTH_CORES = "0,1"
 
 WORKING_SET_MIB = int(os.environ.get("BENCH_WORKING_SET_MIB", "1024"))
 SMALL_MEMORY_MB = 16
@@ -202,6 +209,59 @@ def two_processes(work, origin, targets):
     targets.append(("(i) two processes, 50 cold requests: 1 origin request", f"{hits}", hits == 1))
 
 
+def cpu_seconds(pid):
+    """CPU time (user + system) the process has used, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured_with_cpu(proc, lua, **wrk_args):
+    """wrk against `proc`; its result with the proxy's requests per CPU-second."""
+    before = cpu_seconds(proc.pid())
+    r = wrk_script(proc.port, lua, 64, **wrk_args)
+    r["per_cpu_second"] = r["rps"] * DURATION / max(cpu_seconds(proc.pid()) - before, 1e-9)
+    return r
+
+
+def both_cores(work, origin, targets):
+    """(j) 2 KiB memory hits on both cores, nothing pinned, against nginx with 2 workers; the
+    proxy's requests per CPU-second unpinned against pinned."""
+    url = f"http://127.0.0.1:{origin.port}/small.js?v=1"
+    lua = WRK_SCRIPT.format(url=url, host=f"127.0.0.1:{origin.port}")
+    pinned = start_default_proxy(work, origin)
+    try:
+        warm(pinned.port, url)
+        pinned_r = measured_with_cpu(pinned, lua)
+    finally:
+        pinned.stop()
+    unpinned = start_default_proxy(work, origin, cores=BOTH_CORES)
+    try:
+        warm(unpinned.port, url)
+        ours = measured_with_cpu(unpinned, lua, cores=BOTH_CORES, threads=2)
+    finally:
+        unpinned.stop()
+    nginx_proc = start_nginx_cache(work, origin, workers=2, cores=BOTH_CORES, name="nginx-both")
+    try:
+        warm(nginx_proc.port, url)
+        nginx = wrk_script(nginx_proc.port, lua, 64, cores=BOTH_CORES, threads=2)
+    finally:
+        nginx_proc.stop()
+    print("\n### (j) 2 KiB memory hits, 64 connections: both cores, nothing pinned\n")
+    print("| | requests/s | p99 ms | / nginx | proxy's requests per CPU-second |")
+    print("|---|---:|---:|---:|---:|")
+    print(f"| asset-proxy, unpinned | {ours['rps']:,.1f} | {ours['p99']:.2f} | {ours['rps'] / nginx['rps']:.2f}x "
+          f"| {ours['per_cpu_second']:,.0f} |")
+    print(f"| nginx proxy_cache, 2 workers, unpinned | {nginx['rps']:,.1f} | {nginx['p99']:.2f} | 1.00x | |")
+    print(f"| asset-proxy pinned to core 0, load on core 1 | {pinned_r['rps']:,.1f} | {pinned_r['p99']:.2f} | "
+          f"| {pinned_r['per_cpu_second']:,.0f} |")
+    targets.append(("(j) both cores unpinned: 2 KiB hits >= 1.0x nginx with 2 workers",
+                    f"{ours['rps'] / nginx['rps']:.2f}x", ours["rps"] >= nginx["rps"]))
+    targets.append(("(j) requests per CPU-second unpinned no lower than pinned",
+                    f"{ours['per_cpu_second']:,.0f} vs {pinned_r['per_cpu_second']:,.0f}",
+                    ours["per_cpu_second"] >= pinned_r["per_cpu_second"]))
+
+
 def main():
     for tool in ["nginx", "wrk", "taskset", "openssl"]:
         if not shutil.which(tool):
@@ -211,10 +271,12 @@ def main():
     origin = start_origin(work, slow.server_address[1])
     targets = []
     print(f"\nasset-proxy at scale, {time.strftime('%Y-%m-%d')}, {DURATION} s per run")
+    only = os.environ.get("BENCH_SCALE_ONLY", "ghij")
     try:
-        disk_bound(work, origin, targets)
-        write_burst(work, origin, targets)
-        two_processes(work, origin, targets)
+        for letter, scenario in [("g", disk_bound), ("h", write_burst), ("i", two_processes),
+                                 ("j", both_cores)]:
+            if letter in only:
+                scenario(work, origin, targets)
         print("\n### Targets at scale\n")
         print("| target | measured | met |\n|---|---|---|")
         for name, figure, met in targets:
