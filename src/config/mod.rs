@@ -83,7 +83,7 @@ pub struct PrefetchConfig {
     /// Prefetches under way at once per origin.
     pub per_origin: usize,
     /// File names of the scripts scanned besides HTML documents (globs).
-    pub scripts: Vec<GlobMatcher>,
+    pub scripts: globset::GlobSet,
 }
 
 /// Client connections.

@@ -260,8 +260,19 @@ fn prefetch_config(raw: RawPrefetch) -> Result<PrefetchConfig, (String, String)>
         scan_bytes: count("prefetch.scan_kb", raw.scan_kb.unwrap_or(512))?.saturating_mul(1024),
         concurrency: count("prefetch.concurrency", raw.concurrency.unwrap_or(4))?,
         per_origin: count("prefetch.per_origin", raw.per_origin.unwrap_or(2))?,
-        scripts: host_globs("prefetch.scripts", &scripts)?,
+        scripts: glob_set("prefetch.scripts", &scripts)?,
     })
+}
+
+/// Globs matched together: one pass, with fast paths for literal names and extensions.
+fn glob_set(field: &str, globs: &[String]) -> Result<globset::GlobSet, (String, String)> {
+    let mut set = globset::GlobSetBuilder::new();
+    for (index, text) in globs.iter().enumerate() {
+        let glob = Glob::new(&text.to_ascii_lowercase())
+            .map_err(|e| (format!("{field}[{index}]"), e.to_string()))?;
+        set.add(glob);
+    }
+    set.build().map_err(|e| (field.to_owned(), e.to_string()))
 }
 
 fn shared_config(raw: RawShared) -> Result<SharedConfig, (String, String)> {

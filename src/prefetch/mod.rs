@@ -94,8 +94,7 @@ impl Prefetcher {
         let file_name = file_name.to_ascii_lowercase();
         self.config
             .scripts
-            .iter()
-            .any(|g| g.is_match(&file_name))
+            .is_match(&file_name)
             .then_some(Kind::Script)
     }
 
