@@ -3,13 +3,17 @@
 //! One request, and the component that owns each step:
 //!
 //! ```text
-//! client ─TCP─▶ listener (span client) ─▶ listener::front: proxy credentials
-//!                 │ CONNECT ─▶ mitm: 200, then the first bytes: TLS ─▶ leaf cert from ca ─┐
-//!                 │                  plain HTTP ──────────────────────────────────────────┤
-//!                 │                  anything else ─▶ relayed as it is                    │
-//!                 │            listener serves the intercepted tunnel (span tunnel) ◀─────┘
+//! client ─TCP─▶ listener (span client) ── first byte 5 ─▶ listener::socks: SOCKS5 CONNECT ─┐
+//!                 ▼ anything else: HTTP                                                    │
+//!               listener::front: proxy credentials, namespace                              │
+//!                 │ CONNECT ─▶ mitm: checks, then the tunnel's first bytes ◀────────────────┘
+//!                 │            TLS ─▶ leaf cert from ca ───────────────────────────────────┐
+//!                 │            plain HTTP ─────────────────────────────────────────────────┤
+//!                 │            anything else ─▶ relayed as it is                           │
+//!                 │            listener serves the intercepted tunnel (span tunnel) ◀──────┘
 //!                 ▼ every request (span request)
-//! proxy::ProxyService: the CA page, loops to itself, the allow-list; upgrades (WebSocket) spliced
+//! proxy::ProxyService: the CA page, loops to itself, the allow-list, block rules; upgrades
+//!                 (WebSocket) spliced
 //!                 ▼
 //! cache::http::policy::classify_request ── not cacheable ─▶ upstream, answer passed on
 //!                 ▼ cacheable
@@ -19,7 +23,8 @@
 //!                 in cache::inflight and look again; a Miss asks the fleet (shared tier) first
 //!   Pass: fetch without the cache
 //!                 ▼ a Fill
-//! upstream (pooled, rustls; through an upstream proxy when set) ─▶ 304: Fill::not_modified
+//! upstream (pooled, rustls; through the upstream proxy a rule or the default names: HTTP
+//!          CONNECT or SOCKS5, each counting what it carried) ─▶ 304: Fill::not_modified
 //!                 ▼
 //! Fill::answered: not storable ─▶ the body streams to the client as it is
 //!                 ▼ storable: TeeBody streams it to the client and keeps a copy
