@@ -225,6 +225,21 @@ async fn bad_socks5_clients_get_replies_and_the_proxy_keeps_serving() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_requires_a_namespace_refuses_socks_clients() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let proxy = TestProxy::start(
+        dir.path(),
+        r#"{"clients": {"require_namespace": true}}"#,
+        None,
+    )
+    .await;
+    let connect = [5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1, 0, 80];
+    let answer = exchange(proxy.addr, &connect).await;
+    assert!(answer.starts_with(&[5, 0, 5, 2]), "not allowed: {answer:?}");
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socks_can_be_turned_off() {
     let dir = tempfile::tempdir().expect("temp dir");
     let proxy = TestProxy::start(dir.path(), r#"{"clients": {"socks": false}}"#, None).await;

@@ -34,6 +34,9 @@ pub enum SocksRefusal {
     /// The command is not CONNECT.
     #[error("SOCKS5 command {0:?} is not supported")]
     Command(Socks5Command),
+    /// The proxy requires a namespace (`clients.require_namespace`), which SOCKS5 cannot name.
+    #[error("SOCKS5 CONNECT refused: this proxy requires a namespace, which SOCKS5 clients cannot name; use it as an HTTP proxy")]
+    NoNamespace,
     /// The target was refused, as an HTTP CONNECT to it would be.
     #[error("SOCKS5 CONNECT refused: {0}")]
     Refused(ProxyError),
@@ -96,6 +99,10 @@ where
     if command != Socks5Command::TCPConnect {
         proto.reply_error(&ReplyError::CommandNotSupported).await?;
         return Err(SocksRefusal::Command(command));
+    }
+    if ctx.config.clients.require_namespace {
+        proto.reply_error(&ReplyError::ConnectionNotAllowed).await?;
+        return Err(SocksRefusal::NoNamespace);
     }
     let (host, port) = match &target {
         TargetAddr::Ip(addr) => (addr.ip().to_string(), addr.port()),
