@@ -220,23 +220,23 @@ fn serve_client(
     move |stream, connections| {
         let ctx = ctx.clone();
         Box::pin(async move {
-            if !ctx.config.clients.socks {
+            let socks = if ctx.config.clients.socks {
+                let limit = ctx.config.clients.header_timeout;
+                let mut first = [0u8; 1];
+                let peeked = tokio::time::timeout(limit, stream.peek(&mut first));
+                match connections.before_first_bytes(peeked).await {
+                    Some(Ok(Ok(1))) => first[0] == crate::listener::socks::SOCKS5_VERSION,
+                    // Nothing in time, idle, closed for descriptors, shutdown, or gone.
+                    _ => return,
+                }
+            } else {
+                false
+            };
+            if socks {
+                crate::listener::socks::serve(ctx, connections, stream).await;
+            } else {
                 let handler = front::handler(ctx, connections.clone());
-                return connections.serve(stream, handler).await;
-            }
-            let limit = ctx.config.clients.header_timeout;
-            let mut first = [0u8; 1];
-            let peeked = tokio::time::timeout(limit, stream.peek(&mut first));
-            match connections.before_first_bytes(peeked).await {
-                // Nothing in time, idle, closed for descriptors, shutdown, or gone.
-                None | Some(Err(_)) | Some(Ok(Ok(0) | Err(_))) => {}
-                Some(Ok(Ok(_))) if first[0] == crate::listener::socks::SOCKS5_VERSION => {
-                    crate::listener::socks::serve(ctx, connections, stream).await;
-                }
-                Some(Ok(Ok(_))) => {
-                    let handler = front::handler(ctx, connections.clone());
-                    connections.serve(stream, handler).await;
-                }
+                connections.serve(stream, handler).await;
             }
         })
     }

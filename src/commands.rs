@@ -116,12 +116,11 @@ impl CacheTarget {
                 Ok(json!({ "tiers": cache.usage().await, "assets": assets, "running": false }))
             }
             (CacheTarget::Directory(cache), Some(name)) => {
-                let entries = cache.entries("", Some(name.to_owned()), usize::MAX).await;
-                let body_bytes: u64 = entries.iter().map(|e| e.body_bytes).sum();
+                let usage = cache.namespace_usage(name).await;
                 Ok(json!({
                     "namespace": name,
-                    "entries": entries.len(),
-                    "body_bytes": body_bytes,
+                    "entries": usage.entries,
+                    "body_bytes": usage.body_bytes,
                     "running": false,
                 }))
             }

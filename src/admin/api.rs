@@ -105,16 +105,12 @@ pub async fn namespace_stats(ctx: &Context, name: &str) -> Value {
         .stats
         .namespaces
         .of(Some(name).filter(|n| *n != namespace::DEFAULT_NAMESPACE));
-    let entries = ctx
-        .cache
-        .entries("", Some(name.to_owned()), usize::MAX)
-        .await;
-    let body_bytes: u64 = entries.iter().map(|e| e.body_bytes).sum();
+    let usage = ctx.cache.namespace_usage(name).await;
     json!({
         "namespace": name,
         "requests": figures,
-        "entries": entries.len(),
-        "body_bytes": body_bytes,
+        "entries": usage.entries,
+        "body_bytes": usage.body_bytes,
     })
 }
 

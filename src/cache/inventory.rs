@@ -94,6 +94,15 @@ pub struct Usage {
     pub disk_failing: bool,
 }
 
+/// What one namespace holds on disk.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct NamespaceUsage {
+    /// Entries.
+    pub entries: u64,
+    /// Their bodies' bytes.
+    pub body_bytes: u64,
+}
+
 /// One entry, as listed.
 #[derive(Debug, Clone, Serialize)]
 pub struct EntrySummary {
@@ -192,6 +201,15 @@ impl Tiers {
         })
         .await
         .unwrap_or_default()
+    }
+
+    /// Entries and body bytes on disk in the namespace `name` (`default` for the default one).
+    pub async fn namespace_usage(&self, name: &str) -> NamespaceUsage {
+        let entries = self.entries("", Some(name.to_owned()), usize::MAX).await;
+        NamespaceUsage {
+            entries: entries.len() as u64,
+            body_bytes: entries.iter().map(|e| e.body_bytes).sum(),
+        }
     }
 
     /// Every asset in the version index, with the bytes each held version takes on disk.

@@ -45,7 +45,7 @@ use tiers::{thread_error, Tiers};
 pub use entry::CachedResponse;
 pub use fill::{Answered, Fill, StaleEntry};
 pub use http::key::CacheKey;
-pub use inventory::{EntrySummary, InNamespace, Purge, PurgeReport, Usage};
+pub use inventory::{EntrySummary, InNamespace, NamespaceUsage, Purge, PurgeReport, Usage};
 pub use lookup::Lookup;
 pub use request::{CacheRequest, Hit};
 pub use tee::TeeBody;
@@ -188,6 +188,11 @@ impl Cache {
         limit: usize,
     ) -> Vec<EntrySummary> {
         self.tiers.entries(prefix, namespace, limit).await
+    }
+
+    /// Entries and body bytes on disk in the namespace `name` (`default` for the default one).
+    pub async fn namespace_usage(&self, name: &str) -> NamespaceUsage {
+        self.tiers.namespace_usage(name).await
     }
 
     /// Every asset in the version index, with the bytes each held version takes on disk.

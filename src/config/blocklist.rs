@@ -51,6 +51,9 @@ impl Blocklist {
 
     /// Whether `host` is on the list.
     pub fn contains(&self, host: &str) -> bool {
+        if self.entries == 0 {
+            return false;
+        }
         let host = host
             .trim_start_matches('[')
             .trim_end_matches(']')

@@ -63,9 +63,11 @@ impl ProxyService {
                         tier: hit.tier,
                         collapsed: hit.collapsed,
                     };
-                    return self.reply(&hit.entry, &head, status);
+                    return self.reply(&hit.entry, &head, url, status);
                 }
-                Lookup::Offline(Some(hit)) => return self.stale(&hit, &head, StaleServe::Offline),
+                Lookup::Offline(Some(hit)) => {
+                    return self.stale(&hit, &head, url, StaleServe::Offline)
+                }
                 Lookup::Offline(None) => {
                     return self.failed(ProxyError::Offline {
                         url: url.to_string(),
@@ -75,7 +77,7 @@ impl ProxyService {
                     if let Some(fill) = refresh {
                         self.refresh_in_background(fill, &head, url);
                     }
-                    return self.stale(&hit, &head, StaleServe::WhileRevalidating);
+                    return self.stale(&hit, &head, url, StaleServe::WhileRevalidating);
                 }
                 Lookup::Stale(fill) | Lookup::Miss(fill) => fill,
                 Lookup::Pass(reason) => {
@@ -97,11 +99,12 @@ impl ProxyService {
             .await
     }
 
-    /// Answers from an entry, counting the hit.
+    /// Answers from an entry for `url`, counting the hit.
     fn reply(
         &self,
         entry: &Arc<CachedResponse>,
         head: &Request<()>,
+        url: &Url,
         status: CacheStatus,
     ) -> (Response<ProxyBody>, CacheStatus) {
         let stats = &self.ctx.stats;
@@ -120,10 +123,8 @@ impl ProxyService {
         }
         if !self.ctx.config.upstream.proxies.is_empty() {
             // What this answer would have cost through the upstream its URL is routed by.
-            if let Ok(url) = url::Url::parse(entry.meta.key.url()) {
-                let route = self.ctx.route(&url);
-                self.ctx.upstream.count_kept_off(route, entry.meta.body_len);
-            }
+            let route = self.ctx.route(url);
+            self.ctx.upstream.count_kept_off(route, entry.meta.body_len);
         }
         if let Some(mark) = entry.prefetched.as_ref().filter(|mark| mark.claim()) {
             stats.prefetch_used.inc();
@@ -155,13 +156,14 @@ impl ProxyService {
         &self,
         hit: &Hit,
         head: &Request<()>,
+        url: &Url,
         why: StaleServe,
     ) -> (Response<ProxyBody>, CacheStatus) {
         let status = CacheStatus::Stale {
             tier: hit.tier,
             why,
         };
-        self.reply(&hit.entry, head, status)
+        self.reply(&hit.entry, head, url, status)
     }
 
     /// Refreshes a stale entry in the background under `fill`.
@@ -193,7 +195,7 @@ impl ProxyService {
         let outgoing = clone_head(&sent).map(|()| empty_upstream_body());
         let response = match self.send(outgoing, url).await {
             Ok(response) => response,
-            Err(error) => return self.failed_with_stale(error, fill, head),
+            Err(error) => return self.failed_with_stale(error, fill, head, url),
         };
         let revalidating = fill.stale().is_some();
         if response.status() == StatusCode::NOT_MODIFIED && revalidating {
@@ -203,7 +205,7 @@ impl ProxyService {
             return match fill.not_modified(&sent, &headers) {
                 Some(hit) => {
                     let (response, status) =
-                        self.reply(&hit.entry, head, CacheStatus::Revalidated { tier });
+                        self.reply(&hit.entry, head, url, CacheStatus::Revalidated { tier });
                     Fetched::Answer(response, status)
                 }
                 // The 304 does not confirm our copy; fetch without validators.
@@ -223,7 +225,7 @@ impl ProxyService {
                 origin: url.host_str().unwrap_or("").to_owned(),
                 detail: format!("answered {}", response.status()),
             };
-            return self.failed_with_stale(error, fill, head);
+            return self.failed_with_stale(error, fill, head, url);
         }
         let (mut parts, body) = response.into_parts();
         remove_hop_by_hop(&mut parts.headers);
@@ -260,14 +262,20 @@ impl ProxyService {
     }
 
     /// The origin failed: serve the fill's stale entry if its stale-if-error window allows.
-    fn failed_with_stale(&self, error: ProxyError, fill: Fill, head: &Request<()>) -> Fetched {
+    fn failed_with_stale(
+        &self,
+        error: ProxyError,
+        fill: Fill,
+        head: &Request<()>,
+        url: &Url,
+    ) -> Fetched {
         let stale = fill.stale().filter(|s| s.usable.on_error).cloned();
         drop(fill);
         let (response, status) = match stale {
             Some(stale) => {
                 self.ctx.stats.upstream_errors.inc();
                 warn!(error = %error, "origin failed; serving a stale entry (stale-if-error)");
-                self.stale(&stale.hit, head, StaleServe::OnError)
+                self.stale(&stale.hit, head, url, StaleServe::OnError)
             }
             None => self.failed(error),
         };

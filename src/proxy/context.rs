@@ -79,7 +79,7 @@ impl Context {
     /// when nothing blocks it.
     pub fn blocked(&self, url: &Url) -> Option<u16> {
         let policy = self.policy();
-        if policy.blocklist.entries > 0 && policy.blocklist.contains(url.host_str().unwrap_or("")) {
+        if policy.blocklist.contains(url.host_str().unwrap_or("")) {
             return Some(403);
         }
         let block = Some(crate::config::RuleAction::Block);
@@ -98,8 +98,7 @@ impl Context {
 
     /// Whether a tunnel to `host` is refused by the blocklist.
     pub fn host_blocked(&self, host: &str) -> bool {
-        let policy = self.policy();
-        policy.blocklist.entries > 0 && policy.blocklist.contains(host)
+        self.policy().blocklist.contains(host)
     }
 
     /// Refuses a host outside `upstream.allow_hosts`, before any DNS lookup or connection.
