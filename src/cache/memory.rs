@@ -81,7 +81,7 @@ impl MemoryTier {
             .map(|(key, _)| key)
             .collect();
         for key in &doomed {
-            self.entries.invalidate(key.as_ref());
+            self.remove(key);
         }
         doomed.len()
     }
@@ -126,8 +126,62 @@ impl MemoryTier {
             .collect()
     }
 
-    /// Drops the entry for `key`.
+    /// Drops the entry for `key`, through the key's lock: moka's `invalidate` takes no key
+    /// lock, so a re-weighing that had just found the entry would put it back after it.
     pub fn remove(&self, key: &CacheKey) {
-        self.entries.invalidate(key);
+        self.entries
+            .entry_by_ref(key)
+            .and_compute_with(|_| Op::<Arc<CachedResponse>>::Remove);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::entry::{EntryMeta, Lifetime};
+    use bytes::Bytes;
+    use http::{HeaderMap, StatusCode};
+    use std::time::SystemTime;
+
+    fn entry(n: u32) -> Arc<CachedResponse> {
+        let url = url::Url::parse(&format!("https://a.test/app.js?v={n}")).expect("url");
+        let key = CacheKey::new(&url, &HeaderMap::new());
+        let body = Bytes::from(vec![7u8; 100]);
+        let meta = EntryMeta::new(
+            key,
+            StatusCode::OK,
+            &HeaderMap::new(),
+            Lifetime::Pinned { ttl_secs: 60 },
+            SystemTime::now(),
+            &body,
+        );
+        Arc::new(CachedResponse::new(meta, body))
+    }
+
+    /// The disk writer re-weighs every entry it wrote while retirements remove entries on
+    /// other threads: a removed entry must stay removed.
+    #[test]
+    fn a_reweighing_never_brings_back_a_removed_entry() {
+        let tier = MemoryTier::new(64 << 20, Duration::from_secs(600));
+        let mut back = Vec::new();
+        for n in 0..2_000 {
+            let entry = entry(n);
+            tier.insert(entry.clone());
+            let start = std::sync::Barrier::new(2);
+            std::thread::scope(|scope| {
+                scope.spawn(|| {
+                    start.wait();
+                    for _ in 0..50 {
+                        tier.reweigh(&entry);
+                    }
+                });
+                start.wait();
+                tier.remove(&entry.meta.key);
+            });
+            if tier.get(&entry.meta.key).is_some() {
+                back.push(n);
+            }
+        }
+        assert!(back.is_empty(), "removed, then back: {back:?}");
     }
 }
