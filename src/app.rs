@@ -15,6 +15,7 @@ use crate::ca::{CaError, CertAuthority};
 use crate::cache::disk::DiskError;
 use crate::cache::Cache;
 use crate::config::Config;
+use crate::listener::per_core::{thread_count, ServingThreads};
 use crate::listener::{front, ConnectionLimits, Connections};
 use crate::proxy::upstream::{Upstream, UpstreamSetupError};
 use crate::proxy::Context;
@@ -161,13 +162,13 @@ impl App {
 
     /// Serves clients from `listener` (and the admin API from `admin`) until `shutdown`
     /// resolves, then stops accepting, lets requests in flight and cache writes finish
-    /// (bounded), and returns.
+    /// (bounded), and returns; an error when the threads serving clients cannot start.
     pub async fn run(
         &self,
         listener: TcpListener,
         admin: Option<TcpListener>,
         shutdown: impl Future<Output = ()>,
-    ) {
+    ) -> std::io::Result<()> {
         let own: Vec<_> = [Some(&listener), admin.as_ref()]
             .into_iter()
             .flatten()
@@ -181,9 +182,7 @@ impl App {
         if let Some(addr) = admin.as_ref().and_then(|a| a.local_addr().ok()) {
             info!(%addr, "admin API listening");
         }
-        if let Ok(addr) = listener.local_addr() {
-            info!(%addr, ca = %self.ctx.ca.cert_path().display(), "listening");
-        }
+        let addr = listener.local_addr();
         let admin = async {
             match admin {
                 Some(listener) => {
@@ -192,8 +191,18 @@ impl App {
                 None => std::future::pending().await,
             }
         };
+        let threads = thread_count(self.ctx.config.clients.threads);
+        let serving = ServingThreads::start(threads, &self.connections, || {
+            Box::new(serve_client(self.ctx.clone()))
+        })?;
+        if let Ok(addr) = addr {
+            info!(%addr, threads, ca = %self.ctx.ca.cert_path().display(), "listening");
+        }
+        let accepting = self.connections.accept(listener, |stream, peer| {
+            serving.hand_over(stream, peer);
+        });
         tokio::select! {
-            () = self.connections.accept(listener, serve_client(self.ctx.clone())) => {}
+            () = accepting => {}
             () = admin => {}
             () = sample_activity(&self.ctx.stats) => {}
             () = shutdown => {}
@@ -208,7 +217,9 @@ impl App {
         {
             warn!("some cache writes did not finish in time");
         }
+        serving.finish().await;
         info!("stopped");
+        Ok(())
     }
 }
 

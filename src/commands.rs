@@ -256,11 +256,13 @@ pub async fn warm(
             .run(listener, None, async {
                 let _ = stopped.await;
             })
-            .await;
+            .await
     });
     let report = warm_through(addr, urls, concurrency).await;
     let _ = stop.send(());
-    let _ = serving.await;
+    if let Ok(Err(error)) = serving.await {
+        return Err(error.into());
+    }
     Ok(report)
 }
 

@@ -3,7 +3,8 @@
 //! One request, and the component that owns each step:
 //!
 //! ```text
-//! client ─TCP─▶ listener (span client) ── first byte 5 ─▶ listener::socks: SOCKS5 CONNECT ─┐
+//! client ─TCP─▶ listener::per_core: a serving thread accepts it and runs it and all it spawns
+//!               listener (span client) ── first byte 5 ─▶ listener::socks: SOCKS5 CONNECT ─┐
 //!                 ▼ anything else: HTTP                                                    │
 //!               listener::front: proxy credentials, namespace                              │
 //!                 │ CONNECT ─▶ mitm: checks, then the tunnel's first bytes ◀────────────────┘

@@ -29,15 +29,13 @@ const MAX_BODY: usize = 64 * 1024;
 pub async fn serve(listener: TcpListener, ctx: Arc<Context>, connections: Connections) {
     let local = listener.local_addr().ok();
     connections
-        .accept(listener, move |stream, connections| {
-            let peer = stream
-                .peer_addr()
-                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        .accept(listener, |stream, peer| {
             let ctx = ctx.clone();
-            connections.serve(stream, move |request| {
+            let serving = connections.serve(stream, move |request| {
                 let ctx = ctx.clone();
                 async move { handle(&ctx, peer, local, request).await }
-            })
+            });
+            connections.spawn_client(peer, serving);
         })
         .await;
 }

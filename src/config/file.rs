@@ -77,6 +77,7 @@ pub(super) struct RawClients {
     pub(super) proxy_auth: Option<RawCredentials>,
     pub(super) require_namespace: Option<bool>,
     pub(super) socks: Option<bool>,
+    pub(super) threads: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

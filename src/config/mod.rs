@@ -107,6 +107,8 @@ pub struct ClientsConfig {
     pub require_namespace: bool,
     /// Whether SOCKS5 clients are served on the proxy port (told apart by their first byte).
     pub socks: bool,
+    /// Threads serving clients, each with its own single-threaded runtime; 0 is one per core.
+    pub threads: usize,
 }
 
 /// A user name and password for proxy authentication.

@@ -214,6 +214,7 @@ impl Config {
             credentials,
             require_namespace: raw.clients.require_namespace.unwrap_or(false),
             socks: raw.clients.socks.unwrap_or(true),
+            threads: raw.clients.threads.unwrap_or(0),
         };
         let prefetch = prefetch_config(raw.prefetch)?;
         Ok(Config {

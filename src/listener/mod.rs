@@ -11,11 +11,13 @@
 
 mod activity;
 pub mod front;
+pub mod per_core;
 pub mod socks;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -106,16 +108,31 @@ impl Connections {
         }
     }
 
+    /// Resolves once shutdown began.
+    pub async fn stopping(&self) {
+        self.inner.tasks.stopping().await;
+    }
+
     /// Runs `task` as part of serving clients.
     pub fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) {
         self.inner.tasks.spawn(task);
     }
 
-    /// Accepts clients until the future is dropped; `serve` answers each connection.
-    pub async fn accept<S>(&self, listener: TcpListener, serve: S)
-    where
-        S: Fn(tokio::net::TcpStream, Connections) -> Pin<Box<dyn Future<Output = ()> + Send>>,
-    {
+    /// Runs `serving`, the task of one client connection from `peer`, in the client's span.
+    pub fn spawn_client<F: Future<Output = ()> + Send + 'static>(
+        &self,
+        peer: SocketAddr,
+        serving: F,
+    ) {
+        self.spawn(serving.instrument(info_span!("client", %peer)));
+    }
+
+    /// Accepts clients until the future is dropped; hands each connection to `take`.
+    pub async fn accept(
+        &self,
+        listener: TcpListener,
+        take: impl Fn(tokio::net::TcpStream, SocketAddr),
+    ) {
         loop {
             self.keep_reserve();
             match listener.accept().await {
@@ -124,8 +141,7 @@ impl Connections {
                     if let Some(hidden) = self.inner.accept_trouble.succeeded() {
                         info!(hidden, "accepting clients again");
                     }
-                    let span = info_span!("client", %peer);
-                    self.spawn(serve(stream, self.clone()).instrument(span));
+                    take(stream, peer);
                 }
                 Err(error) => {
                     let closed = self.close_oldest_idle(CLOSE_ON_EXHAUSTION);

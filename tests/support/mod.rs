@@ -448,7 +448,8 @@ impl TestProxy {
                 .run(listener, Some(admin_listener), async {
                     let _ = stopped.await;
                 })
-                .await;
+                .await
+                .expect("proxy serves");
         });
         TestProxy {
             addr,

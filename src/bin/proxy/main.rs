@@ -172,7 +172,9 @@ async fn serve(
         })?;
     let shutdown = shutdown_signal()?;
     let reloads = reload_on_hangup(app.clone(), config_path, options)?;
-    app.run(listener, Some(admin), shutdown).await;
+    app.run(listener, Some(admin), shutdown)
+        .await
+        .context("cannot serve clients")?;
     reloads.abort();
     Ok(ExitCode::SUCCESS)
 }
