@@ -192,17 +192,13 @@ impl App {
             }
         };
         let threads = thread_count(self.ctx.config.clients.threads);
-        let serving = ServingThreads::start(threads, &self.connections, || {
+        let serving = ServingThreads::start(listener, threads, &self.connections, || {
             Box::new(serve_client(self.ctx.clone()))
         })?;
         if let Ok(addr) = addr {
             info!(%addr, threads, ca = %self.ctx.ca.cert_path().display(), "listening");
         }
-        let accepting = self.connections.accept(listener, |stream, peer| {
-            serving.hand_over(stream, peer);
-        });
         tokio::select! {
-            () = accepting => {}
             () = admin => {}
             () = sample_activity(&self.ctx.stats) => {}
             () = shutdown => {}

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
-use support::{get, plain_client, random_bytes, wait_until, Origin, ProxyProcess, Route};
+use support::{
+    admin_json, get, plain_client, random_bytes, wait_until, Origin, ProxyProcess, Route,
+};
 
 const STORED: &str = "asset-proxy; fwd=miss; stored";
 const DISK_HIT: &str = "asset-proxy; hit; detail=disk";
@@ -45,7 +47,7 @@ async fn the_configured_number_of_threads_serve_every_client() {
     let proxy = start(dir.path(), r#"{"clients": {"threads": 3}}"#, &[]);
     let pid = proxy.child.id();
     wait_until("three serving threads", || serving_threads(pid) == 3).await;
-    // Many connections at once, each its own client: whichever thread accepted each serves it.
+    // Many connections at once, each its own client.
     let clients: Vec<_> = (0..24).map(|_| plain_client(proxy.addr)).collect();
     let answers = futures_util::future::join_all(clients.iter().map(|c| get(c, &url))).await;
     for (status, _, got) in answers {
@@ -53,6 +55,34 @@ async fn the_configured_number_of_threads_serve_every_client() {
     }
     assert_eq!(serving_threads(pid), 3, "no more were started");
     assert_eq!(origin.hits("/app.js?v=1"), 1);
+    // Each thread serves its share of the clients, and counts them off when they leave.
+    let per_thread = |stats: &serde_json::Value| -> Vec<u64> {
+        let loads = stats["clients"]["per_thread"]
+            .as_array()
+            .expect("per_thread");
+        loads.iter().filter_map(serde_json::Value::as_u64).collect()
+    };
+    let loads = per_thread(&admin_json(proxy.admin, "/stats").await);
+    assert_eq!(
+        (loads.len(), loads.iter().sum::<u64>()),
+        (3, 24),
+        "{loads:?}"
+    );
+    let (most, fewest) = (loads.iter().max(), loads.iter().min());
+    assert!(
+        most.zip(fewest).is_some_and(|(m, f)| m - f <= 2),
+        "{loads:?}"
+    );
+    drop(clients);
+    let mut loads = Vec::new();
+    for _ in 0..2_000 {
+        loads = per_thread(&admin_json(proxy.admin, "/stats").await);
+        if loads.iter().all(|&n| n == 0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(loads, [0, 0, 0], "every client left");
     assert!(proxy.terminate().success());
 
     let dir = tempfile::tempdir().expect("dir");

@@ -48,6 +48,7 @@ pub async fn stats(ctx: &Context) -> Value {
         ("shared.hits", json!(s.hits_shared.get())),
         ("prefetch.enabled", json!(ctx.prefetcher.config().enabled)),
         ("namespaces", json!(namespace_figures(s))),
+        ("clients.per_thread", json!(s.thread_loads.now())),
     ];
     for (path, value) in computed {
         insert_at(&mut out, path, value);

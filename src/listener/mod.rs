@@ -113,6 +113,11 @@ impl Connections {
         self.inner.tasks.stopping().await;
     }
 
+    /// The counters.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.inner.stats
+    }
+
     /// Runs `task` as part of serving clients.
     pub fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) {
         self.inner.tasks.spawn(task);

@@ -1,10 +1,14 @@
 //! Client connections served by threads of their own, one per core by default, each with a
-//! single-threaded runtime: a connection, and everything it spawns, stays on the thread it
-//! was handed to. A work-stealing runtime moves tasks between cores, and on a busy proxy that
-//! costs more (wakeups across cores, cache lines moving) than it balances. The accept loop
-//! hands each new connection to the thread serving the fewest; a kernel left to choose (threads
-//! accepting from one socket, or `SO_REUSEPORT`) can give one thread most of a burst of
-//! connections, and a keep-alive client then loads that core for as long as it stays.
+//! single-threaded runtime: a connection, and everything it spawns, stays on the thread that
+//! serves it. A work-stealing runtime moves tasks between cores, and on a busy proxy that
+//! costs more (wakeups across cores, cache lines moving) than it balances.
+//!
+//! Every thread accepts from the same listening socket and serves what it accepts, unless it
+//! already serves more than another thread does: then it hands the connection over to the
+//! thread serving the fewest. The kernel alone would give a burst of connections mostly to
+//! whichever thread was idle, and a keep-alive client would load that one core for as long as
+//! it stays; handing over every connection instead would cost a wakeup on another thread per
+//! connection, which a client opening one connection per request pays on every request.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,7 +18,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{warn, Instrument};
@@ -28,23 +32,8 @@ const BLOCKING_GRACE: Duration = Duration::from_secs(1);
 pub type Serve =
     Box<dyn Fn(TcpStream, Connections) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
-/// A connection handed to a serving thread.
+/// A connection handed from one serving thread to another.
 type HandedOver = (std::net::TcpStream, SocketAddr);
-
-/// The serving threads of a running proxy.
-pub struct ServingThreads {
-    threads: Vec<ServingThread>,
-    /// Where the search for the least loaded thread starts, so that ties take turns.
-    next: AtomicUsize,
-    finished: CancellationToken,
-}
-
-struct ServingThread {
-    handed: mpsc::UnboundedSender<HandedOver>,
-    /// Connections it serves now.
-    load: Arc<AtomicUsize>,
-    thread: JoinHandle<()>,
-}
 
 /// How many serving threads `configured` asks for: 0 means one per core this process may use.
 pub fn thread_count(configured: usize) -> usize {
@@ -54,76 +43,67 @@ pub fn thread_count(configured: usize) -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 
+/// The serving threads of a running proxy.
+pub struct ServingThreads {
+    threads: Vec<JoinHandle<()>>,
+    finished: CancellationToken,
+}
+
 impl ServingThreads {
-    /// Starts `count` threads, each serving what it is handed with what `serve` makes for it,
-    /// until `connections` is told to stop. Their runtimes keep running after that, for the
-    /// connections and cache writes still going, until `finish`.
+    /// Starts `count` threads accepting from `listener`, each serving with what `serve` makes
+    /// for it, until `connections` is told to stop. Their runtimes keep running after that, for
+    /// the connections and cache writes still going, until `finish`.
     pub fn start(
+        listener: TcpListener,
         count: usize,
         connections: &Connections,
         serve: impl Fn() -> Serve,
     ) -> std::io::Result<ServingThreads> {
+        let listener = listener.into_std()?;
+        let count = count.max(1);
+        let (handed, arrivals): (Vec<_>, Vec<_>) =
+            (0..count).map(|_| mpsc::unbounded_channel()).unzip();
+        let lanes = Arc::new(Lanes {
+            handed,
+            loads: connections.stats().thread_loads.start(count),
+        });
         let finished = CancellationToken::new();
         let span = tracing::Span::current();
         let mut threads = Vec::with_capacity(count);
-        for n in 0..count.max(1) {
+        for (here, arrivals) in arrivals.into_iter().enumerate() {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let (handed, arrivals) = mpsc::unbounded_channel();
-            let load = Arc::new(AtomicUsize::new(0));
-            let serving = serve_handed(arrivals, connections.clone(), serve(), load.clone());
-            let (finished_here, span) = (finished.clone(), span.clone());
-            let thread = std::thread::Builder::new()
-                .name(format!("serve-{n}"))
+            let thread = ServingThread {
+                here,
+                lanes: lanes.clone(),
+                connections: connections.clone(),
+                serve: serve(),
+            };
+            let listener = listener.try_clone()?;
+            let (finished, span) = (finished.clone(), span.clone());
+            let handle = std::thread::Builder::new()
+                .name(format!("serve-{here}"))
                 .spawn(move || {
                     runtime.block_on(
                         async {
-                            serving.await;
-                            finished_here.cancelled().await;
+                            thread.run(listener, arrivals).await;
+                            finished.cancelled().await;
                         }
                         .instrument(span),
                     );
                     runtime.shutdown_timeout(BLOCKING_GRACE);
                 })?;
-            threads.push(ServingThread {
-                handed,
-                load,
-                thread,
-            });
+            threads.push(handle);
         }
-        Ok(ServingThreads {
-            threads,
-            next: AtomicUsize::new(0),
-            finished,
-        })
-    }
-
-    /// Hands an accepted connection to the thread serving the fewest.
-    pub fn hand_over(&self, stream: TcpStream, peer: SocketAddr) {
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let count = self.threads.len();
-        let Some(thread) = (0..count)
-            .map(|i| &self.threads[(start + i) % count])
-            .min_by_key(|t| t.load.load(Ordering::Relaxed))
-        else {
-            return;
-        };
-        let stream = match stream.into_std() {
-            Ok(stream) => stream,
-            Err(error) => return warn!(error = %error, %peer, "cannot hand over a connection"),
-        };
-        thread.load.fetch_add(1, Ordering::Relaxed);
-        if thread.handed.send((stream, peer)).is_err() {
-            thread.load.fetch_sub(1, Ordering::Relaxed);
-        }
+        Ok(ServingThreads { threads, finished })
     }
 
     /// Ends the threads once the proxy has stopped (what their runtimes still run is
     /// dropped), and waits for them.
     pub async fn finish(self) {
         self.finished.cancel();
-        let threads: Vec<_> = self.threads.into_iter().map(|t| t.thread).collect();
+        let threads = self.threads;
         let _ = tokio::task::spawn_blocking(move || {
             for thread in threads {
                 let _ = thread.join();
@@ -133,40 +113,135 @@ impl ServingThreads {
     }
 }
 
-/// Serves the connections handed to this thread until shutdown begins.
-async fn serve_handed(
-    mut arrivals: mpsc::UnboundedReceiver<HandedOver>,
+/// The serving threads' ways in: connections handed to each, and how many each serves now.
+struct Lanes {
+    handed: Vec<mpsc::UnboundedSender<HandedOver>>,
+    loads: Arc<[AtomicUsize]>,
+}
+
+impl Lanes {
+    /// The thread to hand a connection accepted by thread `here` to: the one serving the
+    /// fewest, when it serves at least two fewer than `here` does.
+    fn elsewhere(&self, here: usize) -> Option<usize> {
+        let loads: Vec<usize> = self
+            .loads
+            .iter()
+            .map(|l| l.load(Ordering::Relaxed))
+            .collect();
+        least_loaded_other(&loads, here)
+    }
+}
+
+/// The pure rule of `Lanes::elsewhere`.
+fn least_loaded_other(loads: &[usize], here: usize) -> Option<usize> {
+    let mine = *loads.get(here)?;
+    (0..loads.len())
+        .filter(|&other| loads[other] + 1 < mine)
+        .min_by_key(|&other| loads[other])
+}
+
+/// What one serving thread runs.
+struct ServingThread {
+    here: usize,
+    lanes: Arc<Lanes>,
     connections: Connections,
     serve: Serve,
-    load: Arc<AtomicUsize>,
-) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            handed = arrivals.recv() => match handed {
-                Some(handed) => handed,
-                None => return,
-            },
-            () = connections.stopping() => return,
+}
+
+impl ServingThread {
+    /// Accepts from `listener` and takes what other threads hand over, until shutdown begins.
+    async fn run(
+        &self,
+        listener: std::net::TcpListener,
+        mut arrivals: mpsc::UnboundedReceiver<HandedOver>,
+    ) {
+        let listener = match TcpListener::from_std(listener) {
+            Ok(listener) => listener,
+            Err(error) => return warn!(error = %error, "a serving thread cannot listen"),
         };
-        let done = Served(load.clone());
-        match TcpStream::from_std(stream) {
-            Ok(stream) => {
-                let serving = serve(stream, connections.clone());
-                connections.spawn_client(peer, async move {
-                    serving.await;
-                    drop(done);
-                });
+        let accepting = self
+            .connections
+            .accept(listener, |stream, peer| self.place(stream, peer));
+        let taking = async {
+            while let Some((stream, peer)) = arrivals.recv().await {
+                match TcpStream::from_std(stream) {
+                    Ok(stream) => self.serve_here(stream, peer),
+                    Err(error) => {
+                        self.lanes.loads[self.here].fetch_sub(1, Ordering::Relaxed);
+                        warn!(error = %error, %peer, "cannot serve a connection handed over");
+                    }
+                }
             }
-            Err(error) => warn!(error = %error, %peer, "cannot serve a connection handed over"),
+        };
+        tokio::select! {
+            () = accepting => {}
+            () = taking => {}
+            () = self.connections.stopping() => {}
         }
+    }
+
+    /// Serves an accepted connection here, or hands it to the thread serving the fewest when
+    /// that one serves at least two fewer than this one.
+    fn place(&self, stream: TcpStream, peer: SocketAddr) {
+        let loads = &self.lanes.loads;
+        let Some(other) = self.lanes.elsewhere(self.here) else {
+            loads[self.here].fetch_add(1, Ordering::Relaxed);
+            return self.serve_here(stream, peer);
+        };
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(error) => return warn!(error = %error, %peer, "cannot hand over a connection"),
+        };
+        loads[other].fetch_add(1, Ordering::Relaxed);
+        if let Err(refused) = self.lanes.handed[other].send((stream, peer)) {
+            loads[other].fetch_sub(1, Ordering::Relaxed);
+            // The other thread is gone (shutdown began): the connection is dropped, as
+            // the accept loops are about to stop.
+            drop(refused);
+        }
+    }
+
+    /// Serves a connection on this thread; it was counted in this thread's load already.
+    fn serve_here(&self, stream: TcpStream, peer: SocketAddr) {
+        let served = Served(self.lanes.loads.clone(), self.here);
+        let serving = (self.serve)(stream, self.connections.clone());
+        self.connections.spawn_client(peer, async move {
+            serving.await;
+            drop(served);
+        });
     }
 }
 
 /// Counts a connection off its thread's load when its task ends, however it ends.
-struct Served(Arc<AtomicUsize>);
+struct Served(Arc<[AtomicUsize]>, usize);
 
 impl Drop for Served {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0[self.1].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::least_loaded_other;
+
+    #[test]
+    fn a_connection_moves_only_to_a_thread_serving_two_fewer() {
+        let cases: [(&[usize], usize, Option<usize>); 7] = [
+            (&[0], 0, None),
+            (&[1, 0], 0, None),
+            (&[2, 0], 0, Some(1)),
+            (&[0, 2], 0, None),
+            (&[5, 4, 3], 0, Some(2)),
+            (&[5, 3, 3], 0, Some(1)),
+            (&[4, 9, 3], 1, Some(2)),
+        ];
+        for (loads, here, expected) in cases {
+            assert_eq!(
+                least_loaded_other(loads, here),
+                expected,
+                "{loads:?} at {here}"
+            );
+        }
     }
 }

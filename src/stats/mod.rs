@@ -1,6 +1,7 @@
 //! Counters of what the proxy does, shared by every component: lock-free counters, latency
 //! histograms, every figure's names declared once (`figures!`), and the recent activity the
-//! status page shows (`activity`), and requests per namespace (`namespaces`).
+//! status page shows (`activity`), requests per namespace (`namespaces`) and the connections
+//! each serving thread holds (`ThreadLoads`).
 
 mod activity;
 mod namespaces;
@@ -8,7 +9,8 @@ mod namespaces;
 pub use activity::{Activity, VersionChange};
 pub use namespaces::{NamespaceFigures, Namespaces};
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -31,6 +33,28 @@ impl Counter {
     /// The current value.
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Client connections each serving thread serves now: what the threads place connections by,
+/// and how evenly they share the clients.
+#[derive(Debug, Default)]
+pub struct ThreadLoads(OnceLock<Arc<[AtomicUsize]>>);
+
+impl ThreadLoads {
+    /// One count per serving thread, all zero at first; the counts made by the first call
+    /// when called again (a proxy starts its threads once).
+    pub fn start(&self, threads: usize) -> Arc<[AtomicUsize]> {
+        self.0
+            .get_or_init(|| (0..threads).map(|_| AtomicUsize::new(0)).collect())
+            .clone()
+    }
+
+    /// Connections per serving thread now; empty before the threads started.
+    pub fn now(&self) -> Vec<usize> {
+        self.0.get().map_or_else(Vec::new, |loads| {
+            loads.iter().map(|l| l.load(Ordering::Relaxed)).collect()
+        })
     }
 }
 
@@ -147,6 +171,8 @@ macro_rules! figures {
             pub latency_misses: Histogram,
             /// Requests per namespace.
             pub namespaces: Namespaces,
+            /// Connections per serving thread.
+            pub thread_loads: ThreadLoads,
             $(#[doc = $help] pub $field: figures!(@type $kind),)*
         }
 
@@ -158,6 +184,7 @@ macro_rules! figures {
                     latency_hits: Histogram::default(),
                     latency_misses: Histogram::default(),
                     namespaces: Namespaces::default(),
+                    thread_loads: ThreadLoads::default(),
                     $($field: Default::default(),)*
                 }
             }
