@@ -144,7 +144,10 @@ impl SharedTier {
             Ok(_) | Err(_) => {
                 stats.shared_corrupt.inc();
                 warn!(key = %key, "shared cache entry failed verification; removed, will be refetched");
-                self.remove(std::slice::from_ref(key));
+                // Gone before this answers: the fill that follows looks again once it holds
+                // the fleet's lock, and must not find the same damaged entry.
+                let remove = redis::Cmd::del(self.entry_key(key));
+                let _ = self.bounded::<()>(&mut connection, &remove).await;
                 None
             }
         }
