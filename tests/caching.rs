@@ -383,10 +383,11 @@ async fn content_codings_are_kept_apart() {
 async fn an_unreachable_origin_gives_a_502_that_says_why() {
     let s = setup("{}").await;
     let client = s.proxy.client();
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("addr").port()
-    }; // Closed again: nothing listens there.
+    // Bound but not listening: connections to it are refused, and no other test can take
+    // the port meanwhile.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind(([127, 0, 0, 1], 0).into()).expect("bind");
+    let port = socket.local_addr().expect("addr").port();
     let response = client
         .get(format!("http://127.0.0.1:{port}/main.dart.js?v=1"))
         .send()

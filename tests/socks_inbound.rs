@@ -210,7 +210,16 @@ async fn bad_socks5_clients_get_replies_and_the_proxy_keeps_serving() {
         let answer = exchange(proxy.addr, opening).await;
         assert!(answer.starts_with(want), "{opening:?}: {answer:?}");
     }
-    let stats = support::admin_json(proxy.admin, "/stats").await;
+    // A refusal is counted once its handshake has ended, which the client may see (the
+    // connection closing) a moment before.
+    let mut stats = serde_json::Value::Null;
+    for _ in 0..1_000 {
+        stats = support::admin_json(proxy.admin, "/stats").await;
+        if stats["socks"]["refused"] == 5 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     assert_eq!(stats["socks"]["refused"], 5, "{stats}");
     let (ok, _, err) = curl(vec![
         "--socks5-hostname".to_owned(),
