@@ -83,7 +83,8 @@ async fn slow_client_hellos_are_still_intercepted_and_coalesced() {
 }
 
 #[tokio::test]
-async fn a_client_coming_back_resumes_its_tls_session() {
+async fn a_client_coming_back_resumes_its_tls_session_with_a_sha256_suite() {
+    use rustls::CipherSuite;
     crypto();
     let dir = tempfile::tempdir().expect("dir");
     let ca = TestCa::new(dir.path());
@@ -96,10 +97,22 @@ async fn a_client_coming_back_resumes_its_tls_session() {
     let authority = format!("localhost:{}", origin.addr.port());
     for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
         let config = std::sync::Arc::new(client_config(&proxy.ca_pem(), Some(version)));
+        // rustls asks for AES-256-GCM (SHA-384) first; the proxy answers with its own order.
+        let asked_first = config.crypto_provider().cipher_suites[0].suite();
+        assert_eq!(asked_first, CipherSuite::TLS13_AES_256_GCM_SHA384);
         let mut kinds = Vec::new();
         for _ in 0..3 {
             let (tunnel, _) = connect_tunnel(proxy.addr, &authority).await;
             let tls = tls_with(tunnel, "localhost", config.clone()).await;
+            let suite = tls.get_ref().1.negotiated_cipher_suite().map(|s| s.suite());
+            assert!(
+                [
+                    Some(CipherSuite::TLS13_AES_128_GCM_SHA256),
+                    Some(CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256)
+                ]
+                .contains(&suite),
+                "{suite:?}"
+            );
             kinds.push(tls.get_ref().1.handshake_kind());
             let (status, _, _) = get_over(tls, &authority, "/app.js?v=1").await;
             assert_eq!(status, 200);
