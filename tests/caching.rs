@@ -469,10 +469,10 @@ async fn a_corrupted_disk_entry_is_detected_and_refetched() {
     get(&s.proxy.client(), &url).await;
     s.proxy.stop().await;
 
+    let no_prewarm = r#"{"memory": {"prewarm": false}}"#;
     let file = {
         // Without pre-warming: a pre-warm still reading when this proxy stops could read the
         // file half-damaged below, and remove it before the proxy under test sees it.
-        let no_prewarm = r#"{"memory": {"prewarm": false}}"#;
         let proxy = TestProxy::start(&s.dir, no_prewarm, Some(&s.ca.path)).await;
         let file = proxy.app.cache().disk_path(&key(&url));
         proxy.stop().await;
@@ -483,7 +483,10 @@ async fn a_corrupted_disk_entry_is_detected_and_refetched() {
     bytes[last] ^= 0x40;
     std::fs::write(&file, bytes).expect("corrupt the entry");
 
-    let proxy = TestProxy::start(&s.dir, "{}", Some(&s.ca.path)).await;
+    // Without pre-warming again: the request's own read is what must find the damage (a
+    // small file in the page cache, read without waiting for the disk, then by the read that
+    // removes it).
+    let proxy = TestProxy::start(&s.dir, no_prewarm, Some(&s.ca.path)).await;
     let (status, cache, got) = get(&proxy.client(), &url).await;
     assert_eq!((status, cache.as_str()), (200, STORED));
     assert_eq!(got, body);

@@ -12,6 +12,7 @@ use http::{HeaderMap, Method};
 use url::Url;
 
 use crate::cache::disk::neighbours::Attempt;
+use crate::cache::disk::ReadNow;
 use crate::cache::entry::{now_ms, CachedResponse};
 use crate::cache::fill::{Fill, StaleEntry};
 use crate::cache::http::freshness::{self, Freshness, StaleUse};
@@ -200,9 +201,15 @@ async fn get(tiers: &Tiers, key: &CacheKey) -> Option<(Arc<CachedResponse>, Tier
     if let Some(entry) = from_memory(tiers, key) {
         return Some((entry, Tier::Memory));
     }
-    let (store, owned_key) = (tiers.store.clone(), key.clone());
-    let read = tokio::task::spawn_blocking(move || store.read(&owned_key)).await;
-    let entry = Arc::new(read.ok().flatten()?);
+    let read = match tiers.store.read_now(key) {
+        ReadNow::Read(entry) => entry,
+        ReadNow::Later => {
+            let (store, owned_key) = (tiers.store.clone(), key.clone());
+            let read = tokio::task::spawn_blocking(move || store.read(&owned_key)).await;
+            read.ok().flatten()
+        }
+    };
+    let entry = Arc::new(read?);
     let now = now_ms();
     entry.used.mark(now);
     tiers.store.note_disk_use(key.digest_bytes(), now);

@@ -17,7 +17,7 @@ use crate::atomic_file;
 use crate::cache::compress::{MAX_RATIO, ZSTD_LEVEL};
 use crate::cache::disk::journal::Digest;
 use crate::cache::disk::layout::{self, LayoutError, Opened};
-use crate::cache::disk::reading::{FileIdentity, Reading};
+use crate::cache::disk::reading::{FileIdentity, ReadNow, Reading, READ_NOW_MAX};
 use crate::cache::entry::{
     decode_metadata, entry_head, metadata_len, CachedResponse, CorruptEntry, EntryMeta,
     PREAMBLE_LEN,
@@ -170,20 +170,53 @@ impl DiskTier {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_error("read", &path)(e)),
         };
-        let checked = self.reading.is_verified(&identity);
-        match CachedResponse::decode_checking(bytes, !checked) {
-            Ok(entry) if entry.meta.key.digest_bytes() == *digest => {
-                if !checked {
-                    self.reading.verified(identity);
-                }
-                Ok(Some(entry))
-            }
-            Ok(_) => Ok(None),
-            Err(reason) => {
-                let _ = fs::remove_file(&path);
-                Err(DiskError::Corrupt { path, reason })
-            }
+        self.decode(digest, bytes, identity).map_err(|reason| {
+            let _ = fs::remove_file(&path);
+            DiskError::Corrupt { path, reason }
+        })
+    }
+
+    /// The entry for `key` if reading it needs no wait for the disk: a file of at most
+    /// [`READ_NOW_MAX`] bytes that the page cache holds whole and that decodes. Anything else
+    /// (a larger file, one not cached, a failure, damage) is [`ReadNow::Later`], for
+    /// [`DiskTier::read`] on a thread that may block, which also deals with failures.
+    pub fn read_now(&self, key: &CacheKey) -> ReadNow<Option<CachedResponse>> {
+        let digest = key.digest_bytes();
+        let file = match fs::File::open(self.path_of_digest(&digest)) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return ReadNow::Read(None),
+            Err(_) => return ReadNow::Later,
+        };
+        let identity = match FileIdentity::of(&file) {
+            Ok(identity) if identity.bytes() <= READ_NOW_MAX => identity,
+            _ => return ReadNow::Later,
+        };
+        let Ok(Some(bytes)) = self.reading.read_cached(&file, &identity) else {
+            return ReadNow::Later;
+        };
+        match self.decode(&digest, bytes, identity) {
+            Ok(entry) => ReadNow::Read(entry.filter(|entry| entry.meta.key == *key)),
+            Err(_) => ReadNow::Later,
         }
+    }
+
+    /// The entry in `bytes`, read from the file `identity`, if its key has `digest`; its body
+    /// checksum is checked unless this process checked this very file before.
+    fn decode(
+        &self,
+        digest: &Digest,
+        bytes: Bytes,
+        identity: FileIdentity,
+    ) -> Result<Option<CachedResponse>, CorruptEntry> {
+        let checked = self.reading.is_verified(&identity);
+        let entry = CachedResponse::decode_checking(bytes, !checked)?;
+        if entry.meta.key.digest_bytes() != *digest {
+            return Ok(None);
+        }
+        if !checked {
+            self.reading.verified(identity);
+        }
+        Ok(Some(entry))
     }
 
     /// Stores `entry` atomically, replacing any older one under its key; returns the file's

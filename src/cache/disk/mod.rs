@@ -18,6 +18,7 @@ pub mod verify;
 pub mod writer;
 
 pub use files::{digest_of_path, files_below, symlinks_below, temp_files, DiskError, DiskTier};
+pub use reading::ReadNow;
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -206,6 +207,12 @@ impl DiskStore {
         if let Err(e) = self.index.remove(digests, why, now_ms()) {
             self.health.failed(&index_error(e));
         }
+    }
+
+    /// The entry for `key` if it can be read without waiting for the disk (see
+    /// [`DiskTier::read_now`]); else `Later`, for [`DiskStore::read`].
+    pub fn read_now(&self, key: &CacheKey) -> ReadNow<Option<CachedResponse>> {
+        self.tier.read_now(key)
     }
 
     /// The verified entry for `key`, if the disk holds one. A damaged entry is removed (and

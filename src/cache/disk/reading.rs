@@ -14,6 +14,7 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use bytes::Bytes;
@@ -24,6 +25,10 @@ pub const POOLED_FROM: u64 = 256 * 1024;
 const MAX_IDLE_BYTES: usize = 32 * 1024 * 1024;
 /// Buffer sizes are rounded up to this, so that files of similar sizes share buffers.
 const GRAIN: usize = 64 * 1024;
+/// Files up to this size are read on the thread that serves the request when the page cache
+/// holds them whole (no wait for the disk, so no hop to a blocking thread and back); larger
+/// ones, whose copy and checks take longer, are read on a blocking thread.
+pub const READ_NOW_MAX: u64 = 1024 * 1024;
 /// Files whose bodies were checked, at most; the set starts over beyond (checking again is
 /// only slower).
 const MAX_VERIFIED: usize = 200_000;
@@ -39,6 +44,11 @@ pub struct FileIdentity {
 }
 
 impl FileIdentity {
+    /// The file's length in bytes.
+    pub fn bytes(&self) -> u64 {
+        self.len
+    }
+
     /// The identity of an open file.
     pub fn of(file: &File) -> io::Result<FileIdentity> {
         let meta = file.metadata()?;
@@ -53,11 +63,23 @@ impl FileIdentity {
     }
 }
 
+/// What a read that must not wait for the disk found.
+#[derive(Debug)]
+pub enum ReadNow<T> {
+    /// The read is done: what it found.
+    Read(T),
+    /// It would have waited, or failed: to be done on a thread that may block.
+    Later,
+}
+
 /// Reused read buffers and the files already checked.
 #[derive(Default)]
 pub struct Reading {
     idle: Mutex<Idle>,
     verified: Mutex<HashSet<FileIdentity>>,
+    /// Set once reads that must not wait turned out unsupported here (an old kernel, a file
+    /// system without them): every read then waits.
+    cannot_tell: AtomicBool,
 }
 
 #[derive(Default)]
@@ -70,15 +92,51 @@ impl Reading {
     /// Reads the whole of `file`, `identity` its identity, into a buffer of the pool when it is
     /// large.
     pub fn read(self: &Arc<Self>, file: &mut File, identity: &FileIdentity) -> io::Result<Bytes> {
+        self.fill(identity, |buffer| file.read_exact(buffer))
+    }
+
+    /// Reads the whole of `file` as [`Reading::read`] does if the page cache holds all of it,
+    /// without ever waiting for the disk; `None` if it does not (or the kernel or file system
+    /// cannot tell), for the caller to read it where waiting is allowed.
+    pub fn read_cached(
+        self: &Arc<Self>,
+        file: &File,
+        identity: &FileIdentity,
+    ) -> io::Result<Option<Bytes>> {
+        if self.cannot_tell.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let mut whole = false;
+        let bytes = self.fill(identity, |buffer| {
+            whole = match read_without_waiting(file, buffer) {
+                Ok(whole) => whole,
+                Err(e) if cannot_tell(&e) => {
+                    self.cannot_tell.store(true, Ordering::Relaxed);
+                    false
+                }
+                Err(e) => return Err(e),
+            };
+            Ok(())
+        })?;
+        Ok(whole.then_some(bytes))
+    }
+
+    /// A buffer of the file's length filled by `read`: an ordinary allocation for small files
+    /// (the allocator reuses those), one of the pool for large ones.
+    fn fill(
+        self: &Arc<Self>,
+        identity: &FileIdentity,
+        read: impl FnOnce(&mut [u8]) -> io::Result<()>,
+    ) -> io::Result<Bytes> {
         let len = usize::try_from(identity.len)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "file too large"))?;
         if identity.len < POOLED_FROM {
-            let mut buffer = Vec::with_capacity(len);
-            file.read_to_end(&mut buffer)?;
+            let mut buffer = vec![0; len];
+            read(&mut buffer)?;
             return Ok(Bytes::from(buffer));
         }
         let mut buffer = self.take(len);
-        file.read_exact(&mut buffer[..len])?;
+        read(&mut buffer[..len])?;
         Ok(Bytes::from_owner(Pooled {
             buffer,
             len,
@@ -132,6 +190,32 @@ impl Reading {
     }
 }
 
+/// Fills `buffer` from the start of `file` with reads that return rather than wait for the
+/// disk (`RWF_NOWAIT`): whether the page cache held all of it.
+fn read_without_waiting(file: &File, buffer: &mut [u8]) -> io::Result<bool> {
+    use rustix::io::{preadv2, Errno, ReadWriteFlags};
+    let mut done = 0;
+    while done < buffer.len() {
+        let slices = &mut [io::IoSliceMut::new(&mut buffer[done..])];
+        match preadv2(file, slices, done as u64, ReadWriteFlags::NOWAIT) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(read) => done += read,
+            Err(Errno::AGAIN) => return Ok(false),
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(true)
+}
+
+/// Whether a failed read says that reads which must not wait are not supported.
+fn cannot_tell(error: &io::Error) -> bool {
+    use rustix::io::Errno;
+    [Errno::OPNOTSUPP, Errno::NOSYS, Errno::INVAL]
+        .iter()
+        .any(|errno| error.raw_os_error() == Some(errno.raw_os_error()))
+}
+
 /// A pooled buffer holding one file's bytes; back to the pool when the last `Bytes` of it
 /// drops.
 struct Pooled {
@@ -183,6 +267,33 @@ mod tests {
         // Held by a body, a buffer is not handed out twice.
         let third = read();
         assert_ne!(third.as_ptr(), second.as_ptr());
+    }
+
+    #[test]
+    fn only_a_file_the_page_cache_holds_is_read_without_waiting() {
+        let dir = tempfile::tempdir().expect("dir");
+        let reading = Arc::new(Reading::default());
+        for len in [3_000u32, 300_000] {
+            let path = dir.path().join(format!("f{len}"));
+            let content: Vec<u8> = (0..len).map(|n| (n % 251) as u8).collect();
+            let mut file = File::create(&path).expect("create");
+            file.write_all(&content).expect("write");
+            // Written and synced: in the page cache, and clean, so it can be dropped from it.
+            file.sync_all().expect("sync");
+            let file = File::open(&path).expect("open");
+            let identity = FileIdentity::of(&file).expect("stat");
+            let cached = reading.read_cached(&file, &identity).expect("read");
+            assert_eq!(cached.as_deref(), Some(&content[..]), "{len} bytes, cached");
+
+            rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).expect("fadvise");
+            let dropped = reading.read_cached(&file, &identity).expect("read");
+            assert_eq!(
+                dropped, None,
+                "{len} bytes, not in the page cache: left for later"
+            );
+            let mut file = file;
+            assert_eq!(reading.read(&mut file, &identity).expect("read"), content);
+        }
     }
 
     #[test]
