@@ -73,6 +73,20 @@ async fn the_configured_number_of_threads_serve_every_client() {
         most.zip(fewest).is_some_and(|(m, f)| m - f <= 2),
         "{loads:?}"
     );
+    // The same figures for Prometheus, one series per thread.
+    let metrics = reqwest::get(format!("http://{}/metrics", proxy.admin))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let series: Vec<u64> = metrics
+        .lines()
+        .filter(|line| line.starts_with("asset_proxy_clients_open_per_thread{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(series.len(), 3, "{metrics}");
+    assert_eq!(series.iter().sum::<u64>(), 24, "{metrics}");
     drop(clients);
     let mut loads = Vec::new();
     for _ in 0..2_000 {

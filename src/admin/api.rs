@@ -187,6 +187,18 @@ fn upstream_lines(out: &mut String, upstreams: &[UpstreamFigures]) {
     }
 }
 
+/// Client connections open on each serving thread, labelled by the thread's number.
+fn per_thread_lines(out: &mut String, loads: &[usize]) {
+    let name = "asset_proxy_clients_open_per_thread";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Client connections open now on each serving thread.\n# TYPE {name} gauge"
+    );
+    for (thread, open) in loads.iter().enumerate() {
+        let _ = writeln!(out, "{name}{{thread=\"{thread}\"}} {open}");
+    }
+}
+
 /// The Prometheus text exposition of every figure.
 pub async fn metrics(ctx: &Context) -> String {
     let s = &ctx.stats;
@@ -247,6 +259,7 @@ pub async fn metrics(ctx: &Context) -> String {
     for (name, help, value) in gauges {
         let _ = writeln!(out, "# HELP asset_proxy_{name} {help}\n# TYPE asset_proxy_{name} gauge\nasset_proxy_{name} {value}");
     }
+    per_thread_lines(&mut out, &s.thread_loads.now());
     upstream_lines(&mut out, &ctx.upstream.figures());
     let name = "asset_proxy_request_duration_seconds";
     let _ = writeln!(
