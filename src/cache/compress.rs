@@ -130,41 +130,40 @@ pub fn encode(coding: Coding, body: &[u8]) -> Option<Bytes> {
     Some(Bytes::from(encoded))
 }
 
-/// The codings a request's `Accept-Encoding` names, lower-case (`x-gzip` as `gzip`), each
-/// with whether it is accepted (a q-value above 0), in order.
-pub fn accept_encoding_items(headers: &HeaderMap) -> Vec<(String, bool)> {
-    let mut out = Vec::new();
-    for value in headers.get_all(http::header::ACCEPT_ENCODING) {
-        let Ok(value) = value.to_str() else { continue };
-        for item in value.split(',') {
+/// The codings a request's `Accept-Encoding` names, as written (`x-gzip` as `gzip`; compare
+/// them ignoring case), each with whether it is accepted (a q-value above 0), in order.
+/// Runs for every cacheable request: it allocates nothing.
+pub fn accept_encoding_items(headers: &HeaderMap) -> impl Iterator<Item = (&str, bool)> {
+    headers
+        .get_all(http::header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|item| {
             let mut parts = item.split(';');
-            let name = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let name = parts.next().unwrap_or("").trim();
             let refused = parts.any(|p| {
                 p.trim()
                     .strip_prefix("q=")
                     .is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0))
             });
-            let name = if name == "x-gzip" {
-                "gzip".to_owned()
+            let name = if name.eq_ignore_ascii_case("x-gzip") {
+                "gzip"
             } else {
                 name
             };
-            out.push((name, !refused));
-        }
-    }
-    out
+            (name, !refused)
+        })
 }
 
 /// The codings a request accepts, among those the proxy makes.
 pub fn accepted(headers: &HeaderMap) -> Vec<Coding> {
     let mut out = Vec::new();
     for (name, accepted) in accept_encoding_items(headers) {
-        let coding = match name.as_str() {
-            "zstd" => Coding::Zstd,
-            "br" => Coding::Br,
-            "gzip" => Coding::Gzip,
-            _ => continue,
-        };
+        let named = [Coding::Zstd, Coding::Br, Coding::Gzip]
+            .into_iter()
+            .find(|coding| coding.as_str().eq_ignore_ascii_case(name));
+        let Some(coding) = named else { continue };
         out.retain(|c| *c != coding);
         if accepted {
             out.push(coding);

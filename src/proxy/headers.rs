@@ -2,13 +2,23 @@
 //! vocabulary (RFC 9211) that headers, logs and tests share.
 
 use http::header::{HeaderName, CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+use std::borrow::Cow;
+
 use http::{HeaderMap, HeaderValue, Version};
+use url::Position;
 
 use crate::cache::http::policy::NoCacheReason;
 use crate::cache::Tier;
 
+/// The name the proxy gives itself in `Cache-Status` and `Via`, as a literal for `concat!`.
+macro_rules! proxy_name {
+    () => {
+        "asset-proxy"
+    };
+}
+
 /// The name the proxy gives itself in `Cache-Status` and `Via`.
-pub const PROXY_NAME: &str = "asset-proxy";
+pub const PROXY_NAME: &str = proxy_name!();
 
 /// The `Cache-Status` header.
 pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
@@ -46,25 +56,20 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 
 /// The `Host` of a request for `url`: its authority (the port only when not the scheme's).
 pub fn host_of(url: &url::Url) -> Option<HeaderValue> {
-    let host = url.host_str()?;
-    let authority = match url.port() {
-        Some(port) => format!("{host}:{port}"),
-        None => host.to_owned(),
-    };
-    HeaderValue::from_str(&authority).ok()
+    url.host_str()?;
+    // The URL's own text from host to port: no formatting, brackets of IPv6 kept.
+    HeaderValue::from_str(&url[Position::BeforeHost..Position::AfterPort]).ok()
 }
 
 /// Appends this proxy to `Via` for a message of `version`.
 pub fn add_via(headers: &mut HeaderMap, version: Version) {
-    let protocol = match version {
-        Version::HTTP_10 => "1.0",
-        Version::HTTP_2 => "2",
-        Version::HTTP_3 => "3",
-        _ => "1.1",
+    let via = match version {
+        Version::HTTP_10 => concat!("1.0 ", proxy_name!()),
+        Version::HTTP_2 => concat!("2 ", proxy_name!()),
+        Version::HTTP_3 => concat!("3 ", proxy_name!()),
+        _ => concat!("1.1 ", proxy_name!()),
     };
-    if let Ok(value) = HeaderValue::from_str(&format!("{protocol} {PROXY_NAME}")) {
-        headers.append(http::header::VIA, value);
-    }
+    headers.append(http::header::VIA, HeaderValue::from_static(via));
 }
 
 /// Why a stale entry was served.
@@ -138,14 +143,18 @@ impl CacheStatus {
         }
     }
 
-    /// The `Cache-Status` field value.
-    pub fn header_value(self) -> String {
-        match self {
+    /// The `Cache-Status` field value: a plain hit's is a constant (most answers are hits).
+    pub fn header_value(self) -> Cow<'static, str> {
+        let text = match self {
             CacheStatus::Hit {
                 tier,
                 collapsed: false,
             } => {
-                format!("{PROXY_NAME}; hit; detail={}", tier.as_str())
+                return Cow::Borrowed(match tier {
+                    Tier::Memory => concat!(proxy_name!(), "; hit; detail=memory"),
+                    Tier::Disk => concat!(proxy_name!(), "; hit; detail=disk"),
+                    Tier::Shared => concat!(proxy_name!(), "; hit; detail=shared"),
+                })
             }
             CacheStatus::Hit {
                 tier,
@@ -180,7 +189,8 @@ impl CacheStatus {
             }
             CacheStatus::Error(kind) => format!("{PROXY_NAME}; fwd=miss; detail={kind}"),
             CacheStatus::Refused(kind) => format!("{PROXY_NAME}; fwd=request; detail={kind}"),
-        }
+        };
+        Cow::Owned(text)
     }
 }
 
@@ -227,6 +237,20 @@ mod tests {
                 "asset-proxy; hit; collapsed; detail=disk",
             ),
             (
+                CacheStatus::Hit {
+                    tier: Tier::Disk,
+                    collapsed: false,
+                },
+                "asset-proxy; hit; detail=disk",
+            ),
+            (
+                CacheStatus::Hit {
+                    tier: Tier::Shared,
+                    collapsed: false,
+                },
+                "asset-proxy; hit; detail=shared",
+            ),
+            (
                 CacheStatus::miss(true, None),
                 "asset-proxy; fwd=miss; stored",
             ),
@@ -268,6 +292,21 @@ mod tests {
         ];
         for (status, want) in cases {
             assert_eq!(status.header_value(), want);
+        }
+    }
+
+    #[test]
+    fn host_is_the_urls_authority_without_credentials_or_default_port() {
+        for (url, want) in [
+            ("http://example.com/a", "example.com"),
+            ("http://example.com:80/a", "example.com"),
+            ("https://example.com:8443/a?b", "example.com:8443"),
+            ("http://user:secret@example.com:81/", "example.com:81"),
+            ("http://[::1]:8080/", "[::1]:8080"),
+            ("http://127.0.0.1/", "127.0.0.1"),
+        ] {
+            let url = url::Url::parse(url).expect("URL");
+            assert_eq!(host_of(&url).expect("host"), want, "{url}");
         }
     }
 

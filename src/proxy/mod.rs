@@ -18,9 +18,11 @@ pub mod own_addrs;
 mod prefetch;
 pub mod respond;
 pub mod splice;
+mod target;
 mod upgrade;
 pub mod upstream;
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
@@ -48,8 +50,9 @@ use upstream::{Route, UpstreamBody};
 #[derive(Clone)]
 pub struct ProxyService {
     ctx: Arc<Context>,
-    /// `https://host:port` (or `http://`) of the CONNECT tunnel the requests arrive in.
-    origin: Option<Arc<str>>,
+    /// `https://host:port` (or `http://`) of the CONNECT tunnel the requests arrive in,
+    /// parsed once for all of them.
+    origin: Option<Arc<Result<Url, url::ParseError>>>,
     /// The namespace the tunnel's CONNECT named, for requests that name none themselves.
     namespace: Option<Arc<str>>,
 }
@@ -70,7 +73,7 @@ impl ProxyService {
     pub fn in_tunnel(ctx: Arc<Context>, origin: &str, namespace: Option<String>) -> ProxyService {
         ProxyService {
             ctx,
-            origin: Some(Arc::from(origin)),
+            origin: Some(Arc::new(Url::parse(origin))),
             namespace: namespace.map(Arc::from),
         }
     }
@@ -182,8 +185,9 @@ impl ProxyService {
             Ok(plan) => plan
                 .versioned
                 .as_ref()
-                .map_or_else(|| url.to_string(), |v| v.asset.to_string()),
-            Err(_) => url.to_string(),
+                .map_or(url.as_str(), |v| v.asset.as_str())
+                .to_owned(),
+            Err(_) => url.as_str().to_owned(),
         };
         let referrer = self.referrer(&request, &url);
         if plan.is_ok() {
@@ -267,35 +271,10 @@ impl ProxyService {
     }
 
     fn target_url(&self, uri: &Uri) -> Result<Url, ProxyError> {
-        let text = match (&self.origin, uri.scheme_str()) {
-            (Some(origin), _) => {
-                let path = uri.path_and_query().map_or("/", |p| p.as_str());
-                format!("{origin}{path}")
-            }
-            (None, Some("http" | "https")) => uri.to_string(),
-            // WebSocket URLs sent as absolute-form upgrade requests.
-            (None, Some(scheme @ ("ws" | "wss"))) => {
-                let scheme = if scheme == "ws" { "http" } else { "https" };
-                let rest = uri.to_string();
-                let rest = rest.split_once("://").map_or("", |(_, rest)| rest);
-                format!("{scheme}://{rest}")
-            }
-            (None, Some(other)) => {
-                return Err(ProxyError::BadRequest(format!(
-                    "unsupported scheme {other:?}"
-                )))
-            }
-            (None, None) => return Err(ProxyError::BadRequest(
-                "this is a proxy: send an absolute URL (GET http://host/path) or CONNECT host:port"
-                    .to_owned(),
-            )),
-        };
-        let url =
-            Url::parse(&text).map_err(|e| ProxyError::BadRequest(format!("invalid URL: {e}")))?;
-        if url.host_str().is_none_or(str::is_empty) {
-            return Err(ProxyError::BadRequest("URL has no host".to_owned()));
+        match &self.origin {
+            Some(origin) => target::in_tunnel(origin.as_ref().as_ref(), uri),
+            None => target::absolute(uri),
         }
-        Ok(url)
     }
 
     /// Forwards a request as it is, streaming both bodies.
@@ -368,8 +347,12 @@ impl ProxyService {
 fn finish(response: Response<ProxyBody>, summary: RequestSummary) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     let cache_status = summary.cache.header_value();
-    Span::current().record("cache", cache_status.as_str());
-    if let Ok(value) = HeaderValue::from_str(&cache_status) {
+    Span::current().record("cache", &*cache_status);
+    let value = match cache_status {
+        Cow::Borrowed(constant) => Ok(HeaderValue::from_static(constant)),
+        Cow::Owned(text) => HeaderValue::try_from(text),
+    };
+    if let Ok(value) = value {
         parts.headers.insert(CACHE_STATUS, value);
     }
     add_via(&mut parts.headers, parts.version);

@@ -159,20 +159,24 @@ pub fn hex(bytes: &[u8]) -> String {
 fn coding_class(headers: &HeaderMap) -> String {
     let mut accepted = [false; KNOWN_CODINGS.len()];
     for (coding, on) in crate::cache::compress::accept_encoding_items(headers) {
-        if let Some(i) = KNOWN_CODINGS.iter().position(|known| *known == coding) {
+        let known = KNOWN_CODINGS
+            .iter()
+            .position(|known| known.eq_ignore_ascii_case(coding));
+        if let Some(i) = known {
             accepted[i] = on;
         }
     }
-    let class: Vec<&str> = KNOWN_CODINGS
-        .iter()
-        .zip(accepted)
-        .filter_map(|(coding, on)| on.then_some(*coding))
-        .collect();
-    if class.is_empty() {
-        "identity".to_owned()
-    } else {
-        class.join(",")
+    let mut class = String::new();
+    for (coding, _) in KNOWN_CODINGS.iter().zip(accepted).filter(|(_, on)| *on) {
+        if !class.is_empty() {
+            class.push(',');
+        }
+        class.push_str(coding);
     }
+    if class.is_empty() {
+        class.push_str("identity");
+    }
+    class
 }
 
 #[cfg(test)]

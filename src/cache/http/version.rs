@@ -9,7 +9,7 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use url::Url;
+use url::{Position, Url};
 
 use crate::config::PolicyConfig;
 
@@ -75,26 +75,37 @@ pub fn detect(url: &Url, policy: &PolicyConfig) -> Option<VersionedAsset> {
 }
 
 fn from_query(url: &Url, params: &[String]) -> Option<VersionedAsset> {
-    let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
-    let index = pairs.iter().position(|(name, value)| {
-        !value.is_empty() && params.iter().any(|p| p.eq_ignore_ascii_case(name))
-    })?;
-    let mut asset = url.clone();
-    asset.set_fragment(None);
-    if pairs.len() == 1 {
-        asset.set_query(None);
-    } else {
-        let mut query = asset.query_pairs_mut();
-        query.clear();
-        for (i, (name, value)) in pairs.iter().enumerate() {
-            if i != index {
-                query.append_pair(name, value);
-            }
+    // Runs for every asset request: nothing is allocated until a version parameter is found,
+    // and the usual case, that parameter alone, needs no second URL.
+    let (mut found, mut count) = (None, 0);
+    for (at, (name, value)) in url.query_pairs().enumerate() {
+        count += 1;
+        let version = !value.is_empty() && params.iter().any(|p| p.eq_ignore_ascii_case(&name));
+        if version && found.is_none() {
+            found = Some((at, value));
         }
     }
+    let (index, version) = found?;
+    if count == 1 {
+        return Some(VersionedAsset {
+            asset: AssetId(url[..Position::AfterPath].to_owned()),
+            version: Version(version.into_owned()),
+        });
+    }
+    let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+    let mut asset = url.clone();
+    asset.set_fragment(None);
+    let mut query = asset.query_pairs_mut();
+    query.clear();
+    for (i, (name, value)) in pairs.iter().enumerate() {
+        if i != index {
+            query.append_pair(name, value);
+        }
+    }
+    drop(query);
     Some(VersionedAsset {
         asset: AssetId(asset.to_string()),
-        version: Version(pairs[index].1.clone()),
+        version: Version(version.into_owned()),
     })
 }
 
