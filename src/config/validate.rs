@@ -269,7 +269,9 @@ fn prefetch_config(raw: RawPrefetch) -> Result<PrefetchConfig, (String, String)>
 fn glob_set(field: &str, globs: &[String]) -> Result<globset::GlobSet, (String, String)> {
     let mut set = globset::GlobSetBuilder::new();
     for (index, text) in globs.iter().enumerate() {
-        let glob = Glob::new(&text.to_ascii_lowercase())
+        let glob = globset::GlobBuilder::new(text)
+            .case_insensitive(true)
+            .build()
             .map_err(|e| (format!("{field}[{index}]"), e.to_string()))?;
         set.add(glob);
     }

@@ -91,10 +91,10 @@ impl Prefetcher {
         if !js_name && !js_type {
             return None;
         }
-        let file_name = file_name.to_ascii_lowercase();
+        // The globs match ignoring case.
         self.config
             .scripts
-            .is_match(&file_name)
+            .is_match(file_name)
             .then_some(Kind::Script)
     }
 

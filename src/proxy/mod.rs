@@ -191,9 +191,13 @@ impl ProxyService {
         };
         let referrer = self.referrer(&request, &url);
         if plan.is_ok() {
-            // What the cache may store must not depend on headers it does not key.
-            for name in &self.ctx.policy().unkeyed_headers {
-                request.headers_mut().remove(name);
+            // What the cache may store must not depend on headers it does not key. Looked for
+            // first: comparing names is far cheaper than removing each one (hashing it).
+            let unkeyed = &self.ctx.policy().unkeyed_headers;
+            if request.headers().keys().any(|name| unkeyed.contains(name)) {
+                for name in unkeyed {
+                    request.headers_mut().remove(name);
+                }
             }
         }
         let (response, cache_status) = match plan {

@@ -55,7 +55,12 @@ impl Activity {
     /// Counts bytes served for an asset.
     pub fn served(&self, asset: &str, bytes: u64) {
         let mut served = lock(&self.served);
-        if !served.contains_key(asset) && served.len() >= TRACKED_ASSETS {
+        // Runs for every answer: an asset counted already costs one lookup and no allocation.
+        if let Some(total) = served.get_mut(asset) {
+            *total += bytes;
+            return;
+        }
+        if served.len() >= TRACKED_ASSETS {
             if let Some(least) = served
                 .iter()
                 .min_by_key(|(_, bytes)| **bytes)
@@ -64,7 +69,7 @@ impl Activity {
                 served.remove(&least);
             }
         }
-        *served.entry(asset.to_owned()).or_default() += bytes;
+        served.insert(asset.to_owned(), bytes);
     }
 
     /// Records a version change.
