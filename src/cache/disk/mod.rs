@@ -8,6 +8,7 @@ pub mod health;
 pub mod index;
 pub mod journal;
 pub mod layout;
+pub mod listing;
 pub mod neighbours;
 pub mod prewarm;
 pub mod reading;
@@ -17,7 +18,8 @@ pub mod vary_store;
 pub mod verify;
 pub mod writer;
 
-pub use files::{digest_of_path, files_below, symlinks_below, temp_files, DiskError, DiskTier};
+pub use files::{DiskError, DiskTier};
+pub use listing::{digest_of_path, files_below, symlinks_below, temp_files};
 pub use reading::ReadNow;
 
 use std::sync::{Arc, Mutex, PoisonError};
