@@ -2,6 +2,9 @@
 //! used again once their body is dropped (a fresh buffer of that size comes from the system
 //! zeroed, page by page, and goes back to it on free — more work than the read itself), and a
 //! file whose body checksum this process has checked is not hashed again until it changes.
+//! A small file the page cache holds whole can be read where the request is served, with
+//! reads that return rather than wait for the disk (`read_cached`); the rest is read on a
+//! blocking thread.
 //!
 //! What a read guarantees: the preamble, the metadata checksum and the body length are
 //! checked on every read; the body checksum is checked on the first read of a file by this
