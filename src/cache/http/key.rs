@@ -49,8 +49,8 @@ impl CacheKey {
     /// cookie, so no other client is ever served it. Credentials enter the key only as
     /// digests: keys are written to disk and to logs.
     pub fn for_request(url: &Url, headers: &HeaderMap, vary: &[String], shared: bool) -> CacheKey {
-        let mut url = url.clone();
-        url.set_fragment(None);
+        // The URL's text without its fragment: a slice of it, no second URL.
+        let url = &url[..url::Position::AfterQuery];
         let mut varied = String::new();
         let per_user =
             !shared && headers.contains_key(COOKIE) && !vary.iter().any(|n| n == "cookie");
@@ -76,7 +76,7 @@ impl CacheKey {
             varied.push('\n');
         }
         CacheKey {
-            url: url.into(),
+            url: url.to_owned(),
             codings: coding_class(headers),
             varied,
             namespace: super::namespace::settled(headers)
