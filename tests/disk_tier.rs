@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use asset_proxy::cache::disk::DiskTier;
 use support::{
-    admin_json, files_in, get, plain_client, random_bytes, run_proxy, Origin, ProxyProcess, Route,
-    TestProxy,
+    admin_json, admin_text, files_in, get, plain_client, random_bytes, run_proxy, Origin,
+    ProxyProcess, Route, TestProxy,
 };
 
 const DISK_HIT: &str = "asset-proxy; hit; detail=disk";
@@ -125,12 +125,7 @@ async fn disk_usage_is_kept_under_the_cap_by_evicting_least_recently_used() {
     let stats = admin_json(proxy.admin, "/stats").await;
     assert!(stats["disk_evictions"].as_u64() > Some(15), "{stats}");
     assert_eq!(stats["tiers"]["disk_max_bytes"], 1024 * 1024);
-    let metrics = reqwest::get(format!("http://{}/metrics", proxy.admin))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = admin_text(proxy.admin, "/metrics").await;
     assert!(
         metrics.contains("asset_proxy_disk_evictions_total "),
         "{metrics}"

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use futures_util::future::join_all;
 use support::redis_server::{RedisCluster, RedisServer};
 use support::{
-    admin_json, get, plain_client, random_bytes, wait_until, Origin, ProxyProcess, Route, TestCa,
-    TestProxy,
+    admin_json, admin_text, get, plain_client, random_bytes, wait_until, Origin, ProxyProcess,
+    Route, TestCa, TestProxy,
 };
 use tokio::sync::Notify;
 
@@ -96,12 +96,7 @@ async fn a_cold_asset_reaches_the_origin_once_for_the_whole_fleet() {
     assert_eq!(shared_hits, 2);
     assert_eq!(stats["shared"]["up"], true);
     assert_eq!(stats["shared"]["redis"], redis.url());
-    let metrics = reqwest::get(format!("http://{}/metrics", fleet[1].admin))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let metrics = admin_text(fleet[1].admin, "/metrics").await;
     assert!(metrics.contains("\nasset_proxy_shared_up 1\n"), "{metrics}");
 }
 

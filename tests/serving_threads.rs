@@ -10,7 +10,8 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use support::{
-    admin_json, get, plain_client, random_bytes, wait_until, Origin, ProxyProcess, Route,
+    admin_json, admin_text, get, plain_client, random_bytes, wait_until, Origin, ProxyProcess,
+    Route,
 };
 
 const STORED: &str = "asset-proxy; fwd=miss; stored";
@@ -74,12 +75,7 @@ async fn the_configured_number_of_threads_serve_every_client() {
         "{loads:?}"
     );
     // The same figures for Prometheus, one series per thread.
-    let metrics = reqwest::get(format!("http://{}/metrics", proxy.admin))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let metrics = admin_text(proxy.admin, "/metrics").await;
     let series: Vec<u64> = metrics
         .lines()
         .filter(|line| line.starts_with("asset_proxy_clients_open_per_thread{"))

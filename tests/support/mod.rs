@@ -707,6 +707,16 @@ pub async fn admin_json(admin: SocketAddr, path: &str) -> serde_json::Value {
         .expect("admin JSON")
 }
 
+/// GETs a text document (`/metrics`) from an admin API.
+pub async fn admin_text(admin: SocketAddr, path: &str) -> String {
+    reqwest::get(format!("http://{admin}{path}"))
+        .await
+        .expect("admin request")
+        .text()
+        .await
+        .expect("admin text")
+}
+
 /// Every file below `dir`, recursively.
 pub fn files_in(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();

@@ -17,7 +17,6 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use bytes::Bytes;
@@ -80,9 +79,6 @@ pub enum ReadNow<T> {
 pub struct Reading {
     idle: Mutex<Idle>,
     verified: Mutex<HashSet<FileIdentity>>,
-    /// Set once reads that must not wait turned out unsupported here (an old kernel, a file
-    /// system without them): every read then waits.
-    cannot_tell: AtomicBool,
 }
 
 #[derive(Default)]
@@ -106,19 +102,9 @@ impl Reading {
         file: &File,
         identity: &FileIdentity,
     ) -> io::Result<Option<Bytes>> {
-        if self.cannot_tell.load(Ordering::Relaxed) {
-            return Ok(None);
-        }
         let mut whole = false;
         let bytes = self.fill(identity, |buffer| {
-            whole = match read_without_waiting(file, buffer) {
-                Ok(whole) => whole,
-                Err(e) if cannot_tell(&e) => {
-                    self.cannot_tell.store(true, Ordering::Relaxed);
-                    false
-                }
-                Err(e) => return Err(e),
-            };
+            whole = read_without_waiting(file, buffer)?;
             Ok(())
         })?;
         Ok(whole.then_some(bytes))
@@ -194,7 +180,8 @@ impl Reading {
 }
 
 /// Fills `buffer` from the start of `file` with reads that return rather than wait for the
-/// disk (`RWF_NOWAIT`): whether the page cache held all of it.
+/// disk (`RWF_NOWAIT`): whether the page cache held all of it. A kernel or file system that
+/// cannot read so says not, and the file is read where waiting is allowed.
 fn read_without_waiting(file: &File, buffer: &mut [u8]) -> io::Result<bool> {
     use rustix::io::{preadv2, Errno, ReadWriteFlags};
     let mut done = 0;
@@ -203,20 +190,12 @@ fn read_without_waiting(file: &File, buffer: &mut [u8]) -> io::Result<bool> {
         match preadv2(file, slices, done as u64, ReadWriteFlags::NOWAIT) {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
             Ok(read) => done += read,
-            Err(Errno::AGAIN) => return Ok(false),
+            Err(Errno::AGAIN | Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL) => return Ok(false),
             Err(Errno::INTR) => {}
             Err(e) => return Err(e.into()),
         }
     }
     Ok(true)
-}
-
-/// Whether a failed read says that reads which must not wait are not supported.
-fn cannot_tell(error: &io::Error) -> bool {
-    use rustix::io::Errno;
-    [Errno::OPNOTSUPP, Errno::NOSYS, Errno::INVAL]
-        .iter()
-        .any(|errno| error.raw_os_error() == Some(errno.raw_os_error()))
 }
 
 /// A pooled buffer holding one file's bytes; back to the pool when the last `Bytes` of it
