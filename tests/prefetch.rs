@@ -1,7 +1,8 @@
 //! Predictive prefetch against a real loopback origin: a document and a bootstrap script
 //! passing through the proxy make it fetch the versioned assets they name before the client
-//! asks; the client's request joins a prefetch under way; nothing is prefetched for requests
-//! with credentials, for URLs a rule excludes, for other origins, or with prefetch off.
+//! asks, with the headers of the document's client; the client's request joins a prefetch
+//! under way; nothing is prefetched for requests with credentials, for URLs a rule excludes,
+//! for other origins, or with prefetch off.
 
 mod support;
 
@@ -156,6 +157,46 @@ async fn compressed_documents_are_scanned_too() {
     prefetched(&proxy, 2).await;
     assert_eq!(origin.hits("/main.dart.js?v=7"), 1);
     assert_eq!(origin.hits(CANVASKIT), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefetch_asks_as_the_client_of_the_document_did() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = TestCa::new(dir.path());
+    let (origin, other) = (Origin::https(&ca).await, Origin::https(&ca).await);
+    serve_app(&origin, &other);
+    let proxy = TestProxy::start(dir.path(), "{}", Some(&ca.path)).await;
+    let client = proxy.client();
+    let document = |extra: Option<(&'static str, &'static str)>| {
+        let mut request = client
+            .get(origin.url("/index.html"))
+            .header("user-agent", "Scanner/1.0")
+            .header("accept-language", "fr-CH, fr;q=0.9")
+            .header("x-other", "not copied");
+        if let Some((name, value)) = extra {
+            request = request.header(name, value);
+        }
+        request
+    };
+
+    // With credentials the document may be the user's own: not scanned.
+    let response = document(Some(("authorization", "Bearer t0ken")))
+        .send()
+        .await;
+    response.expect("request").bytes().await.expect("body");
+    proxy.settled().await;
+    assert_eq!(proxy.app.stats().prefetch_scans.get(), 0);
+
+    let response = document(None).send().await;
+    response.expect("request").bytes().await.expect("body");
+    prefetched(&proxy, 1).await;
+    let sent = origin
+        .last_request_headers("/assets/app.3f2a9c1b.js")
+        .expect("the prefetch reached the origin");
+    assert_eq!(sent["user-agent"], "Scanner/1.0");
+    assert_eq!(sent["accept-language"], "fr-CH, fr;q=0.9");
+    assert!(!sent.contains_key("x-other"), "{sent:?}");
+    assert!(!sent.contains_key("authorization"), "{sent:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

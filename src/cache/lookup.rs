@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use http::header::COOKIE;
 use http::{HeaderMap, Method};
 use url::Url;
 
@@ -107,9 +108,9 @@ pub(crate) async fn lookup(tiers: &Arc<Tiers>, ask: &CacheRequest<'_>) -> Lookup
                 if stale.is_some() {
                     return Lookup::Stale(fill);
                 }
-                return match ask_neighbours(tiers, ask, fill, arrived).await {
+                return match Box::pin(ask_neighbours(tiers, ask, fill, arrived)).await {
                     Ok(answered) => answered,
-                    Err(fill) => ask_fleet(tiers, ask, fill).await,
+                    Err(fill) => Box::pin(ask_fleet(tiers, ask, fill)).await,
                 };
             }
             inflight::Fill::Follower(waiter) => waiter,
@@ -163,11 +164,12 @@ async fn keys_for(tiers: &Tiers, url: &Url, headers: &HeaderMap, plan: &CachePla
         }
     };
     let shared = CacheKey::for_request(url, headers, &names, true);
-    let own = CacheKey::for_request(url, headers, &names, plan.sharing == Sharing::Always);
-    RequestKeys {
-        own: (own != shared).then_some(own),
-        shared,
-    }
+    // Only a cookie, on an answer not always shared, can make a key of the request's own.
+    let may_differ = plan.sharing != Sharing::Always && headers.contains_key(COOKIE);
+    let own = may_differ
+        .then(|| CacheKey::for_request(url, headers, &names, false))
+        .filter(|own| *own != shared);
+    RequestKeys { own, shared }
 }
 
 /// The entry a request may be answered from, fresh or not: the one every client shares

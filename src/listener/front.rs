@@ -35,7 +35,7 @@ pub async fn answer(
     if request.method() != Method::CONNECT {
         return ProxyService::new(ctx).answer(request).await;
     }
-    let connected = crate::mitm::connect(ctx.clone(), request).await;
+    let connected = Box::pin(crate::mitm::connect(ctx.clone(), request)).await;
     if let Some(tunnel) = connected.tunnel {
         let serving = connections.clone();
         let serve_tunnel = async move {

@@ -41,7 +41,8 @@ impl ProxyService {
         url: &Url,
         plan: CachePlan,
     ) -> (Response<ProxyBody>, CacheStatus) {
-        let head = request_head(&request, url);
+        let (parts, body) = request.into_parts();
+        let head = request_head(parts, url);
         // Ranges and HEAD are answered from a complete stored body, so their fetch is stored
         // in full first.
         let drain = head.method() == Method::HEAD || head.headers().contains_key(RANGE);
@@ -82,21 +83,21 @@ impl ProxyService {
                 Lookup::Stale(fill) | Lookup::Miss(fill) => fill,
                 Lookup::Pass(reason) => {
                     self.ctx.stats.misses.inc();
-                    return self
-                        .forward(request, url, CacheStatus::miss(false, reason))
+                    let request = with_body(head, body);
+                    return Box::pin(self.forward(request, url, CacheStatus::miss(false, reason)))
                         .await;
                 }
             };
             let fetching_since = now_ms();
-            match self.fetch(&head, url, fill, drain).await {
+            match Box::pin(self.fetch(&head, url, fill, drain)).await {
                 Fetched::Answer(response, status) => return (response, status),
                 // What this fetch stores is fresh enough for this request.
                 Fetched::Filling => fresh_since = Some(fetching_since),
             }
         }
         self.ctx.stats.misses.inc();
-        self.forward(request, url, CacheStatus::miss(false, None))
-            .await
+        let request = with_body(head, body);
+        Box::pin(self.forward(request, url, CacheStatus::miss(false, None))).await
     }
 
     /// Answers from an entry for `url`, counting the hit.
@@ -291,12 +292,18 @@ impl ProxyService {
 }
 
 /// The client's request without its body, with the absolute URL.
-fn request_head(request: &Request<Incoming>, url: &Url) -> Request<()> {
-    let mut head = Request::new(());
-    *head.method_mut() = request.method().clone();
-    *head.uri_mut() = url.as_str().parse().unwrap_or_default();
-    *head.headers_mut() = request.headers().clone();
-    head
+fn request_head(mut parts: http::request::Parts, url: &Url) -> Request<()> {
+    // An absolute-form request usually names the URL already; a tunnel's names a path.
+    if parts.uri != url.as_str() {
+        parts.uri = url.as_str().parse().unwrap_or_default();
+    }
+    Request::from_parts(parts, ())
+}
+
+/// The client's request again, for forwarding as it is.
+fn with_body(head: Request<()>, body: Incoming) -> Request<Incoming> {
+    let (parts, ()) = head.into_parts();
+    Request::from_parts(parts, body)
 }
 
 fn clone_head(head: &Request<()>) -> Request<()> {

@@ -161,7 +161,7 @@ impl ProxyService {
         }
         if upgrade::is_upgrade(&request) {
             self.ctx.stats.bypasses.inc();
-            let (response, cache) = upgrade::relay(self.ctx.clone(), request, &url).await;
+            let (response, cache) = Box::pin(upgrade::relay(self.ctx.clone(), request, &url)).await;
             let summary = RequestSummary {
                 method,
                 asset: url.to_string(),
@@ -189,7 +189,7 @@ impl ProxyService {
                 .to_owned(),
             Err(_) => url.as_str().to_owned(),
         };
-        let referrer = self.referrer(&request, &url);
+        let referrer = self.referrer(&request);
         if plan.is_ok() {
             // What the cache may store must not depend on headers it does not key. Looked for
             // first: comparing names is far cheaper than removing each one (hashing it).
@@ -211,9 +211,12 @@ impl ProxyService {
             }
             Err(reason) => {
                 self.ctx.stats.bypasses.inc();
-                self.forward(request, &url, CacheStatus::Bypass(reason))
-                    .await
+                Box::pin(self.forward(request, &url, CacheStatus::Bypass(reason))).await
             }
+        };
+        let response = match referrer {
+            Some(referrer) => self.tap(response, &url, referrer),
+            None => response,
         };
         let summary = RequestSummary {
             method,
@@ -224,10 +227,6 @@ impl ProxyService {
             namespace: request_namespace.clone(),
             started,
             stats: self.ctx.stats.clone(),
-        };
-        let response = match referrer {
-            Some(referrer) => self.tap(response, referrer),
-            None => response,
         };
         Ok(finish(response, summary))
     }

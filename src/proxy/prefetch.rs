@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use http::header::{ACCEPT, ACCEPT_ENCODING, ACCEPT_LANGUAGE, AUTHORIZATION, COOKIE, USER_AGENT};
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tracing::debug;
@@ -18,10 +18,13 @@ use crate::cache::{CacheRequest, Lookup};
 use crate::prefetch::refs::{self, Kind};
 use crate::prefetch::{body_text, tap::TapBody};
 
+/// How many request headers a prefetch copies.
+const COPIED: usize = 5;
+
 /// Request headers a prefetch copies from the request of the document that named the asset:
 /// the same coding class and namespace (so the browser's request finds the entry) and the
 /// same client.
-const COPIED_HEADERS: [http::HeaderName; 5] = [
+const COPIED_HEADERS: [http::HeaderName; COPIED] = [
     ACCEPT_ENCODING,
     NAMESPACE_HEADER,
     USER_AGENT,
@@ -29,70 +32,84 @@ const COPIED_HEADERS: [http::HeaderName; 5] = [
     ACCEPT,
 ];
 
-/// The request of an answer that may be scanned.
+/// What a prefetch takes from the request of an answer that may be scanned: the values of
+/// `COPIED_HEADERS` it carried, in that order. Taken for every GET, so nothing is allocated
+/// until an answer is scanned.
 pub(super) struct Referrer {
-    url: Url,
-    headers: HeaderMap,
+    copied: [Option<HeaderValue>; COPIED],
+}
+
+impl Referrer {
+    fn headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in COPIED_HEADERS.iter().zip(&self.copied) {
+            if let Some(value) = value {
+                headers.insert(name, value.clone());
+            }
+        }
+        headers
+    }
 }
 
 impl ProxyService {
     /// The referrer for prefetches, when the request's answer may be scanned: a GET without
     /// credentials (what it refers to may be the user's own), prefetch on.
-    pub(super) fn referrer(&self, request: &Request<Incoming>, url: &Url) -> Option<Referrer> {
-        let credentials =
-            request.headers().contains_key(COOKIE) || request.headers().contains_key(AUTHORIZATION);
-        if request.method() != Method::GET || credentials || !self.ctx.prefetcher.config().enabled {
+    pub(super) fn referrer(&self, request: &Request<Incoming>) -> Option<Referrer> {
+        if request.method() != Method::GET || !self.ctx.prefetcher.config().enabled {
             return None;
         }
-        let mut headers = HeaderMap::new();
-        for name in COPIED_HEADERS {
-            if let Some(value) = request.headers().get(&name) {
-                headers.insert(name, value.clone());
+        // One pass over the few headers a request has, comparing names: cheaper than looking
+        // up each name wanted.
+        let mut copied: [Option<HeaderValue>; COPIED] = Default::default();
+        for (name, value) in request.headers() {
+            if name == COOKIE || name == AUTHORIZATION {
+                return None;
+            }
+            if let Some(at) = COPIED_HEADERS.iter().position(|copied| copied == name) {
+                copied[at].get_or_insert_with(|| value.clone());
             }
         }
-        Some(Referrer {
-            url: url.clone(),
-            headers,
-        })
+        Some(Referrer { copied })
     }
 
     /// Has the answer's body scanned as it passes, if it is a document or bootstrap script.
     pub(super) fn tap(
         &self,
         response: Response<ProxyBody>,
+        url: &Url,
         referrer: Referrer,
     ) -> Response<ProxyBody> {
         let prefetcher = &self.ctx.prefetcher;
         let kind = match response.status() {
-            StatusCode::OK => prefetcher.scan_kind(&referrer.url, response.headers()),
+            StatusCode::OK => prefetcher.scan_kind(url, response.headers()),
             _ => None,
         };
         let Some(kind) = kind else {
             return response;
         };
         let (parts, body) = response.into_parts();
-        let (this, headers) = (self.clone(), parts.headers.clone());
+        let (this, url, headers) = (self.clone(), url.clone(), parts.headers.clone());
         let body = TapBody::new(body, prefetcher.scan_limit(), move |copy| {
-            this.scan(referrer, headers, kind, copy);
+            this.scan(url, referrer, headers, kind, copy);
         });
         Response::from_parts(parts, body.boxed())
     }
 
     /// Finds what a scanned body refers to (in the background) and submits the prefetches.
-    fn scan(&self, referrer: Referrer, headers: HeaderMap, kind: Kind, body: Bytes) {
+    fn scan(&self, url: Url, referrer: Referrer, headers: HeaderMap, kind: Kind, body: Bytes) {
         self.ctx.stats.prefetch_scans.inc();
         let this = self.clone();
         tokio::spawn(async move {
-            let (base, policy) = (referrer.url.clone(), this.ctx.policy());
+            let (base, policy) = (url.clone(), this.ctx.policy());
             let found = tokio::task::spawn_blocking(move || {
                 let text = body_text(&headers, &body)?;
                 Some(refs::references(&text, &base, kind, &policy))
             })
             .await;
             let Ok(Some(urls)) = found else { return };
-            let origin = referrer.url.origin().ascii_serialization();
+            let origin = url.origin().ascii_serialization();
             for url in urls {
-                let (one, headers) = (this.clone(), referrer.headers.clone());
+                let (one, headers) = (this.clone(), referrer.headers());
                 if !this
                     .ctx
                     .prefetcher

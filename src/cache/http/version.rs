@@ -62,16 +62,21 @@ pub fn detect(url: &Url, policy: &PolicyConfig) -> Option<VersionedAsset> {
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
         return None;
     }
-    let segments: Vec<&str> = url.path_segments()?.collect();
-    let (file_name, dirs) = segments.split_last()?;
+    // Runs for every request: the usual cases (not an asset, a version parameter) allocate
+    // nothing before the answer is known.
+    let mut segments = url.path_segments()?;
+    let file_name = segments.next_back()?;
     let (stem, extension) = file_name.rsplit_once('.')?;
-    let extension = extension.to_ascii_lowercase();
-    if !policy.asset_extensions.contains(&extension) {
+    let known = |known: &String| known.eq_ignore_ascii_case(extension);
+    if !policy.asset_extensions.iter().any(known) {
         return None;
     }
-    from_query(url, &policy.version_query_params)
-        .or_else(|| from_file_name(url, dirs, stem, &extension))
-        .or_else(|| from_directory(url, dirs, file_name))
+    if let Some(found) = from_query(url, &policy.version_query_params) {
+        return Some(found);
+    }
+    let dirs: Vec<&str> = segments.collect();
+    let extension = extension.to_ascii_lowercase();
+    from_file_name(url, &dirs, stem, &extension).or_else(|| from_directory(url, &dirs, file_name))
 }
 
 fn from_query(url: &Url, params: &[String]) -> Option<VersionedAsset> {
