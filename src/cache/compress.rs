@@ -1,11 +1,12 @@
 //! Content codings the cache produces and reads: zstd for bodies stored compressed on disk,
 //! and br, gzip or zstd for clients that accept them. Pure: bytes in, bytes out.
 
+use std::cell::RefCell;
 use std::io::{Read, Write};
 
 use bytes::Bytes;
-use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
-use http::HeaderMap;
+use http::header::{ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE};
+use http::{HeaderMap, HeaderValue};
 
 /// Bodies smaller than this are stored as they are: a frame's overhead eats the gain.
 const MIN_BYTES: usize = 1024;
@@ -135,7 +136,7 @@ pub fn encode(coding: Coding, body: &[u8]) -> Option<Bytes> {
 /// Runs for every cacheable request: it allocates nothing.
 pub fn accept_encoding_items(headers: &HeaderMap) -> impl Iterator<Item = (&str, bool)> {
     headers
-        .get_all(http::header::ACCEPT_ENCODING)
+        .get_all(ACCEPT_ENCODING)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
@@ -156,20 +157,66 @@ pub fn accept_encoding_items(headers: &HeaderMap) -> impl Iterator<Item = (&str,
         })
 }
 
-/// The codings a request accepts, among those the proxy makes.
-pub fn accepted(headers: &HeaderMap) -> Vec<Coding> {
-    let mut out = Vec::new();
-    for (name, accepted) in accept_encoding_items(headers) {
-        let named = [Coding::Zstd, Coding::Br, Coding::Gzip]
-            .into_iter()
-            .find(|coding| coding.as_str().eq_ignore_ascii_case(name));
-        let Some(coding) = named else { continue };
-        out.retain(|c| *c != coding);
-        if accepted {
-            out.push(coding);
-        }
+/// The codings a request's `Accept-Encoding` tells apart for the cache, in the order they
+/// are written in a cache key.
+pub const KNOWN_CODINGS: [&str; 4] = ["br", "deflate", "gzip", "zstd"];
+
+/// Which of `KNOWN_CODINGS` a request accepts; a coding named twice is decided by the last.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Accepted([bool; KNOWN_CODINGS.len()]);
+
+thread_local! {
+    /// The last `Accept-Encoding` read on this thread and what it accepts: a client sends the
+    /// same one with every request, and a request reads it more than once.
+    static LAST_ACCEPT_ENCODING: RefCell<Option<(HeaderValue, Accepted)>> =
+        const { RefCell::new(None) };
+}
+
+impl Accepted {
+    /// What `headers` accept.
+    pub fn of(headers: &HeaderMap) -> Accepted {
+        let mut values = headers.get_all(ACCEPT_ENCODING).iter();
+        let (Some(value), None) = (values.next(), values.next()) else {
+            return Accepted::parse(headers);
+        };
+        LAST_ACCEPT_ENCODING.with_borrow_mut(|last| match last {
+            Some((seen, accepted)) if seen == value => *accepted,
+            _ => {
+                let accepted = Accepted::parse(headers);
+                *last = Some((value.clone(), accepted));
+                accepted
+            }
+        })
     }
-    out
+
+    fn parse(headers: &HeaderMap) -> Accepted {
+        let mut accepted = Accepted::default();
+        for (name, on) in accept_encoding_items(headers) {
+            let known = KNOWN_CODINGS
+                .iter()
+                .position(|known| known.eq_ignore_ascii_case(name));
+            if let Some(i) = known {
+                accepted.0[i] = on;
+            }
+        }
+        accepted
+    }
+
+    /// Whether `coding` is accepted.
+    pub fn includes(self, coding: Coding) -> bool {
+        KNOWN_CODINGS
+            .iter()
+            .position(|known| *known == coding.as_str())
+            .is_some_and(|i| self.0[i])
+    }
+
+    /// The names of the codings accepted, in `KNOWN_CODINGS` order.
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        KNOWN_CODINGS
+            .into_iter()
+            .zip(self.0)
+            .filter_map(|(name, on)| on.then_some(name))
+    }
 }
 
 #[cfg(test)]
@@ -283,22 +330,46 @@ mod tests {
         let cases = [
             (
                 "gzip, deflate, br, zstd",
-                vec![Coding::Gzip, Coding::Br, Coding::Zstd],
+                vec!["br", "deflate", "gzip", "zstd"],
             ),
-            (
-                "br;q=1.0, gzip;q=0.5, *;q=0.1",
-                vec![Coding::Br, Coding::Gzip],
-            ),
-            ("zstd;q=0, gzip", vec![Coding::Gzip]),
+            ("br;q=1.0, gzip;q=0.5, *;q=0.1", vec!["br", "gzip"]),
+            ("zstd;q=0, gzip", vec!["gzip"]),
+            ("gzip, GZIP;q=0", vec![]),
+            ("x-gzip", vec!["gzip"]),
             ("identity", vec![]),
             ("", vec![]),
         ];
         for (value, want) in cases {
-            assert_eq!(
-                accepted(&headers(&[("accept-encoding", value)])),
-                want,
-                "{value}"
-            );
+            let accepted = Accepted::of(&headers(&[("accept-encoding", value)]));
+            assert_eq!(accepted.names().collect::<Vec<_>>(), want, "{value}");
+            let gzip = want.contains(&"gzip");
+            assert_eq!(accepted.includes(Coding::Gzip), gzip, "{value}");
         }
+    }
+
+    #[test]
+    fn the_accept_encoding_remembered_is_only_reused_for_the_same_value() {
+        // Alternating values on one thread: each answer is what a fresh reading gives.
+        let values = [
+            "gzip",
+            "br",
+            "gzip",
+            "zstd;q=0, br",
+            "zstd;q=0, br",
+            "",
+            "gzip",
+        ];
+        for value in values {
+            let headers = headers(&[("accept-encoding", value)]);
+            assert_eq!(Accepted::of(&headers), Accepted::parse(&headers), "{value}");
+        }
+        let mut two = HeaderMap::new();
+        two.append(ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+        two.append(ACCEPT_ENCODING, HeaderValue::from_static("br"));
+        assert_eq!(
+            Accepted::of(&two).names().collect::<Vec<_>>(),
+            ["br", "gzip"]
+        );
+        assert_eq!(Accepted::of(&HeaderMap::new()), Accepted::default());
     }
 }

@@ -26,17 +26,14 @@ pub(super) fn choose(
     if !applies(entry, request) {
         return None;
     }
-    let accepted = compress::accepted(request.headers());
-    let wanted: Vec<Coding> = PREFERENCE
-        .into_iter()
-        .filter(|c| accepted.contains(c))
-        .collect();
-    let first = *wanted.first()?;
+    let accepted = compress::Accepted::of(request.headers());
+    let mut wanted = PREFERENCE.into_iter().filter(|c| accepted.includes(*c));
+    let first = wanted.next()?;
     if !entry.encodings.is_made(first) && entry.encodings.claim(first) {
         cache.make_coding(entry.clone(), first);
     }
-    wanted
-        .into_iter()
+    std::iter::once(first)
+        .chain(wanted)
         .find_map(|coding| Some((coding, entry.encodings.get(coding)?.clone())))
 }
 

@@ -142,7 +142,10 @@ pub fn respond(
     request: &Request<()>,
     age: Duration,
 ) -> Response<ProxyBody> {
-    let stored = entry.meta.header_map().clone();
+    let mut stored = entry.meta.header_map().clone();
+    // Room for the headers this answer adds (length, ranges, age, coding, cache status, via):
+    // the map grows once here, not once or twice on the way out.
+    stored.reserve(8);
     let len = entry.body.len() as u64;
     let reply = if entry.meta.status() == StatusCode::OK {
         choose(request.method(), request.headers(), &stored, len)

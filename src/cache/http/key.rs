@@ -13,11 +13,10 @@ use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use crate::cache::compress::Accepted;
+
 /// Request headers whose values are credentials: only their digests enter a key.
 const SECRET_HEADERS: [&str; 3] = ["cookie", "authorization", "proxy-authorization"];
-
-/// Codings a cached body may be stored in, in the order the class lists them.
-const KNOWN_CODINGS: [&str; 4] = ["br", "deflate", "gzip", "zstd"];
 
 /// What identifies a stored response: URL and coding class.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -157,17 +156,8 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 fn coding_class(headers: &HeaderMap) -> String {
-    let mut accepted = [false; KNOWN_CODINGS.len()];
-    for (coding, on) in crate::cache::compress::accept_encoding_items(headers) {
-        let known = KNOWN_CODINGS
-            .iter()
-            .position(|known| known.eq_ignore_ascii_case(coding));
-        if let Some(i) = known {
-            accepted[i] = on;
-        }
-    }
     let mut class = String::new();
-    for (coding, _) in KNOWN_CODINGS.iter().zip(accepted).filter(|(_, on)| *on) {
+    for coding in Accepted::of(headers).names() {
         if !class.is_empty() {
             class.push(',');
         }
