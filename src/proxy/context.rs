@@ -118,20 +118,16 @@ impl Context {
     /// `own_addrs`), which no spelling escapes.
     pub fn check_not_self(&self, host: &str, port: u16) -> Result<(), ProxyError> {
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        let targets: Vec<IpAddr> = match host.parse::<IpAddr>() {
-            Ok(ip) => vec![ip],
+        let own = |ip: IpAddr| self.own_addrs.is_own(SocketAddr::new(ip, port));
+        let looped = match host.parse::<IpAddr>() {
+            Ok(ip) => own(ip),
             Err(_) if host.eq_ignore_ascii_case("localhost") => {
-                vec![
-                    IpAddr::from([127, 0, 0, 1]),
-                    IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
-                ]
+                own(IpAddr::from([127, 0, 0, 1]))
+                    || own(IpAddr::from(std::net::Ipv6Addr::LOCALHOST))
             }
-            Err(_) => return Ok(()),
+            Err(_) => false,
         };
-        if targets
-            .into_iter()
-            .any(|ip| self.own_addrs.is_own(SocketAddr::new(ip, port)))
-        {
+        if looped {
             return Err(ProxyError::Loop {
                 target: format!("{host}:{port}"),
             });
