@@ -54,6 +54,16 @@ fn serve_app(origin: &Origin, other: &Origin) {
     other.route("/lib.js?v=1", Route::ok("other origin"));
 }
 
+/// A test directory and CA, and two HTTPS origins: the first serving the app, the second the
+/// document's cross-origin reference.
+async fn app() -> (tempfile::TempDir, TestCa, Origin, Origin) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = TestCa::new(dir.path());
+    let (origin, other) = (Origin::https(&ca).await, Origin::https(&ca).await);
+    serve_app(&origin, &other);
+    (dir, ca, origin, other)
+}
+
 async fn prefetched(proxy: &TestProxy, count: u64) {
     let app = proxy.app.clone();
     wait_until("prefetched entries stored", move || {
@@ -65,10 +75,7 @@ async fn prefetched(proxy: &TestProxy, count: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn versioned_assets_a_document_and_its_bootstrap_name_are_fetched_before_they_are_asked_for()
 {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let ca = TestCa::new(dir.path());
-    let (origin, other) = (Origin::https(&ca).await, Origin::https(&ca).await);
-    serve_app(&origin, &other);
+    let (dir, ca, origin, other) = app().await;
     let proxy = TestProxy::start(dir.path(), "{}", Some(&ca.path)).await;
     let client = proxy.client();
 
@@ -103,10 +110,7 @@ async fn versioned_assets_a_document_and_its_bootstrap_name_are_fetched_before_t
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_browser_request_joins_a_prefetch_under_way() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let ca = TestCa::new(dir.path());
-    let (origin, other) = (Origin::https(&ca).await, Origin::https(&ca).await);
-    serve_app(&origin, &other);
+    let (dir, ca, origin, _other) = app().await;
     let gate = Arc::new(Notify::new());
     let mut held = Route::ok(random_bytes(400_000, 2));
     held.gate = Some(gate.clone());
@@ -138,10 +142,7 @@ async fn the_browser_request_joins_a_prefetch_under_way() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compressed_documents_are_scanned_too() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let ca = TestCa::new(dir.path());
-    let (origin, other) = (Origin::https(&ca).await, Origin::https(&ca).await);
-    serve_app(&origin, &other);
+    let (dir, ca, origin, _other) = app().await;
     let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gzip.write_all(bootstrap().as_bytes()).expect("gzip");
     origin.route(
@@ -161,10 +162,7 @@ async fn compressed_documents_are_scanned_too() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prefetch_asks_as_the_client_of_the_document_did() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let ca = TestCa::new(dir.path());
-    let (origin, other) = (Origin::https(&ca).await, Origin::https(&ca).await);
-    serve_app(&origin, &other);
+    let (dir, ca, origin, _other) = app().await;
     let proxy = TestProxy::start(dir.path(), "{}", Some(&ca.path)).await;
     let client = proxy.client();
     let document = |extra: Option<(&'static str, &'static str)>| {
@@ -201,10 +199,7 @@ async fn a_prefetch_asks_as_the_client_of_the_document_did() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_prefetched_for_credentials_excluded_urls_or_with_prefetch_off() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let ca = TestCa::new(dir.path());
-    let (origin, other) = (Origin::https(&ca).await, Origin::https(&ca).await);
-    serve_app(&origin, &other);
+    let (dir, ca, origin, _other) = app().await;
     let config = r#"{ "rules": [ { "glob": "*/flutter-canvaskit/**", "action": "bypass" } ] }"#;
     let proxy = TestProxy::start(&dir.path().join("a"), config, Some(&ca.path)).await;
     let client = proxy.client();
