@@ -1,5 +1,6 @@
 //! Content codings the cache produces and reads: zstd for bodies stored compressed on disk,
-//! and br, gzip or zstd for clients that accept them. Pure: bytes in, bytes out.
+//! and br, gzip or zstd for clients that accept them; and which codings a request accepts.
+//! Pure: bytes in, bytes out (each thread remembers the last `Accept-Encoding` it read).
 
 use std::cell::RefCell;
 use std::io::{Read, Write};

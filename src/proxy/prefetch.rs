@@ -88,26 +88,27 @@ impl ProxyService {
             return response;
         };
         let (parts, body) = response.into_parts();
-        let (this, url, headers) = (self.clone(), url.clone(), parts.headers.clone());
+        let (this, document, headers) = (self.clone(), url.clone(), parts.headers.clone());
         let body = TapBody::new(body, prefetcher.scan_limit(), move |copy| {
-            this.scan(url, referrer, headers, kind, copy);
+            this.scan(document, referrer, headers, kind, copy);
         });
         Response::from_parts(parts, body.boxed())
     }
 
-    /// Finds what a scanned body refers to (in the background) and submits the prefetches.
-    fn scan(&self, url: Url, referrer: Referrer, headers: HeaderMap, kind: Kind, body: Bytes) {
+    /// Finds what the scanned body of `document` refers to (in the background) and submits
+    /// the prefetches.
+    fn scan(&self, document: Url, referrer: Referrer, headers: HeaderMap, kind: Kind, body: Bytes) {
         self.ctx.stats.prefetch_scans.inc();
         let this = self.clone();
         tokio::spawn(async move {
-            let (base, policy) = (url.clone(), this.ctx.policy());
+            let (base, policy) = (document.clone(), this.ctx.policy());
             let found = tokio::task::spawn_blocking(move || {
                 let text = body_text(&headers, &body)?;
                 Some(refs::references(&text, &base, kind, &policy))
             })
             .await;
             let Ok(Some(urls)) = found else { return };
-            let origin = url.origin().ascii_serialization();
+            let origin = document.origin().ascii_serialization();
             for url in urls {
                 let (one, headers) = (this.clone(), referrer.headers());
                 if !this
