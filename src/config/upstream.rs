@@ -89,10 +89,13 @@ impl UpstreamConfig {
 
     /// Whether the proxy may contact `host` (`allow_hosts` empty, or one of them matches).
     pub fn allows_host(&self, host: &str) -> bool {
+        if self.allow_hosts.is_empty() {
+            return true;
+        }
         let host = host
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_ascii_lowercase();
-        self.allow_hosts.is_empty() || self.allow_hosts.iter().any(|glob| glob.is_match(&host))
+        self.allow_hosts.iter().any(|glob| glob.is_match(&host))
     }
 }

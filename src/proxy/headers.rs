@@ -56,9 +56,22 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 
 /// The `Host` of a request for `url`: its authority (the port only when not the scheme's).
 pub fn host_of(url: &url::Url) -> Option<HeaderValue> {
+    HeaderValue::from_str(host_text(url)?).ok()
+}
+
+/// Whether `headers` carry the `Host` the URL makes already, and no other.
+pub fn has_host_of(headers: &HeaderMap, url: &url::Url) -> bool {
+    let mut sent = headers.get_all(http::header::HOST).iter();
+    match (sent.next(), sent.next(), host_text(url)) {
+        (Some(one), None, Some(text)) => one.as_bytes() == text.as_bytes(),
+        _ => false,
+    }
+}
+
+/// The URL's own text from host to port: no formatting, brackets of IPv6 kept.
+fn host_text(url: &url::Url) -> Option<&str> {
     url.host_str()?;
-    // The URL's own text from host to port: no formatting, brackets of IPv6 kept.
-    HeaderValue::from_str(&url[Position::BeforeHost..Position::AfterPort]).ok()
+    Some(&url[Position::BeforeHost..Position::AfterPort])
 }
 
 /// Appends this proxy to `Via` for a message of `version`.
@@ -293,6 +306,23 @@ mod tests {
         for (status, want) in cases {
             assert_eq!(status.header_value(), want);
         }
+    }
+
+    #[test]
+    fn a_host_is_kept_only_when_it_is_the_urls_alone() {
+        let url = url::Url::parse("http://example.com:8080/a").expect("url");
+        let with = |values: &[&'static str]| {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append(http::header::HOST, HeaderValue::from_static(value));
+            }
+            has_host_of(&headers, &url)
+        };
+        assert!(with(&["example.com:8080"]));
+        assert!(!with(&[]));
+        assert!(!with(&["example.com"]));
+        assert!(!with(&["EXAMPLE.com:8080"]));
+        assert!(!with(&["example.com:8080", "evil.test"]));
     }
 
     #[test]

@@ -41,7 +41,7 @@ use crate::cache::http::policy;
 use crate::proxy::error::ProxyError;
 pub use context::Context;
 pub(crate) use counted_body::CountedBody;
-use headers::{add_via, host_of, remove_hop_by_hop, CacheStatus, CACHE_STATUS};
+use headers::{add_via, has_host_of, host_of, remove_hop_by_hop, CacheStatus, CACHE_STATUS};
 use log::{LoggedBody, RequestSummary};
 use upstream::{Route, UpstreamBody};
 
@@ -129,8 +129,10 @@ impl ProxyService {
         // RFC 9112 §3.2.2: the target's authority is the request's Host, whatever Host came
         // (in a tunnel: the authority the tunnel was opened to), before anything reads it —
         // the cache's stored policy compares it, and the origin must see the URL's host.
-        if let Some(host) = host_of(&url) {
-            request.headers_mut().insert(HOST, host);
+        if !has_host_of(request.headers(), &url) {
+            if let Some(host) = host_of(&url) {
+                request.headers_mut().insert(HOST, host);
+            }
         }
         let request_namespace = match self.settle_namespace(request.headers_mut()) {
             Ok(settled) => settled,

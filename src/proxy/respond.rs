@@ -193,7 +193,11 @@ pub fn respond(
     };
     match reply {
         Reply::Full => {
-            headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+            // The stored length is usually the body's already: nothing to format then.
+            let stored = headers.get(CONTENT_LENGTH).map(HeaderValue::as_bytes);
+            if stored.and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok()) != Some(len) {
+                headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+            }
         }
         Reply::Partial { start, end } => {
             headers.insert(CONTENT_LENGTH, HeaderValue::from(end - start + 1));
