@@ -104,6 +104,15 @@ fn date(value: Option<&HeaderValue>) -> Option<SystemTime> {
     httpdate::parse_http_date(value?.to_str().ok()?).ok()
 }
 
+/// Whether `headers` carry one `Content-Length`, and it is `len`.
+fn is_only_length(headers: &HeaderMap, len: u64) -> bool {
+    let mut stored = headers.get_all(CONTENT_LENGTH).iter();
+    match (stored.next(), stored.next()) {
+        (Some(one), None) => one.to_str().ok().and_then(|v| v.parse::<u64>().ok()) == Some(len),
+        _ => false,
+    }
+}
+
 /// A single `bytes=` range; several ranges or a malformed header get the whole body.
 fn byte_range(header: &str, len: u64) -> Reply {
     let Some(spec) = header.trim().strip_prefix("bytes=") else {
@@ -193,9 +202,8 @@ pub fn respond(
     };
     match reply {
         Reply::Full => {
-            // The stored length is usually the body's already: nothing to format then.
-            let stored = headers.get(CONTENT_LENGTH).map(HeaderValue::as_bytes);
-            if stored.and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok()) != Some(len) {
+            // The stored length is usually the body's already, alone: nothing to format then.
+            if !is_only_length(&headers, len) {
                 headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
             }
         }
@@ -339,6 +347,19 @@ mod tests {
                 "{method} {request:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_stored_length_is_kept_only_when_it_is_the_bodys_alone() {
+        let length = |values: &[&'static str]| {
+            let pairs: Vec<_> = values.iter().map(|v| ("content-length", *v)).collect();
+            is_only_length(&map(&pairs), 42)
+        };
+        assert!(length(&["42"]));
+        assert!(!length(&[]));
+        assert!(!length(&["41"]));
+        assert!(!length(&["42", "42"]));
+        assert!(!length(&["042x"]));
     }
 
     #[test]
