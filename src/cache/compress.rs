@@ -134,8 +134,7 @@ pub fn encode(coding: Coding, body: &[u8]) -> Option<Bytes> {
 
 /// The codings a request's `Accept-Encoding` names, as written (`x-gzip` as `gzip`; compare
 /// them ignoring case), each with whether it is accepted (a q-value above 0), in order.
-/// Runs for every cacheable request: it allocates nothing.
-pub fn accept_encoding_items(headers: &HeaderMap) -> impl Iterator<Item = (&str, bool)> {
+fn accept_encoding_items(headers: &HeaderMap) -> impl Iterator<Item = (&str, bool)> {
     headers
         .get_all(ACCEPT_ENCODING)
         .iter()
@@ -160,7 +159,7 @@ pub fn accept_encoding_items(headers: &HeaderMap) -> impl Iterator<Item = (&str,
 
 /// The codings a request's `Accept-Encoding` tells apart for the cache, in the order they
 /// are written in a cache key.
-pub const KNOWN_CODINGS: [&str; 4] = ["br", "deflate", "gzip", "zstd"];
+const KNOWN_CODINGS: [&str; 4] = ["br", "deflate", "gzip", "zstd"];
 
 /// Which of `KNOWN_CODINGS` a request accepts; a coding named twice is decided by the last.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -1,5 +1,5 @@
-//! Pure header helpers: hop-by-hop removal (RFC 9110 §7.6.1), `Via`, and the `Cache-Status`
-//! vocabulary (RFC 9211) that headers, logs and tests share.
+//! Pure header helpers: hop-by-hop removal (RFC 9110 §7.6.1), `Host` and `Via`, a header's
+//! sole value, and the `Cache-Status` vocabulary (RFC 9211) that headers, logs and tests share.
 
 use http::header::{HeaderName, CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use std::borrow::Cow;
@@ -61,10 +61,16 @@ pub fn host_of(url: &url::Url) -> Option<HeaderValue> {
 
 /// Whether `headers` carry the `Host` the URL makes already, and no other.
 pub fn has_host_of(headers: &HeaderMap, url: &url::Url) -> bool {
-    let mut sent = headers.get_all(http::header::HOST).iter();
-    match (sent.next(), sent.next(), host_text(url)) {
-        (Some(one), None, Some(text)) => one.as_bytes() == text.as_bytes(),
-        _ => false,
+    let sent = sole_value(headers, &http::header::HOST).map(HeaderValue::as_bytes);
+    sent.is_some() && sent == host_text(url).map(str::as_bytes)
+}
+
+/// The value of `name` when `headers` carry exactly one.
+pub fn sole_value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a HeaderValue> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (Some(one), None) => Some(one),
+        _ => None,
     }
 }
 

@@ -106,11 +106,8 @@ fn date(value: Option<&HeaderValue>) -> Option<SystemTime> {
 
 /// Whether `headers` carry one `Content-Length`, and it is `len`.
 fn is_only_length(headers: &HeaderMap, len: u64) -> bool {
-    let mut stored = headers.get_all(CONTENT_LENGTH).iter();
-    match (stored.next(), stored.next()) {
-        (Some(one), None) => one.to_str().ok().and_then(|v| v.parse::<u64>().ok()) == Some(len),
-        _ => false,
-    }
+    let stored = super::headers::sole_value(headers, &CONTENT_LENGTH);
+    stored.and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) == Some(len)
 }
 
 /// A single `bytes=` range; several ranges or a malformed header get the whole body.

@@ -164,12 +164,9 @@ pub fn classify_request(
 
 fn has_asset_extension(url: &Url, policy: &PolicyConfig) -> bool {
     let file_name = url.path().rsplit('/').next().unwrap_or("");
-    file_name.rsplit_once('.').is_some_and(|(_, extension)| {
-        policy
-            .asset_extensions
-            .iter()
-            .any(|known| known.eq_ignore_ascii_case(extension))
-    })
+    file_name
+        .rsplit_once('.')
+        .is_some_and(|(_, extension)| version::is_asset_extension(extension, policy))
 }
 
 /// Whether an answer stored for one client may serve requests that carry other cookies (or

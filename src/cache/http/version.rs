@@ -67,8 +67,7 @@ pub fn detect(url: &Url, policy: &PolicyConfig) -> Option<VersionedAsset> {
     let mut segments = url.path_segments()?;
     let file_name = segments.next_back()?;
     let (stem, extension) = file_name.rsplit_once('.')?;
-    let known = |known: &String| known.eq_ignore_ascii_case(extension);
-    if !policy.asset_extensions.iter().any(known) {
+    if !is_asset_extension(extension, policy) {
         return None;
     }
     if let Some(found) = from_query(url, &policy.version_query_params) {
@@ -77,6 +76,14 @@ pub fn detect(url: &Url, policy: &PolicyConfig) -> Option<VersionedAsset> {
     let dirs: Vec<&str> = segments.collect();
     let extension = extension.to_ascii_lowercase();
     from_file_name(url, &dirs, stem, &extension).or_else(|| from_directory(url, &dirs, file_name))
+}
+
+/// Whether a file name ending in `.extension` names an asset (compared ignoring case).
+pub fn is_asset_extension(extension: &str, policy: &PolicyConfig) -> bool {
+    policy
+        .asset_extensions
+        .iter()
+        .any(|known| known.eq_ignore_ascii_case(extension))
 }
 
 fn from_query(url: &Url, params: &[String]) -> Option<VersionedAsset> {
