@@ -562,3 +562,36 @@ async fn client_reload_headers_do_not_defeat_fresh_entries_unless_honoured() {
     assert!(reload(&client).await.contains("fwd=stale"));
     assert_eq!(s.origin.hits("/canvaskit/canvaskit.wasm"), 2);
 }
+
+#[tokio::test]
+async fn a_head_is_answered_from_a_stored_get_with_the_length_a_get_carries() {
+    let s = origin().await;
+    let proxy = s.proxy("{}").await;
+    let client = proxy.client();
+    // A standard entry (its lifetime from Cache-Control), the body streamed chunked with no
+    // Content-Length, as compressing servers send it.
+    let (route, parts) = Route::streamed();
+    s.origin.route(
+        "/main.4f2a9c.js",
+        route.header("cache-control", "public, max-age=3600"),
+    );
+    let body = random_bytes(70_000, 24);
+    parts.send(body.slice(..30_000)).expect("origin sends");
+    parts.send(body.slice(30_000..)).expect("origin sends");
+    drop(parts);
+    let url = s.origin.url("/main.4f2a9c.js");
+    let (status, cache, got) = get(&client, &url).await;
+    assert_eq!((status, cache.as_str(), got), (200, STORED, body.clone()));
+    proxy.settled().await;
+
+    // A HEAD says what a GET would send (RFC 9110 §9.3.2): the stored body's length.
+    let response = client.head(&url).send().await.expect("HEAD");
+    assert_eq!(cache_status(&response), MEMORY_HIT);
+    assert_eq!(response.headers()["content-length"], "70000");
+    assert!(response.bytes().await.expect("no body").is_empty());
+    let response = client.get(&url).send().await.expect("GET");
+    assert_eq!(cache_status(&response), MEMORY_HIT);
+    assert_eq!(response.headers()["content-length"], "70000");
+    assert_eq!(response.bytes().await.expect("body"), body);
+    assert_eq!(s.origin.hits("/main.4f2a9c.js"), 1);
+}

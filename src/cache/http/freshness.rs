@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
 use http::header::{CACHE_CONTROL, ETAG, LAST_MODIFIED, PRAGMA};
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_cache_semantics::BeforeRequest;
 
 use crate::cache::entry::{EntryMeta, Lifetime};
@@ -96,18 +96,29 @@ pub fn judge(
 /// Playwright's request interception, proxy authentication or HAR recording send `no-cache` on
 /// every request to bypass their own cache, not this one (shared caches such as Varnish and
 /// nginx ignore them too by default).
+///
+/// A HEAD is judged as the GET it asks about: entries are stored from GETs, and the stored
+/// policy would take any other method for a different request (always stale).
 fn judged_request<'a>(request: &'a Request<()>, policy: &PolicyConfig) -> Cow<'a, Request<()>> {
     let headers = request.headers();
     let directed = headers.contains_key(CACHE_CONTROL) || headers.contains_key(PRAGMA);
-    if policy.honour_client_reload || !directed {
+    let strip_directives = directed && !policy.honour_client_reload;
+    let head = request.method() == Method::HEAD;
+    if !strip_directives && !head {
         return Cow::Borrowed(request);
     }
     let mut copy = Request::new(());
-    *copy.method_mut() = request.method().clone();
+    *copy.method_mut() = if head {
+        Method::GET
+    } else {
+        request.method().clone()
+    };
     *copy.uri_mut() = request.uri().clone();
     *copy.headers_mut() = headers.clone();
-    copy.headers_mut().remove(CACHE_CONTROL);
-    copy.headers_mut().remove(PRAGMA);
+    if strip_directives {
+        copy.headers_mut().remove(CACHE_CONTROL);
+        copy.headers_mut().remove(PRAGMA);
+    }
     Cow::Owned(copy)
 }
 

@@ -474,6 +474,36 @@ fn client_reloads_revalidate_standard_entries_when_honoured() {
 }
 
 #[test]
+fn a_head_is_judged_as_the_get_it_asks_about() {
+    let config = Config::default().policy;
+    let entry = standard_entry(&[("cache-control", "max-age=100")]);
+    let head = |pairs: Headers| {
+        let mut head = request("https://a.test/index.html", pairs);
+        *head.method_mut() = http::Method::HEAD;
+        head
+    };
+    let at = |secs: u64| SystemTime::UNIX_EPOCH + T0 + Duration::from_secs(secs);
+    assert_eq!(
+        freshness(&entry, &head(&[]), at(10), &config),
+        Freshness::Fresh
+    );
+    assert_eq!(
+        freshness(
+            &entry,
+            &head(&[("cache-control", "no-cache")]),
+            at(10),
+            &config
+        ),
+        Freshness::Fresh,
+        "a reload is ignored for HEAD as for GET"
+    );
+    assert_eq!(
+        freshness(&entry, &head(&[]), at(150), &config),
+        Freshness::Stale(StaleUse::default())
+    );
+}
+
+#[test]
 fn a_304_refreshes_headers_and_lifetime() {
     let meta = stored(
         "https://a.test/f.bin",
