@@ -154,20 +154,22 @@ impl RequestKeys {
 /// The keys a request for `url` may be answered from: its coding class and the values of
 /// the headers this URL's responses vary on; with a cookie, also the cookie's own key.
 async fn keys_for(tiers: &Tiers, url: &Url, headers: &HeaderMap, plan: &CachePlan) -> RequestKeys {
-    let names = match tiers.vary.cached(url.as_str()) {
-        Some(names) => names,
-        None => {
-            let (vary, owned) = (tiers.vary.clone(), url.as_str().to_owned());
-            tokio::task::spawn_blocking(move || vary.names(&owned))
-                .await
-                .unwrap_or_default()
-        }
+    let names = if !tiers.vary.may_vary() {
+        None
+    } else if let Some(names) = tiers.vary.cached(url.as_str()) {
+        Some(names)
+    } else {
+        let (vary, owned) = (tiers.vary.clone(), url.as_str().to_owned());
+        tokio::task::spawn_blocking(move || vary.names(&owned))
+            .await
+            .ok()
     };
-    let shared = CacheKey::for_request(url, headers, &names, true);
+    let names = names.as_deref().map_or(&[][..], Vec::as_slice);
+    let shared = CacheKey::for_request(url, headers, names, true);
     // Only a cookie, on an answer not always shared, can make a key of the request's own.
     let may_differ = plan.sharing != Sharing::Always && headers.contains_key(COOKIE);
     let own = may_differ
-        .then(|| CacheKey::for_request(url, headers, &names, false))
+        .then(|| CacheKey::for_request(url, headers, names, false))
         .filter(|own| *own != shared);
     RequestKeys { own, shared }
 }

@@ -25,17 +25,33 @@ pub async fn answer(
     if !ctx.auth.allows(request.headers()) {
         return ProxyAuth::challenge();
     }
-    let namespace = match namespace::named_by(request.headers(), ctx.auth.is_open()) {
-        Ok(namespace) => namespace,
-        Err(reason) => return ProxyError::BadRequest(reason).into_response(),
-    };
-    if namespace.is_none() && ctx.config.clients.require_namespace {
-        return ProxyAuth::namespace_challenge();
+    let connect = request.method() == Method::CONNECT;
+    let require = ctx.config.clients.require_namespace;
+    // A plain request's namespace is settled (and checked) where it is answered; here only a
+    // tunnel's, which holds for every request in it, and one the proxy requires.
+    if connect || require {
+        let namespace = match namespace::named_by(request.headers(), ctx.auth.is_open()) {
+            Ok(namespace) => namespace,
+            Err(reason) => return ProxyError::BadRequest(reason).into_response(),
+        };
+        if namespace.is_none() && require {
+            return ProxyAuth::namespace_challenge();
+        }
+        if connect {
+            return Box::pin(open_tunnel(ctx, connections, request, namespace)).await;
+        }
     }
-    if request.method() != Method::CONNECT {
-        return ProxyService::new(ctx).answer(request).await;
-    }
-    let connected = Box::pin(crate::mitm::connect(ctx.clone(), request)).await;
+    ProxyService::new(ctx).answer(request).await
+}
+
+/// Answers a CONNECT, and serves the tunnel it opens in the background.
+async fn open_tunnel(
+    ctx: Arc<Context>,
+    connections: Connections,
+    request: Request<Incoming>,
+    namespace: Option<String>,
+) -> Response<ProxyBody> {
+    let connected = crate::mitm::connect(ctx.clone(), request).await;
     if let Some(tunnel) = connected.tunnel {
         let serving = connections.clone();
         let serve_tunnel = async move {

@@ -85,10 +85,12 @@ impl Prefetcher {
         let js_name = file_name
             .get(file_name.len().saturating_sub(3)..)
             .is_some_and(|end| end.eq_ignore_ascii_case(".js"));
-        let js_type = content_type
-            .windows(b"javascript".len())
-            .any(|w| w.eq_ignore_ascii_case(b"javascript"));
-        if !js_name && !js_type {
+        let js_type = || {
+            content_type
+                .windows(b"javascript".len())
+                .any(|w| w.eq_ignore_ascii_case(b"javascript"))
+        };
+        if !js_name && !js_type() {
             return None;
         }
         // The globs match ignoring case.

@@ -6,6 +6,7 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::atomic_file;
@@ -20,15 +21,28 @@ const MEMORY_URLS: u64 = 20_000;
 pub struct VaryIndex {
     memory: moka::sync::Cache<String, Arc<Vec<String>>>,
     dir: PathBuf,
+    /// Whether any URL may vary on more than Accept-Encoding: the directory held a file when
+    /// the index was opened, or this process recorded one since. Until then no lookup needs
+    /// the index (most caches never hold a varying answer). Names a neighbouring process
+    /// records later are learned from this URL's own next fetch.
+    any: AtomicBool,
 }
 
 impl VaryIndex {
     /// The index under a disk tier's root.
     pub fn new(root: &Path) -> VaryIndex {
+        let dir = root.join("vary");
         VaryIndex {
             memory: moka::sync::Cache::new(MEMORY_URLS),
-            dir: root.join("vary"),
+            any: AtomicBool::new(holds_a_file(&dir)),
+            dir,
         }
+    }
+
+    /// Whether any URL may vary on headers besides Accept-Encoding; when not, every URL
+    /// varies on nothing.
+    pub fn may_vary(&self) -> bool {
+        self.any.load(Ordering::Relaxed)
     }
 
     /// The names `url` varies on, if known without touching the disk.
@@ -64,6 +78,7 @@ impl VaryIndex {
                 _ => {}
             }
         } else {
+            self.any.store(true, Ordering::Relaxed);
             if let Some(dir) = path.parent() {
                 fs::create_dir_all(dir).map_err(|e| io("create", e))?;
             }
@@ -80,6 +95,18 @@ impl VaryIndex {
     }
 }
 
+/// Whether `dir` holds a URL's file (in one of its fan-out directories). A directory that
+/// cannot be read may hold one.
+fn holds_a_file(dir: &Path) -> bool {
+    let fan_out = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => return e.kind() != io::ErrorKind::NotFound,
+    };
+    fan_out
+        .flatten()
+        .any(|entry| fs::read_dir(entry.path()).map_or(true, |mut files| files.next().is_some()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,7 +120,24 @@ mod tests {
             .record("https://a.test/x.css", &names)
             .expect("record");
         let reopened = VaryIndex::new(dir.path());
+        assert!(reopened.may_vary());
         assert_eq!(*reopened.names("https://a.test/x.css"), names);
         assert!(reopened.names("https://a.test/other.css").is_empty());
+    }
+
+    #[test]
+    fn an_index_knows_whether_any_url_varies() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let index = VaryIndex::new(dir.path());
+        assert!(!index.may_vary(), "a new cache holds no varying answer");
+        index.record("https://a.test/x.css", &[]).expect("record");
+        assert!(!index.may_vary(), "varying on nothing");
+        index
+            .record("https://a.test/x.css", &["accept-language".to_owned()])
+            .expect("record");
+        assert!(index.may_vary());
+        // A URL that stopped varying leaves its fan-out directory behind, empty.
+        index.record("https://a.test/x.css", &[]).expect("record");
+        assert!(!VaryIndex::new(dir.path()).may_vary());
     }
 }

@@ -74,8 +74,7 @@ pub fn detect(url: &Url, policy: &PolicyConfig) -> Option<VersionedAsset> {
         return Some(found);
     }
     let dirs: Vec<&str> = segments.collect();
-    let extension = extension.to_ascii_lowercase();
-    from_file_name(url, &dirs, stem, &extension).or_else(|| from_directory(url, &dirs, file_name))
+    from_file_name(url, &dirs, stem, extension).or_else(|| from_directory(url, &dirs, file_name))
 }
 
 /// Whether a file name ending in `.extension` names an asset (compared ignoring case).
@@ -130,7 +129,12 @@ fn from_file_name(url: &Url, dirs: &[&str], stem: &str, extension: &str) -> Opti
             .map_or(stem.len(), |i| start + 1 + i);
         let component = &stem[start + 1..end];
         if is_hash(component, false) {
-            let file_name = format!("{}{}.{extension}", &stem[..start], &stem[end..]);
+            // The name without its hash, the extension in lower case.
+            let mut file_name = String::with_capacity(stem.len() + extension.len());
+            file_name.push_str(&stem[..start]);
+            file_name.push_str(&stem[end..]);
+            file_name.push('.');
+            file_name.extend(extension.chars().map(|c| c.to_ascii_lowercase()));
             return Some(with_path(url, dirs, &file_name, component));
         }
         start = end;
@@ -146,18 +150,19 @@ fn from_directory(url: &Url, dirs: &[&str], file_name: &str) -> Option<Versioned
 }
 
 fn with_path(url: &Url, dirs: &[&str], file_name: &str, version: &str) -> VersionedAsset {
-    let mut asset = url.clone();
-    asset.set_fragment(None);
-    let mut path = String::new();
+    // The segments come from the parsed URL, already in its normal form, so the identity is
+    // their text joined: parsing it again as a URL would give the same (a test holds it).
+    let mut asset = String::with_capacity(url.as_str().len());
+    asset.push_str(&url[..Position::BeforePath]);
     for dir in dirs {
-        path.push('/');
-        path.push_str(dir);
+        asset.push('/');
+        asset.push_str(dir);
     }
-    path.push('/');
-    path.push_str(file_name);
-    asset.set_path(&path);
+    asset.push('/');
+    asset.push_str(file_name);
+    asset.push_str(&url[Position::AfterPath..Position::AfterQuery]);
     VersionedAsset {
-        asset: AssetId(asset.to_string()),
+        asset: AssetId(asset),
         version: Version(version.to_owned()),
     }
 }
@@ -211,6 +216,7 @@ mod tests {
             ("https://a.test/lib/1.2.3/lib.min.js", "https://a.test/lib/lib.min.js", "1.2.3"),
             ("https://a.test/app.3f2a9c1b.js", "https://a.test/app.js", "3f2a9c1b"),
             ("https://a.test/app-3f2a9c1b.css", "https://a.test/app.css", "3f2a9c1b"),
+            ("https://a.test/app.3f2a9c1b.JS", "https://a.test/app.js", "3f2a9c1b"),
             ("https://a.test/assets/index-BxK9a2Zq.js", "https://a.test/assets/index.js", "BxK9a2Zq"),
             ("https://a.test/app.3f2a9c1b.min.js", "https://a.test/app.min.js", "3f2a9c1b"),
             (
@@ -226,6 +232,38 @@ mod tests {
                 Some((asset.to_owned(), version.to_owned())),
                 "{url}"
             );
+        }
+    }
+
+    #[test]
+    fn an_identity_is_what_the_url_parser_makes_of_it() {
+        let cases = [
+            (
+                "https://user:pw@a.test:8443/x/app.3f2a9c1b.js?q=%20a&b#frag",
+                "https://user:pw@a.test:8443/x/app.js?q=%20a&b",
+            ),
+            (
+                "https://[::1]/static/v2/lo%20go.png?x",
+                "https://[::1]/static/lo%20go.png?x",
+            ),
+            (
+                "http://a.test/%7Euser/%2E%2E/v1.2.3/b%2Fc/app-3f2a9c1b.css",
+                "http://a.test/v1.2.3/b%2Fc/app.css",
+            ),
+            (
+                "https://a.test/a//v9/app.js?v",
+                "https://a.test/a//app.js?v",
+            ),
+            (
+                "https://xn--bcher-kva.test/%C3%BC/0123456789abcdef/app.JS?",
+                "https://xn--bcher-kva.test/%C3%BC/app.JS?",
+            ),
+        ];
+        for (url, identity) in cases {
+            let (asset, _) = split(url).unwrap_or_else(|| panic!("{url} is versioned"));
+            assert_eq!(asset, identity, "{url}");
+            let reparsed = Url::parse(&asset).expect("identity parses");
+            assert_eq!(reparsed.as_str(), asset, "{url}");
         }
     }
 
