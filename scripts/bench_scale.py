@@ -143,6 +143,16 @@ def disk_bound(work, origin, targets):
         warm(memory_ap.port, one)
         rows["asset-proxy, memory hits (one asset)"] = wrk(memory_ap.port, one, conns)
         memory_ap.stop()
+        # Memory hits of the same working set (a memory tier that holds it all): the bodies
+        # come from RAM, not from the CPU's caches, as the disk-bound hits' do.
+        held_ap = start_asset_proxy(work, f"held{size}", {"memory": {"max_mb": WORKING_SET_MIB + 512}})
+        fetch_all(held_ap.port, urls)
+        settle(held_ap)
+        before_held = admin_stats(held_ap)["hits"]
+        rows["asset-proxy, memory hits (same working set)"] = wrk_script(held_ap.port, script, conns)
+        after_held = admin_stats(held_ap)["hits"]
+        held_ap.stop()
+        shutil.rmtree(work.path(f"held{size}-cache"), ignore_errors=True)
         ap.stop()
         nginx.stop()
         shutil.rmtree(work.path("nginx-cache"), ignore_errors=True)
@@ -155,10 +165,15 @@ def disk_bound(work, origin, targets):
             row(name, r, "mbps", ours if name != "asset-proxy, disk-bound" else None)
         hits = {k: after.get(k, 0) - before.get(k, 0) for k in ("memory", "disk")}
         print(f"\nhits during the run: memory {hits['memory']:,}, disk {hits['disk']:,}")
+        held = {k: after_held.get(k, 0) - before_held.get(k, 0) for k in ("memory", "disk")}
+        print(f"hits of the proxy holding the working set: memory {held['memory']:,}, disk {held['disk']:,}")
         memory_ratio = ours["mbps"] / rows["asset-proxy, memory hits (one asset)"]["mbps"]
+        held_ratio = ours["mbps"] / rows["asset-proxy, memory hits (same working set)"]["mbps"]
         nginx_ratio = ours["mbps"] / rows["nginx proxy_cache, same working set from disk"]["mbps"]
-        targets.append((f"(g) {label} disk-bound hits >= 0.8x memory hits", f"{memory_ratio:.2f}x",
+        targets.append((f"(g) {label} disk-bound hits >= 0.8x memory hits (one asset)", f"{memory_ratio:.2f}x",
                         memory_ratio >= 0.8))
+        targets.append((f"(g) {label} disk-bound hits >= 0.8x memory hits (same working set)",
+                        f"{held_ratio:.2f}x", held_ratio >= 0.8))
         targets.append((f"(g) {label} disk-bound hits >= 1.0x nginx from disk", f"{nginx_ratio:.2f}x",
                         nginx_ratio >= 1.0))
         shutil.rmtree(folder, ignore_errors=True)

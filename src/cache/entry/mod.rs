@@ -189,7 +189,11 @@ pub struct UseStamp {
 impl UseStamp {
     /// Records a use at `now_ms`.
     pub fn mark(&self, now_ms: u64) {
-        self.at_ms.fetch_max(now_ms, Ordering::Relaxed);
+        // Hits of one entry from several threads in the same millisecond: a read of the
+        // stamp is shared by all of them, a write is not.
+        if self.at_ms.load(Ordering::Relaxed) < now_ms {
+            self.at_ms.fetch_max(now_ms, Ordering::Relaxed);
+        }
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
