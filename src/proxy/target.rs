@@ -118,8 +118,12 @@ mod tests {
         "http://user:secret@example.com",
     ];
 
-    const TARGETS: [&str; 9] = [
+    const TARGETS: [&str; 13] = [
         "/",
+        "/..",
+        "/.%2e/x",
+        "/a:b/c",
+        "/?",
         "/app.js?v=1",
         "/a/../b/./c",
         "/%7Euser/%2e%2e/x",
