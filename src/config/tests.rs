@@ -119,6 +119,25 @@ fn errors_name_the_field() {
 }
 
 #[test]
+fn text_after_the_document_is_an_error_not_ignored() {
+    // Two objects written one after the other, or a stray brace left by an edit: what
+    // follows the first document would otherwise be dropped without a word.
+    for text in [
+        r#"{"memory": {"max_mb": 64}}, "disk": {"max_mb": 256}}"#,
+        r#"{"memory": {"max_mb": 64}} {"disk": {"max_mb": 256}}"#,
+        "{} }",
+    ] {
+        let (field, message) = Config::parse(text).expect_err(text);
+        assert_eq!(field, "(top level)", "{text}");
+        assert!(message.contains("trailing"), "{text}: {message}");
+    }
+    assert!(
+        Config::parse("{}\n\n").is_ok(),
+        "trailing white space is fine"
+    );
+}
+
+#[test]
 fn upstream_proxy_names_one_of_the_upstreams_or_is_a_url() {
     let config = Config::parse(
         r#"{"upstreams": {"res": "socks5h://u:p@10.0.0.1:1080", "dc": "http://10.0.0.2:3128"},

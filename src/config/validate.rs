@@ -45,6 +45,11 @@ impl Config {
             };
             (field, e.into_inner().to_string())
         })?;
+        // Whatever follows the document (a second object, a stray brace) is an error: it
+        // would otherwise be dropped without a word.
+        deserializer
+            .end()
+            .map_err(|e| ("(top level)".to_owned(), e.to_string()))?;
         Config::from_raw(raw)
     }
 

@@ -11,6 +11,7 @@
 
 mod activity;
 pub mod front;
+mod limits;
 pub mod per_core;
 pub mod socks;
 
@@ -40,6 +41,8 @@ use crate::stats::Stats;
 use crate::tasks::Tasks;
 use crate::trouble::Trouble;
 use activity::{Activity, GuardedBody, InFlight, Tracked};
+use limits::open_descriptors;
+pub use limits::{descriptor_limit, ConnectionLimits};
 
 /// Largest request head a client may send; a larger one gets 431.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -49,25 +52,6 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const CLOSE_ON_EXHAUSTION: usize = 16;
 /// How long a connection asked to close gets to finish before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
-
-/// Deadlines and limits of client connections.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnectionLimits {
-    /// A client must send its request headers within this time (slowloris).
-    pub header_timeout: Duration,
-    /// A connection with nothing in flight that moves no byte for this long is closed.
-    pub idle_timeout: Duration,
-    /// The process's descriptor limit, when known.
-    pub descriptors: Option<u64>,
-}
-
-impl ConnectionLimits {
-    /// Descriptors kept free for origins, files and new clients: an eighth of the limit,
-    /// between 16 and 256.
-    fn reserve(&self) -> Option<u64> {
-        self.descriptors.map(|limit| (limit / 8).clamp(16, 256))
-    }
-}
 
 /// Every task serving a client, so shutdown can ask them to finish and wait for them.
 #[derive(Clone)]
@@ -374,46 +358,5 @@ impl Connections {
         if removed.is_some() {
             self.inner.stats.clients_open.dec();
         }
-    }
-}
-
-/// The process's soft limit on open files, from `/proc/self/limits`; `None` elsewhere.
-pub fn descriptor_limit() -> Option<u64> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
-}
-
-/// Descriptors the process has open, from `/proc/self/fd`; `None` elsewhere.
-fn open_descriptors() -> Option<u64> {
-    std::fs::read_dir("/proc/self/fd")
-        .ok()
-        .map(|dir| dir.count() as u64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_reserve_is_an_eighth_of_the_limit_within_bounds() {
-        let reserve = |limit: Option<u64>| {
-            ConnectionLimits {
-                header_timeout: Duration::from_secs(1),
-                idle_timeout: Duration::from_secs(1),
-                descriptors: limit,
-            }
-            .reserve()
-        };
-        assert_eq!(reserve(None), None);
-        assert_eq!(reserve(Some(64)), Some(16));
-        assert_eq!(reserve(Some(256)), Some(32));
-        assert_eq!(reserve(Some(1_048_576)), Some(256));
-    }
-
-    #[test]
-    fn the_descriptor_limit_is_read() {
-        assert!(descriptor_limit().is_some_and(|n| n > 0));
-        assert!(open_descriptors().is_some_and(|n| n > 0));
     }
 }
