@@ -42,7 +42,7 @@ use disk::{prewarm, upkeep, DiskError};
 use shared::SharedTier;
 use tiers::{thread_error, Tiers};
 
-pub use entry::{CachedResponse, HEADERS_ADDED_BY_ANSWERS};
+pub use entry::CachedResponse;
 pub use fill::{Answered, Fill, StaleEntry};
 pub use http::key::CacheKey;
 pub use inventory::{EntrySummary, InNamespace, NamespaceUsage, Purge, PurgeReport, Usage};

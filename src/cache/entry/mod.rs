@@ -19,10 +19,6 @@ use crate::cache::compress::{self, Coding};
 use crate::cache::http::key::CacheKey;
 use crate::cache::http::version::{AssetId, Version};
 
-/// Headers an answer from an entry adds at most to the stored ones (length, ranges, age,
-/// coding, cache status, via).
-pub const HEADERS_ADDED_BY_ANSWERS: usize = 8;
-
 /// How long an entry may be served, and how it is judged after that.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Lifetime {
@@ -306,16 +302,13 @@ impl EntryMeta {
         })
     }
 
-    /// The stored headers as a map, with room for `HEADERS_ADDED_BY_ANSWERS` more; a header
-    /// that no longer parses is left out.
+    /// The stored headers as a map; a header that no longer parses is left out.
     pub fn header_map(&self) -> &HeaderMap {
         self.parsed.get_or_init(|| self.parse_headers())
     }
 
     fn parse_headers(&self) -> HeaderMap {
-        // A clone keeps the map's table, so an answer cloned from it adds its own headers
-        // without rehashing the table on every hit.
-        let mut map = HeaderMap::with_capacity(self.headers.len() + HEADERS_ADDED_BY_ANSWERS);
+        let mut map = HeaderMap::with_capacity(self.headers.len());
         for (name, value) in &self.headers {
             let bytes: Vec<u8> = value.chars().map(|c| c as u32 as u8).collect();
             if let (Ok(name), Ok(value)) = (

@@ -12,7 +12,7 @@ use http_cache_semantics::BeforeRequest;
 
 use crate::cache::entry::{EntryMeta, Lifetime};
 use crate::cache::http::directives::{directives, has_directive};
-use crate::cache::http::policy::redacted;
+use crate::cache::http::policy::{redacted, request_to_store, response_to_store};
 use crate::config::PolicyConfig;
 
 /// Whether a stored entry may be served as it is, or how it may be served once stale.
@@ -181,7 +181,9 @@ pub fn refreshed(
     let mut meta = meta.clone();
     match &meta.lifetime {
         Lifetime::Standard(policy) => {
-            match policy.after_response(&*redacted(request), not_modified, now) {
+            let (request, not_modified) =
+                (request_to_store(request), response_to_store(not_modified));
+            match policy.after_response(&request, &not_modified, now) {
                 http_cache_semantics::AfterResponse::NotModified(policy, parts) => {
                     let mut headers = parts.headers;
                     headers.remove(http::header::AGE);

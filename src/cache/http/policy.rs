@@ -11,7 +11,7 @@
 use std::time::{Duration, SystemTime};
 
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, ETAG, LAST_MODIFIED, SET_COOKIE};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_cache_semantics::{CacheOptions, CachePolicy};
 use url::Url;
 
@@ -254,8 +254,12 @@ pub fn storable(
             if live && !content::has_explicit_lifetime(headers) {
                 return Err(NoCacheReason::Live);
             }
-            let policy =
-                CachePolicy::new_options(&*redacted(request), response, now, shared_cache());
+            let policy = CachePolicy::new_options(
+                &request_to_store(request),
+                &response_to_store(response),
+                now,
+                shared_cache(),
+            );
             // An answer that is stale at once and cannot be revalidated would only be
             // rewritten on every request.
             let useful = policy.time_to_live(now) > Duration::ZERO
@@ -335,6 +339,42 @@ pub(crate) fn redacted(request: &Request<()>) -> std::borrow::Cow<'_, Request<()
     }
     *copy.headers_mut() = kept;
     std::borrow::Cow::Owned(copy)
+}
+
+/// `request` as a stored policy keeps it: `redacted`, with its target and header values
+/// copies that own their bytes. As hyper parses a request they are slices of the
+/// connection's read buffer, and a stored policy lives as long as its entry: a slice would
+/// keep the whole buffer (8 KiB and more) alive for an asset of a few hundred bytes, none of
+/// it counted by the memory tier.
+pub(crate) fn request_to_store(request: &Request<()>) -> Request<()> {
+    let redacted = redacted(request);
+    let mut copy = Request::new(());
+    *copy.method_mut() = redacted.method().clone();
+    let target = bytes::Bytes::from(redacted.uri().to_string());
+    *copy.uri_mut() = Uri::from_maybe_shared(target).unwrap_or_else(|_| redacted.uri().clone());
+    *copy.headers_mut() = owned_headers(redacted.headers());
+    copy
+}
+
+/// `response` as a stored policy keeps it: status and headers, the values copies that own
+/// their bytes (see `request_to_store`).
+pub(crate) fn response_to_store(response: &Response<()>) -> Response<()> {
+    let mut copy = Response::new(());
+    *copy.status_mut() = response.status();
+    *copy.headers_mut() = owned_headers(response.headers());
+    copy
+}
+
+fn owned_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut owned = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        // `from_bytes` copies the value, where `clone` would share its buffer.
+        if let Ok(mut copy) = HeaderValue::from_bytes(value.as_bytes()) {
+            copy.set_sensitive(value.is_sensitive());
+            owned.append(name.clone(), copy);
+        }
+    }
+    owned
 }
 
 #[cfg(test)]

@@ -32,6 +32,25 @@ fn standard_entry(res: Headers) -> EntryMeta {
 }
 
 #[test]
+fn a_refreshed_policy_keeps_no_connection_buffer_alive() {
+    let meta = standard_entry(&[("cache-control", "max-age=60"), ("etag", "\"v1\"")]);
+    let (request, not_modified, buffer) = read_from_one_buffer(
+        "https://a.test/index.html",
+        &[("if-none-match", "\"v1\"")],
+        304,
+        &[("cache-control", "max-age=600"), ("etag", "\"v1\"")],
+    );
+    let now = SystemTime::UNIX_EPOCH + T0 + Duration::from_secs(120);
+    let refreshed = refreshed(&meta, &request, &not_modified, now).expect("refreshed");
+    assert!(matches!(refreshed.lifetime, Lifetime::Standard(_)));
+    drop((request, not_modified));
+    assert!(
+        buffer.is_unique(),
+        "the refreshed policy holds a slice of the read buffer"
+    );
+}
+
+#[test]
 fn entries_are_judged_fresh_or_stale_by_age() {
     let config = Config::default().policy;
     let secs = Duration::from_secs;

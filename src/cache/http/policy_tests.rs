@@ -124,6 +124,59 @@ fn requests_are_classified() {
     assert_eq!(post, Err(NoCacheReason::Method));
 }
 
+/// A request and a response as hyper hands them over: the target and every header value a
+/// slice of the connection's read buffer, which is returned too.
+fn read_from_one_buffer(
+    target: &str,
+    req: Headers,
+    status: u16,
+    res: Headers,
+) -> (Request<()>, Response<()>, bytes::Bytes) {
+    let mut text = target.to_owned();
+    for (_, value) in req.iter().chain(res) {
+        text.push_str(value);
+    }
+    let buffer = bytes::Bytes::from(text);
+    let mut at = target.len();
+    let mut slice = |len: usize| {
+        let value = buffer.slice(at..at + len);
+        at += len;
+        HeaderValue::from_maybe_shared(value).expect("header value")
+    };
+    let mut request = Request::new(());
+    *request.uri_mut() = http::Uri::from_maybe_shared(buffer.slice(..target.len())).expect("uri");
+    for (name, value) in req {
+        request.headers_mut().append(*name, slice(value.len()));
+    }
+    let mut response = Response::new(());
+    *response.status_mut() = StatusCode::from_u16(status).expect("status");
+    for (name, value) in res {
+        response.headers_mut().append(*name, slice(value.len()));
+    }
+    (request, response, buffer)
+}
+
+#[test]
+fn a_stored_policy_keeps_no_connection_buffer_alive() {
+    // A stored policy lives as long as its entry; a slice of a read buffer in it would keep
+    // the whole buffer (8 KiB and more) alive for an asset of a few hundred bytes.
+    let plan = plan("{}", "https://a.test/index.html", &[]).expect("plan");
+    let (request, response, buffer) = read_from_one_buffer(
+        "https://a.test/index.html",
+        &[("accept", "text/html"), ("user-agent", "test")],
+        200,
+        &[("cache-control", "max-age=600"), ("etag", "\"v1\"")],
+    );
+    let now = SystemTime::UNIX_EPOCH + T0;
+    let lifetime = storable(&plan, &request, &response, now, &limits()).expect("storable");
+    assert!(matches!(lifetime, Lifetime::Standard(_)));
+    drop((request, response));
+    assert!(
+        buffer.is_unique(),
+        "the stored policy holds a slice of the read buffer"
+    );
+}
+
 fn limits() -> StoreLimits {
     StoreLimits {
         max_object_bytes: 100,
