@@ -11,9 +11,6 @@ use crate::cache::entry::CachedResponse;
 use crate::cache::http::key::CacheKey;
 use crate::cache::http::version::AssetId;
 
-/// Bytes counted per entry beside its body: key, headers and bookkeeping.
-const ENTRY_OVERHEAD: u64 = 1024;
-
 /// Bytes the memory tier holds, by part.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryParts {
@@ -35,7 +32,7 @@ impl MemoryTier {
         let entries = Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|_key, entry: &Arc<CachedResponse>| {
-                let weight = entry.held_bytes() + ENTRY_OVERHEAD;
+                let weight = entry.memory_weight();
                 u32::try_from(weight).unwrap_or(u32::MAX)
             })
             .time_to_idle(idle)

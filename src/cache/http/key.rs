@@ -101,6 +101,11 @@ impl CacheKey {
         &self.url
     }
 
+    /// Bytes of text the key holds.
+    pub fn text_len(&self) -> u64 {
+        (self.url.len() + self.codings.len() + self.varied.len() + self.namespace.len()) as u64
+    }
+
     /// A stable hex digest of the key, used for file names: no request text reaches a path.
     pub fn digest(&self) -> String {
         hex(&self.digest_bytes())
