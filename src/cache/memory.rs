@@ -1,5 +1,5 @@
 //! The memory tier: a moka cache of complete responses, weighed by every byte an entry holds
-//! (its body and the codings made of it).
+//! (its body, the codings made of it, and what its metadata holds).
 
 use std::sync::Arc;
 use std::time::Duration;
