@@ -1,6 +1,6 @@
-//! The memory tier weighs an entry by its body, its codings and an estimate of what its
-//! metadata holds; this measures what entries really take on the heap (a counting
-//! allocator) and holds the estimate to it.
+//! The memory tier weighs an entry by what it holds: its body, its codings and an estimate
+//! of what its metadata holds (and its own bookkeeping beside); this measures what entries
+//! really take on the heap (a counting allocator) and holds the estimate to it.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -71,7 +71,7 @@ fn measure(make: impl Fn(usize) -> CachedResponse) -> (u64, u64) {
     }
     let after = dhat::HeapStats::get().curr_bytes;
     let per_entry = (after - before) as u64 / ENTRIES as u64;
-    let weight = held[0].memory_weight();
+    let weight = held[0].heap_bytes();
     (per_entry, weight)
 }
 

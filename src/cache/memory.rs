@@ -11,6 +11,10 @@ use crate::cache::entry::CachedResponse;
 use crate::cache::http::key::CacheKey;
 use crate::cache::http::version::AssetId;
 
+/// Bytes the tier itself keeps per entry beside its copy of the key's text: moka's node, its
+/// place in the access and write orders, its slot in the map.
+const NODE_BOOKKEEPING: u64 = 300;
+
 /// Bytes the memory tier holds, by part.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryParts {
@@ -31,8 +35,8 @@ impl MemoryTier {
     pub fn new(max_bytes: u64, idle: Duration) -> MemoryTier {
         let entries = Cache::builder()
             .max_capacity(max_bytes)
-            .weigher(|_key, entry: &Arc<CachedResponse>| {
-                let weight = entry.memory_weight();
+            .weigher(|key: &CacheKey, entry: &Arc<CachedResponse>| {
+                let weight = entry.heap_bytes() + key.text_len() + NODE_BOOKKEEPING;
                 u32::try_from(weight).unwrap_or(u32::MAX)
             })
             .time_to_idle(idle)

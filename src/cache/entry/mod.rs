@@ -19,9 +19,9 @@ use crate::cache::compress::{self, Coding};
 use crate::cache::http::key::CacheKey;
 use crate::cache::http::version::{AssetId, Version};
 
-/// Bytes an entry's metadata holds beside what `EntryMeta::held_bytes` counts by length: the
-/// entry's own fields, its place in the memory tier (moka's node, key and order lists).
-const META_BOOKKEEPING: u64 = 1_000;
+/// Bytes an entry holds beside what `EntryMeta::held_bytes` counts by length: its own fields
+/// and the allocations they sit in.
+const META_BOOKKEEPING: u64 = 700;
 /// Bytes a stored header holds beside its text: two strings in the stored list, a slot and a
 /// value in the parsed map.
 const HEADER_BOOKKEEPING: u64 = 150;
@@ -323,8 +323,8 @@ impl EntryMeta {
         })
     }
 
-    /// Bytes the metadata holds in memory, estimated from what it keeps: its own fields and
-    /// the memory tier's bookkeeping for it, the key's text, each stored header as text and
+    /// Bytes the metadata holds in memory, estimated from what it keeps: its own fields, the
+    /// key's text, each stored header as text and
     /// (once served) parsed, and a standard entry's caching policy, which keeps the request's
     /// and the response's headers again: four times the length of its JSON (measured: about
     /// three and a half, each header a slot in a map and a value of its own).
@@ -342,7 +342,7 @@ impl EntryMeta {
                 serde_json::to_writer(&mut counted, policy).map_or(0, |()| 4 * counted.0)
             }
         };
-        META_BOOKKEEPING + 2 * self.key.text_len() + headers + policy
+        META_BOOKKEEPING + self.key.text_len() + headers + policy
     }
 
     /// The stored headers as a map; a header that no longer parses is left out.
@@ -386,10 +386,10 @@ impl CachedResponse {
         self.body.len() as u64 + self.encodings.made_bytes()
     }
 
-    /// What the memory tier weighs the entry by: its body and codings, and what its metadata
-    /// holds in memory (estimated; `tests/entry_weight.rs` holds the estimate to a count of
-    /// the heap entries really take).
-    pub fn memory_weight(&self) -> u64 {
+    /// Bytes the entry holds in memory: its body and codings, and what its metadata holds
+    /// (estimated; `tests/entry_weight.rs` holds the estimate to a count of the heap entries
+    /// really take).
+    pub fn heap_bytes(&self) -> u64 {
         self.held_bytes() + self.meta.held_bytes()
     }
 
