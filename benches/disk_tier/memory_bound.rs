@@ -115,24 +115,20 @@ pub fn memory_bound(work: &Path, load_secs: u64) {
             })
         })
         .collect();
-    let mut peak_sampled = 0;
+    let (mut peak_sampled, mut peak_queued, mut peak_waiting) = (0, 0.0_f64, 0.0_f64);
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
         peak_sampled = peak_sampled.max(proxy.peak_rss_kib());
+        let tiers = runtime.block_on(stats(proxy.admin))["tiers"].clone();
+        peak_queued = peak_queued.max(tiers["write_queue_bytes"].as_f64().unwrap_or(0.0));
+        peak_waiting = peak_waiting.max(tiers["write_waiting_bytes"].as_f64().unwrap_or(0.0));
     }
     stop.store(true, Ordering::Relaxed);
     for worker in workers {
         let _ = runtime.block_on(worker);
     }
     let peak_mib = proxy.peak_rss_kib().max(peak_sampled) as f64 / 1024.0;
-    let stats: serde_json::Value = runtime.block_on(async {
-        reqwest::get(format!("http://{}/stats", proxy.admin))
-            .await
-            .expect("stats")
-            .json()
-            .await
-            .expect("stats JSON")
-    });
+    let stats = runtime.block_on(stats(proxy.admin));
     proxy.stop();
     let seconds = began.elapsed().as_secs_f64();
     let bound = (memory_mb + 64) as f64;
@@ -149,6 +145,11 @@ pub fn memory_bound(work: &Path, load_secs: u64) {
         peak_mib / bound
     );
     println!(
+        "| entries held for the disk writer, at most (sampled every 200 ms) | {:.0} MiB queued, {:.0} MiB waiting for room |",
+        peak_queued / MIB as f64,
+        peak_waiting / MIB as f64
+    );
+    println!(
         "| disk usage at the end | {:.0} MiB (disk.max_mb {disk_mb}) |",
         stats["tiers"]["disk_bytes"].as_f64().unwrap_or(0.0) / MIB as f64
     );
@@ -160,4 +161,13 @@ pub fn memory_bound(work: &Path, load_secs: u64) {
         "| hits memory / disk, misses | {} / {}, {} |",
         stats["hits"]["memory"], stats["hits"]["disk"], stats["misses"]
     );
+}
+
+async fn stats(admin: SocketAddr) -> serde_json::Value {
+    reqwest::get(format!("http://{admin}/stats"))
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("stats JSON")
 }

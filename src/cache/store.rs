@@ -157,7 +157,9 @@ impl Tiers {
         let in_memory = spilled.len <= self.config.memory_max_bytes / MEMORY_SHARE_OF_SPILLED;
         let store = self.store.clone();
         let neighbour_lock = fill.neighbour_lock.take();
+        let turn = self.store.spilled_write_turn().await;
         let written = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
             let mut spilled = spilled;
             let path = store.write_spilled(&meta, &mut spilled)?;
             // On disk: neighbours waiting for it may read it now.

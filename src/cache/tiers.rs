@@ -12,7 +12,7 @@ use crate::cache::disk::index::DiskIndex;
 use crate::cache::disk::layout::{self, Opened};
 use crate::cache::disk::neighbours::NeighbourLock;
 use crate::cache::disk::vary_store::VaryIndex;
-use crate::cache::disk::writer::DiskWriter;
+use crate::cache::disk::writer::{DiskWriter, Limits as WriterLimits};
 use crate::cache::disk::{index_error, DiskError, DiskStore, DiskTier, Wanted};
 use crate::cache::entry::CachedResponse;
 use crate::cache::inflight::InFlight;
@@ -108,8 +108,12 @@ impl Tiers {
             )
             .compressing(config.disk_compress),
         );
-        let writer = DiskWriter::start(store.clone(), still_held(&versions))
-            .map_err(|source| thread_error(config, source))?;
+        let writer = DiskWriter::start(
+            store.clone(),
+            still_held(&versions),
+            WriterLimits::beside(config.memory_max_bytes),
+        )
+        .map_err(|source| thread_error(config, source))?;
         let (shared, news) = if config.shared.nodes.is_empty() {
             (None, None)
         } else {

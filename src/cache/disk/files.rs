@@ -256,6 +256,8 @@ impl DiskTier {
                 let frame_start = temp.stream_position()?;
                 let mut encoder = zstd::stream::Encoder::new(temp.as_file_mut(), ZSTD_LEVEL)?;
                 encoder.include_checksum(true)?;
+                // Known, the size lets zstd size its window and tables to the body.
+                encoder.set_pledged_src_size(Some(meta.body_len))?;
                 io::copy(body, &mut encoder)?;
                 encoder.finish()?;
                 let frame_len = temp.stream_position()? - frame_start;

@@ -24,6 +24,8 @@ pub use reading::ReadNow;
 
 use std::sync::{Arc, Mutex, PoisonError};
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 use crate::cache::disk::eviction::Eviction;
 use crate::cache::disk::health::DiskHealth;
 use crate::cache::disk::index::DiskIndex;
@@ -57,7 +59,14 @@ pub struct DiskStore {
     pub stats: Arc<Stats>,
     /// Store compressible bodies zstd-compressed.
     compress: bool,
+    /// Turns to write a spilled body's entry file: see `SPILLED_WRITES_AT_ONCE`.
+    spilled_writes: Arc<Semaphore>,
 }
+
+/// Spilled bodies whose entry files are written at once. Each may hold a zstd compressor of a
+/// few MiB (its window as large as the body, up to 2 MiB, and its tables); fills spill while
+/// the disk is behind, when more writers at once would not make it faster anyway.
+const SPILLED_WRITES_AT_ONCE: usize = 2;
 
 impl DiskStore {
     /// The tier with its index, counting into `stats`, capped at `max_bytes`.
@@ -80,7 +89,14 @@ impl DiskStore {
             }),
             stats,
             compress: false,
+            spilled_writes: Arc::new(Semaphore::new(SPILLED_WRITES_AT_ONCE)),
         }
+    }
+
+    /// Waits for a turn to write a spilled body's entry file; the turn ends when the permit
+    /// is dropped.
+    pub async fn spilled_write_turn(&self) -> Option<OwnedSemaphorePermit> {
+        self.spilled_writes.clone().acquire_owned().await.ok()
     }
 
     /// Stores compressible bodies zstd-compressed from now on (`disk.compress`).
@@ -250,4 +266,28 @@ struct Uses {
     recorded_up_to: u64,
     /// Disk reads since then.
     from_disk: Vec<(Digest, u64)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn spilled_bodies_take_turns_to_be_written() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (tier, _) = DiskTier::open(dir.path()).expect("tier");
+        let (index, _) = DiskIndex::open(tier.root()).expect("index");
+        let memory = MemoryTier::new(0, std::time::Duration::from_secs(1));
+        let store = DiskStore::new(tier, index, memory, Arc::default(), u64::MAX);
+        let mut turns = Vec::new();
+        for _ in 0..SPILLED_WRITES_AT_ONCE {
+            turns.push(store.spilled_write_turn().await.expect("a turn"));
+        }
+        let one_more = store.spilled_write_turn();
+        tokio::pin!(one_more);
+        let now = tokio::time::timeout(std::time::Duration::ZERO, &mut one_more).await;
+        assert!(now.is_err(), "one more writer waits");
+        drop(turns);
+        assert!(one_more.await.is_some(), "its turn comes once one is done");
+    }
 }

@@ -1,12 +1,14 @@
 //! Write-behind: disk writes and removals run on one thread of their own, fed by a queue, so
 //! no client ever waits for a file or an fsync.
 //!
-//! The queue holds at most `MAX_QUEUED_BYTES` of entries, which a disk drains in well under a
-//! second: that is the window in which a completed download can be lost to a crash. When it
+//! The queue holds at most `Limits::queued` bytes of entries, which a disk drains in well under
+//! a second: that is the window in which a completed download can be lost to a crash. When it
 //! is full, a new entry waits for room (its fill is over; only the background task that
 //! stores it waits), so a burst of new assets is written at the disk's pace instead of being
-//! dropped. Only when more than `MAX_WAITING_BYTES` are already waiting, or the disk does not
-//! make room within `MAX_WAIT`, is an entry not written (it stays in memory) and counted.
+//! dropped. Only when more than `Limits::waiting` bytes are already waiting, or the disk does
+//! not make room within `MAX_WAIT`, is an entry not written (it stays in memory) and counted.
+//! Both are held beside the memory tier, which may already have let go of those entries, so
+//! both scale with it: a small memory tier is asked for because memory is short.
 //! Fills that start while the queue is nearly full do not come here at all: they write their
 //! body to disk as it arrives (see `spill`), at the pace the disk takes it. Removals are
 //! never refused.
@@ -26,11 +28,30 @@ use crate::cache::entry::CachedResponse;
 use crate::cache::http::key::CacheKey;
 use crate::cache::pending::PendingGuard;
 
-/// Bytes of entries queued for writing, at most.
-pub const MAX_QUEUED_BYTES: u64 = 16 * 1024 * 1024;
-/// Bytes of entries waiting for room in the queue, at most: with the queue, what the memory
-/// bound may be exceeded by when the memory tier drops entries before they are written.
-pub const MAX_WAITING_BYTES: u64 = 48 * 1024 * 1024;
+const MIB: u64 = 1024 * 1024;
+
+/// What the writer may hold in memory: with the memory tier's bound, the most its entries can
+/// add to resident memory when the tier lets go of them before they are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of entries queued for writing, at most.
+    pub queued: u64,
+    /// Bytes of entries waiting for room in the queue, at most.
+    pub waiting: u64,
+}
+
+impl Limits {
+    /// The limits beside a memory tier of `memory_max_bytes`: a sixteenth of it queued and
+    /// three sixteenths waiting, at least 1 + 3 MiB (an entry larger than the queue takes all
+    /// of it) and at most 16 + 48 MiB (a second of a fast disk's writes, and a burst's worth).
+    pub fn beside(memory_max_bytes: u64) -> Limits {
+        Limits {
+            queued: (memory_max_bytes / 16).clamp(MIB, 16 * MIB),
+            waiting: (memory_max_bytes / 16 * 3).clamp(3 * MIB, 48 * MIB),
+        }
+    }
+}
+
 /// How long an entry waits for room before it is given up: a disk that slow is failing.
 const MAX_WAIT: Duration = Duration::from_secs(30);
 /// The queue's room is counted in units of this many bytes (a semaphore's permits).
@@ -88,6 +109,8 @@ impl Queue {
 /// The writer thread's queue; the thread ends when this is dropped and the queue is empty.
 pub struct DiskWriter {
     queue: Arc<Queue>,
+    /// What it may hold.
+    limits: Limits,
     /// The queue's free room, in `ROOM_UNIT`s.
     room: Arc<Semaphore>,
     /// Bytes of entries waiting for room.
@@ -95,8 +118,13 @@ pub struct DiskWriter {
 }
 
 impl DiskWriter {
-    /// Starts the writer thread over `store`; a written entry `wanted` refuses is removed.
-    pub fn start(store: Arc<DiskStore>, wanted: Wanted) -> std::io::Result<DiskWriter> {
+    /// Starts the writer thread over `store`, holding at most `limits`; a written entry
+    /// `wanted` refuses is removed.
+    pub fn start(
+        store: Arc<DiskStore>,
+        wanted: Wanted,
+        limits: Limits,
+    ) -> std::io::Result<DiskWriter> {
         let queue = Arc::new(Queue {
             state: Mutex::new(State::default()),
             ready: Condvar::new(),
@@ -107,7 +135,8 @@ impl DiskWriter {
             .spawn(move || run(&worker, &store, &wanted))?;
         Ok(DiskWriter {
             queue,
-            room: Arc::new(Semaphore::new(room_units(MAX_QUEUED_BYTES) as usize)),
+            limits,
+            room: Arc::new(Semaphore::new(room_units(limits.queued) as usize)),
             waiting: AtomicU64::new(0),
         })
     }
@@ -121,13 +150,13 @@ impl DiskWriter {
     ) -> Result<(), NotQueued> {
         let size = entry.held_bytes();
         // An entry larger than the whole queue takes all of it.
-        let units = room_units(size).min(room_units(MAX_QUEUED_BYTES));
+        let units = room_units(size).min(room_units(self.limits.queued));
         let room = match self.room.clone().try_acquire_many_owned(units) {
             Ok(room) => room,
             Err(tokio::sync::TryAcquireError::Closed) => return Err(NotQueued::Closed),
             Err(tokio::sync::TryAcquireError::NoPermits) => {
                 let waiting = self.waiting.fetch_add(size, Ordering::Relaxed);
-                let room = if waiting + size > MAX_WAITING_BYTES {
+                let room = if waiting + size > self.limits.waiting {
                     Err(NotQueued::TooMuchWaiting)
                 } else {
                     let acquired = self.room.clone().acquire_many_owned(units);
@@ -173,7 +202,7 @@ impl DiskWriter {
     /// Whether less than a quarter of the queue is free: a fill starting now had better
     /// write its body to disk as it arrives (spill) than wait for the queue.
     pub fn is_congested(&self) -> bool {
-        self.room.available_permits() < room_units(MAX_QUEUED_BYTES) as usize / 4
+        self.room.available_permits() < room_units(self.limits.queued) as usize / 4
     }
 
     /// Entries and bytes queued to be written, and bytes waiting for room.
@@ -235,5 +264,26 @@ fn run(queue: &Queue, store: &DiskStore, wanted: &Wanted) {
             state.bytes -= size;
         }
         // The job's room and its fill's lock are given back here, once it is written.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_the_writer_holds_scales_with_the_memory_tier() {
+        let limits = |memory_mib: u64| {
+            let limits = Limits::beside(memory_mib * MIB);
+            (limits.queued / MIB, limits.waiting / MIB)
+        };
+        assert_eq!(limits(4), (1, 3), "never less than one entry's room");
+        assert_eq!(limits(64), (4, 12));
+        assert_eq!(limits(256), (16, 48));
+        assert_eq!(
+            limits(64 * 1024),
+            (16, 48),
+            "a disk drains no more in a second"
+        );
     }
 }
