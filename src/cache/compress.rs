@@ -83,6 +83,8 @@ pub fn zstd_if_smaller(body: &[u8]) -> Option<Bytes> {
     compressor.include_checksum(true).ok()?;
     let mut frame = Vec::with_capacity((body.len() as f64 * MAX_RATIO) as usize);
     compressor.compress_to_buffer(body, &mut frame).ok()?;
+    // Kept beside the body for as long as the entry: no room it does not use.
+    frame.shrink_to_fit();
     Some(Bytes::from(frame))
 }
 
@@ -289,6 +291,14 @@ mod tests {
             frame[4] & 0x04,
             0x04,
             "the frame carries its content checksum"
+        );
+        let held = zstd_if_smaller(&body)
+            .and_then(|again| again.try_into_mut().ok())
+            .map(|again| again.capacity());
+        assert_eq!(
+            held,
+            Some(frame.len()),
+            "the frame holds no room beyond its bytes"
         );
         assert_eq!(
             unzstd(&frame, body.len() as u64).as_deref(),
