@@ -11,14 +11,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use crate::atomic_file;
 use crate::cache::compress::{MAX_RATIO, ZSTD_LEVEL};
 use crate::cache::disk::journal::Digest;
 use crate::cache::disk::layout::{self, LayoutError, Opened};
 use crate::cache::disk::listing::{files_below, remove_temps};
-use crate::cache::disk::reading::{FileIdentity, ReadNow, Reading, READ_NOW_MAX};
+use crate::cache::disk::reading::{FileBytes, FileIdentity, ReadNow, Reading, READ_NOW_MAX};
 use crate::cache::entry::{
     decode_metadata, entry_head, metadata_len, CachedResponse, CorruptEntry, EntryMeta,
     PREAMBLE_LEN,
@@ -161,7 +159,7 @@ impl DiskTier {
     /// is removed and reported.
     pub fn read_digest(&self, digest: &Digest) -> Result<Option<CachedResponse>, DiskError> {
         let path = self.path_of_digest(digest);
-        let read = || -> io::Result<(Bytes, FileIdentity)> {
+        let read = || -> io::Result<(FileBytes, FileIdentity)> {
             let mut file = fs::File::open(&path)?;
             let identity = FileIdentity::of(&file)?;
             Ok((self.reading.read(&mut file, &identity)?, identity))
@@ -201,16 +199,16 @@ impl DiskTier {
         }
     }
 
-    /// The entry in `bytes`, read from the file `identity`, if its key has `digest`; its body
+    /// The entry in `read`, read from the file `identity`, if its key has `digest`; its body
     /// checksum is checked unless this process checked this very file before.
     fn decode(
         &self,
         digest: &Digest,
-        bytes: Bytes,
+        read: FileBytes,
         identity: FileIdentity,
     ) -> Result<Option<CachedResponse>, CorruptEntry> {
         let checked = self.reading.is_verified(&identity);
-        let entry = CachedResponse::decode_checking(bytes, !checked)?;
+        let entry = CachedResponse::decode_checking(read.bytes, read.buffer_bytes, !checked)?;
         if entry.meta.key.digest_bytes() != *digest {
             return Ok(None);
         }

@@ -271,14 +271,50 @@ struct Uses {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::entry::Lifetime;
+
+    fn store_in(dir: &std::path::Path) -> DiskStore {
+        let (tier, _) = DiskTier::open(dir).expect("tier");
+        let (index, _) = DiskIndex::open(tier.root()).expect("index");
+        let memory = MemoryTier::new(0, std::time::Duration::from_secs(1));
+        DiskStore::new(tier, index, memory, Arc::default(), u64::MAX)
+    }
+
+    #[test]
+    fn an_entry_read_from_disk_counts_the_buffer_it_keeps() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = store_in(dir.path());
+        // Below and above the size from which read buffers are reused (and rounded up).
+        for body_len in [3_000, 300_000] {
+            let url = url::Url::parse(&format!("https://a.test/{body_len}.bin?v=1")).expect("url");
+            let key = CacheKey::new(&url, &http::HeaderMap::new());
+            let body = bytes::Bytes::from(vec![7u8; body_len]);
+            let meta = EntryMeta::new(
+                key.clone(),
+                http::StatusCode::OK,
+                &http::HeaderMap::new(),
+                Lifetime::Pinned { ttl_secs: 60 },
+                std::time::SystemTime::now(),
+                &body,
+            );
+            let file_len = store
+                .tier
+                .write(&CachedResponse::new(meta, body))
+                .expect("write");
+            let read = store.tier.read(&key).expect("read").expect("the entry");
+            let buffer = if file_len < reading::POOLED_FROM {
+                file_len
+            } else {
+                file_len.div_ceil(reading::GRAIN as u64) * reading::GRAIN as u64
+            };
+            assert_eq!(read.held_bytes(), buffer, "{body_len}-byte body");
+        }
+    }
 
     #[tokio::test]
     async fn spilled_bodies_take_turns_to_be_written() {
         let dir = tempfile::tempdir().expect("dir");
-        let (tier, _) = DiskTier::open(dir.path()).expect("tier");
-        let (index, _) = DiskIndex::open(tier.root()).expect("index");
-        let memory = MemoryTier::new(0, std::time::Duration::from_secs(1));
-        let store = DiskStore::new(tier, index, memory, Arc::default(), u64::MAX);
+        let store = store_in(dir.path());
         let mut turns = Vec::new();
         for _ in 0..SPILLED_WRITES_AT_ONCE {
             turns.push(store.spilled_write_turn().await.expect("a turn"));

@@ -26,7 +26,7 @@ pub const POOLED_FROM: u64 = 256 * 1024;
 /// Idle buffers kept for reuse, in bytes at most.
 const MAX_IDLE_BYTES: usize = 32 * 1024 * 1024;
 /// Buffer sizes are rounded up to this, so that files of similar sizes share buffers.
-const GRAIN: usize = 64 * 1024;
+pub const GRAIN: usize = 64 * 1024;
 /// Files up to this size are read on the thread that serves the request when the page cache
 /// holds them whole (no wait for the disk, so no hop to a blocking thread and back); larger
 /// ones, whose copy and checks take longer, are read on a blocking thread.
@@ -74,6 +74,14 @@ pub enum ReadNow<T> {
     Later,
 }
 
+/// A file's bytes, and the size of the buffer that holds them (a reused buffer is rounded
+/// up), which whoever keeps the bytes keeps.
+#[derive(Debug)]
+pub struct FileBytes {
+    pub bytes: Bytes,
+    pub buffer_bytes: usize,
+}
+
 /// Reused read buffers and the files already checked.
 #[derive(Default)]
 pub struct Reading {
@@ -90,7 +98,11 @@ struct Idle {
 impl Reading {
     /// Reads the whole of `file`, `identity` its identity, into a buffer of the pool when it is
     /// large.
-    pub fn read(self: &Arc<Self>, file: &mut File, identity: &FileIdentity) -> io::Result<Bytes> {
+    pub fn read(
+        self: &Arc<Self>,
+        file: &mut File,
+        identity: &FileIdentity,
+    ) -> io::Result<FileBytes> {
         self.fill(identity, |buffer| file.read_exact(buffer))
     }
 
@@ -101,7 +113,7 @@ impl Reading {
         self: &Arc<Self>,
         file: &File,
         identity: &FileIdentity,
-    ) -> io::Result<Option<Bytes>> {
+    ) -> io::Result<Option<FileBytes>> {
         let mut whole = false;
         let bytes = self.fill(identity, |buffer| {
             whole = read_without_waiting(file, buffer)?;
@@ -116,21 +128,29 @@ impl Reading {
         self: &Arc<Self>,
         identity: &FileIdentity,
         read: impl FnOnce(&mut [u8]) -> io::Result<()>,
-    ) -> io::Result<Bytes> {
+    ) -> io::Result<FileBytes> {
         let len = usize::try_from(identity.len)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "file too large"))?;
         if identity.len < POOLED_FROM {
             let mut buffer = vec![0; len];
             read(&mut buffer)?;
-            return Ok(Bytes::from(buffer));
+            return Ok(FileBytes {
+                bytes: Bytes::from(buffer),
+                buffer_bytes: len,
+            });
         }
         let mut buffer = self.take(len);
         read(&mut buffer[..len])?;
-        Ok(Bytes::from_owner(Pooled {
+        let buffer_bytes = buffer.len();
+        let bytes = Bytes::from_owner(Pooled {
             buffer,
             len,
             pool: Arc::downgrade(self),
-        }))
+        });
+        Ok(FileBytes {
+            bytes,
+            buffer_bytes,
+        })
     }
 
     /// Whether this file's body checksum was checked already.
@@ -237,7 +257,7 @@ mod tests {
         let read = || {
             let mut file = File::open(&path).expect("open");
             let identity = FileIdentity::of(&file).expect("stat");
-            reading.read(&mut file, &identity).expect("read")
+            reading.read(&mut file, &identity).expect("read").bytes
         };
         let first = read();
         assert_eq!(first, content);
@@ -265,6 +285,7 @@ mod tests {
             let file = File::open(&path).expect("open");
             let identity = FileIdentity::of(&file).expect("stat");
             let cached = reading.read_cached(&file, &identity).expect("read");
+            let cached = cached.map(|read| read.bytes);
             assert_eq!(cached.as_deref(), Some(&content[..]), "{len} bytes, cached");
 
             // The kernel may keep a page a moment longer (one still on another CPU's list
@@ -284,7 +305,8 @@ mod tests {
                 "{len} bytes, not in the page cache: left for later"
             );
             let mut file = file;
-            assert_eq!(reading.read(&mut file, &identity).expect("read"), content);
+            let read = reading.read(&mut file, &identity).expect("read");
+            assert_eq!(read.bytes, content);
         }
     }
 

@@ -57,12 +57,19 @@ impl CachedResponse {
 
     /// Parses and verifies an entry; an uncompressed body shares `bytes`' memory.
     pub fn decode(bytes: Bytes) -> Result<CachedResponse, CorruptEntry> {
-        CachedResponse::decode_checking(bytes, true)
+        let buffer_bytes = bytes.len();
+        CachedResponse::decode_checking(bytes, buffer_bytes, true)
     }
 
     /// Parses an entry, checking its preamble, metadata and body length, and the body's
     /// checksum when `check_body` (a reader that checked these very bytes before may skip it).
-    pub fn decode_checking(bytes: Bytes, check_body: bool) -> Result<CachedResponse, CorruptEntry> {
+    /// `bytes` lie in a buffer of `buffer_bytes`, which the entry keeps: its body, or its
+    /// stored zstd frame, is a part of it.
+    pub fn decode_checking(
+        bytes: Bytes,
+        buffer_bytes: usize,
+        check_body: bool,
+    ) -> Result<CachedResponse, CorruptEntry> {
         let meta_end = PREAMBLE + metadata_len(&bytes)?;
         let meta = decode_metadata(&bytes)?;
         let stored = bytes.slice(meta_end..);
@@ -75,7 +82,8 @@ impl CachedResponse {
         if body.len() as u64 != meta.body_len || (check_body && xxh3_64(&body) != meta.body_xxh3) {
             return Err(CorruptEntry::Body);
         }
-        let entry = CachedResponse::new(meta, body);
+        let mut entry = CachedResponse::new(meta, body);
+        entry.buffer_beside = buffer_bytes.saturating_sub(stored.len()) as u64;
         if compressed {
             entry.encodings.set(Coding::Zstd, Some(stored));
         }

@@ -96,6 +96,10 @@ pub struct CachedResponse {
     pub prefetched: Option<Arc<PrefetchMark>>,
     /// The body in content codings, made once each (stored compressed, or for clients).
     pub encodings: Encodings,
+    /// Bytes of the buffer the body (or its stored frame) was read into, beyond it: the
+    /// entry file's head read with it, and a reused buffer's rounding up. Kept as long as
+    /// the body is.
+    pub buffer_beside: u64,
 }
 
 /// An entry's body in content codings. Each is made at most once, off the request path; a
@@ -378,12 +382,14 @@ impl CachedResponse {
             used: UseStamp::default(),
             prefetched: None,
             encodings: Encodings::default(),
+            buffer_beside: 0,
         }
     }
 
-    /// Bytes this entry holds: its body and every coding made of it.
+    /// Bytes this entry holds: its body and every coding made of it, and the rest of the
+    /// buffer they were read into.
     pub fn held_bytes(&self) -> u64 {
-        self.body.len() as u64 + self.encodings.made_bytes()
+        self.body.len() as u64 + self.encodings.made_bytes() + self.buffer_beside
     }
 
     /// Bytes the entry holds in memory: its body and codings, and what its metadata holds
@@ -397,6 +403,7 @@ impl CachedResponse {
     pub fn with_meta(&self, meta: EntryMeta) -> CachedResponse {
         let mut entry = CachedResponse::new(meta, self.body.clone());
         entry.encodings = self.encodings.clone();
+        entry.buffer_beside = self.buffer_beside;
         entry
     }
 }
