@@ -272,8 +272,8 @@ async fn a_descriptor_flood_leaves_room_for_a_real_client() {
         .filter(|line| line.contains("accept failed"))
         .count();
     assert!(
-        accept_lines <= 2,
-        "accept errors logged once per interval: {accept_lines}"
+        accept_lines <= 1,
+        "a flood is one trouble, logged once a minute: {accept_lines}"
     );
     drop(idle);
 }

@@ -48,6 +48,8 @@ pub use limits::{descriptor_limit, ConnectionLimits};
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Pause after a failed accept that freed nothing, so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long accepting must go without a failure before a descriptor flood counts as over.
+const ACCEPT_SETTLE: Duration = Duration::from_secs(1);
 /// Idle connections closed at once when an accept fails for want of descriptors.
 const CLOSE_ON_EXHAUSTION: usize = 16;
 /// How long a connection asked to close gets to finish before it is dropped.
@@ -87,7 +89,7 @@ impl Connections {
                 open: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(0),
                 stats,
-                accept_trouble: Trouble::default(),
+                accept_trouble: Trouble::settling(ACCEPT_SETTLE),
             }),
         }
     }
