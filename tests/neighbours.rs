@@ -81,8 +81,13 @@ async fn fifty_cold_requests_over_two_processes_reach_the_origin_once() {
         let url = url.clone();
         requests.push(tokio::spawn(async move { get(&client, &url).await }));
     }
-    // Every request but the one fetching waits, in its own process or the other's.
+    // Every request but the one fetching waits, in its own process or the other's; they may
+    // all wait before the fetch that holds the lock has reached the origin.
     until_waiting(&a, &b, 49).await;
+    support::wait_until("the leader's fetch at the origin", || {
+        origin.hits("/main.dart.js?v=cold") >= 1
+    })
+    .await;
     assert_eq!(origin.hits("/main.dart.js?v=cold"), 1);
     let gate = open_gate(gate);
     for request in requests {
