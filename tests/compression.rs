@@ -219,6 +219,51 @@ async fn a_compressible_body_is_stored_as_zstd_and_sent_as_each_client_takes_it(
     );
 }
 
+/// Over a megabyte: the fill spills its body to a file, and the entry file is written from it.
+fn large_script() -> Bytes {
+    let text: String = (0..40_000)
+        .map(|n| {
+            format!("export function widget{n}(tree) {{ return layout(tree.children[{n}]); }}\n")
+        })
+        .collect();
+    Bytes::from(text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spilled_body_is_kept_in_memory_with_the_frame_its_file_holds() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = TestCa::new(dir.path());
+    let origin = Origin::https(&ca).await;
+    let body = large_script();
+    assert!(body.len() as u64 > asset_proxy::cache::disk::spill::SPILL_AT);
+    origin.route(
+        PATH,
+        Route::ok(body.clone()).header("content-type", "text/javascript"),
+    );
+    let proxy = start(dir.path(), NO_PREWARM, &ca).await;
+    let client = proxy.client();
+    let url = origin.url(PATH);
+    let zstd = [("accept-encoding", "gzip, deflate, br, zstd")];
+
+    let filled = fetch(&client, &url, &zstd).await;
+    assert_eq!((filled.status, filled.body), (200, body.clone()));
+    proxy.settled().await;
+    let key = key(&url, "gzip, deflate, br, zstd");
+    let file = entry_file(&proxy, &key);
+    assert_eq!(file[4], 3, "a zstd entry");
+    // No wait for a coding to be made: the first hit already goes in zstd.
+    let hit = fetch(&client, &url, &zstd).await;
+    assert_eq!(header(&hit, "content-encoding"), "zstd");
+    assert_eq!(proxy.app.stats().hits_memory.get(), 1);
+    assert!(file.ends_with(&hit.body), "the frame the file holds");
+    let mut decoded = Vec::new();
+    zstd::stream::Decoder::new(&hit.body[..])
+        .expect("zstd")
+        .read_to_end(&mut decoded)
+        .expect("decode");
+    assert_eq!(decoded, body);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_arrived_compressed_or_incompressible_is_stored_as_it_came() {
     let dir = tempfile::tempdir().expect("temp dir");

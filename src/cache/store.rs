@@ -14,6 +14,7 @@ use http::{HeaderMap, Request, StatusCode};
 use tracing::{debug, info, warn};
 use url::Url;
 
+use crate::cache::compress::Coding;
 use crate::cache::disk::neighbours::NeighbourLock;
 use crate::cache::disk::spill::Spilled;
 use crate::cache::disk::DiskError;
@@ -161,11 +162,11 @@ impl Tiers {
         let written = tokio::task::spawn_blocking(move || {
             let _turn = turn;
             let mut spilled = spilled;
-            let path = store.write_spilled(&meta, &mut spilled)?;
+            let (path, frame) = store.write_spilled(&meta, &mut spilled, in_memory)?;
             // On disk: neighbours waiting for it may read it now.
             drop(neighbour_lock);
             let body = if in_memory {
-                Some(read_all(&mut spilled)?)
+                Some((read_all(&mut spilled)?, frame))
             } else {
                 None
             };
@@ -178,9 +179,13 @@ impl Tiers {
             Err(e) => return warn!(error = %e, "storing a spilled body failed"),
         };
         let mark = self.mark_prefetched(fill.prefetched, meta.body_len);
-        let entry = body.map(|body| {
+        let entry = body.map(|(body, frame)| {
             let mut entry = CachedResponse::new(meta.clone(), body);
             entry.prefetched = mark;
+            // The frame its file holds: clients that accept zstd get it from the first hit.
+            if let Some(frame) = frame {
+                entry.encodings.set(Coding::Zstd, Some(frame));
+            }
             Arc::new(entry)
         });
         if let Some(entry) = &entry {

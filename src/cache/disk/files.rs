@@ -6,6 +6,7 @@
 //! runs; a process that finds no other holder (it gets the lock exclusively) removes the temp
 //! files a crash left behind, which nobody else can be writing.
 
+use bytes::Bytes;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -53,6 +54,18 @@ pub enum DiskError {
 fn io_error(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DiskError {
     let path = path.to_owned();
     move |source| DiskError::Io { op, path, source }
+}
+
+/// An entry file written from a body on disk.
+pub struct WrittenFrom {
+    /// Where it lies.
+    pub path: PathBuf,
+    /// Its size.
+    pub size: u64,
+    /// Whether its body went as a zstd frame.
+    pub compressed: bool,
+    /// That frame, when asked for and written.
+    pub frame: Option<Bytes>,
 }
 
 /// Entries on disk.
@@ -230,25 +243,27 @@ impl DiskTier {
     }
 
     /// Stores the entry of `meta` atomically with its body read from `body` (at its start),
-    /// as a zstd frame when `compress` and that makes it at least a tenth smaller; returns the
-    /// file's size and whether it went compressed.
+    /// as a zstd frame when `compress` and that makes it at least a tenth smaller. With
+    /// `keep_frame`, a frame written is read back (from the page cache) for a memory copy.
     pub fn write_from(
         &self,
         meta: &EntryMeta,
         body: &mut fs::File,
         compress: bool,
-    ) -> Result<(PathBuf, u64, bool), DiskError> {
+        keep_frame: bool,
+    ) -> Result<WrittenFrom, DiskError> {
         use std::io::{Seek, Write};
         let path = self.path_of(&meta.key);
         let dir = path.parent().unwrap_or(&self.root);
         fs::create_dir_all(dir).map_err(io_error("create", dir))?;
         let failed = io_error("write", &path);
-        let written = (|| -> io::Result<(u64, bool)> {
+        let written = (|| -> io::Result<(u64, bool, Option<Bytes>)> {
             let mut temp = tempfile::Builder::new()
                 .prefix(atomic_file::TEMP_PREFIX)
                 .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
                 .tempfile_in(dir)?;
             let mut compressed = false;
+            let mut frame = None;
             if compress {
                 temp.write_all(&entry_head(meta, true))?;
                 let frame_start = temp.stream_position()?;
@@ -260,6 +275,13 @@ impl DiskTier {
                 encoder.finish()?;
                 let frame_len = temp.stream_position()? - frame_start;
                 compressed = (frame_len as f64) <= meta.body_len as f64 * MAX_RATIO;
+                if compressed && keep_frame {
+                    use std::io::Read;
+                    let mut kept = vec![0; usize::try_from(frame_len).map_err(io::Error::other)?];
+                    temp.seek(io::SeekFrom::Start(frame_start))?;
+                    temp.read_exact(&mut kept)?;
+                    frame = Some(Bytes::from(kept));
+                }
                 if !compressed {
                     body.rewind()?;
                     temp.as_file_mut().set_len(0)?;
@@ -274,10 +296,16 @@ impl DiskTier {
             temp.as_file().sync_all()?;
             temp.persist(&path).map_err(|e| e.error)?;
             fs::File::open(dir)?.sync_all()?;
-            Ok((size, compressed))
+            Ok((size, compressed, frame))
         })()
         .map_err(failed)?;
-        Ok((path, written.0, written.1))
+        let (size, compressed, frame) = written;
+        Ok(WrittenFrom {
+            path,
+            size,
+            compressed,
+            frame,
+        })
     }
 
     /// Every entry file, for listing and purging.

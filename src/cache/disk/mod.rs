@@ -184,29 +184,33 @@ impl DiskStore {
     }
 
     /// Writes the entry of `meta` with the body a fill spilled, and records it; returns the
-    /// entry file's path.
+    /// entry file's path, and with `keep_frame` the zstd frame its body went as, if it did.
     pub fn write_spilled(
         &self,
         meta: &EntryMeta,
         spilled: &mut Spilled,
-    ) -> Result<std::path::PathBuf, DiskError> {
+        keep_frame: bool,
+    ) -> Result<(std::path::PathBuf, Option<bytes::Bytes>), DiskError> {
         let compress = self.compress && meta.is_compressible();
         self.eviction.make_room(self, meta.body_len);
-        let (path, size, compressed) =
+        let written =
             self.tier
-                .write_from(meta, spilled.file.as_file_mut(), compress)?;
+                .write_from(meta, spilled.file.as_file_mut(), compress, keep_frame)?;
         self.stats.disk_writes.inc();
-        if compressed {
+        if written.compressed {
             self.stats.disk_compressed_writes.inc();
             self.stats
                 .disk_bytes_saved_by_compression
-                .add(meta.body_len.saturating_sub(size));
+                .add(meta.body_len.saturating_sub(written.size));
         }
-        match self.index.put(&[(meta.key.digest_bytes(), size, now_ms())]) {
+        match self
+            .index
+            .put(&[(meta.key.digest_bytes(), written.size, now_ms())])
+        {
             Ok(_) => self.health.succeeded(),
             Err(e) => self.health.failed(&index_error(e)),
         }
-        Ok(path)
+        Ok((written.path, written.frame))
     }
 
     /// Removes the entries of `keys` and records why.
