@@ -205,7 +205,7 @@ fn har_entry(entry: &CachedResponse) -> Option<Value> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("identity");
     let mut body = Vec::new();
-    std::io::Read::read_to_end(&mut compress::decoder(coding, &entry.body)?, &mut body).ok()?;
+    std::io::Read::read_to_end(&mut compress::decoder(coding, entry.body()?)?, &mut body).ok()?;
     let headers: Vec<Header> = meta
         .headers
         .iter()

@@ -265,6 +265,93 @@ async fn a_spilled_body_is_kept_in_memory_with_the_frame_its_file_holds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_hit_on_a_checked_file_sends_its_frame_without_decoding_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = TestCa::new(dir.path());
+    let origin = Origin::https(&ca).await;
+    let body = large_script();
+    origin.route(
+        PATH,
+        Route::ok(body.clone()).header("content-type", "text/javascript"),
+    );
+    // A memory tier too small for the body as it is, large enough for its frame.
+    let config = r#"{ "memory": { "prewarm": false, "max_mb": 1 } }"#;
+    let proxy = start(dir.path(), config, &ca).await;
+    let client = proxy.client();
+    let url = origin.url(PATH);
+    let zstd = [("accept-encoding", "gzip, deflate, br, zstd")];
+    let key = key(&url, "gzip, deflate, br, zstd");
+    let decoded = |answer: &Answer| {
+        assert_eq!(header(answer, "content-encoding"), "zstd");
+        let mut decoded = Vec::new();
+        zstd::stream::Decoder::new(&answer.body[..])
+            .expect("zstd")
+            .read_to_end(&mut decoded)
+            .expect("decode");
+        decoded
+    };
+
+    fetch(&client, &url, &zstd).await;
+    proxy.settled().await;
+    let file = entry_file(&proxy, &key);
+    assert!(file.len() < 1024 * 1024, "{} bytes on disk", file.len());
+    // The first disk hit checks the file, decoding its body: too heavy to keep in memory.
+    let first = fetch(&client, &url, &zstd).await;
+    assert_eq!(decoded(&first), body);
+    assert!(proxy.app.cache().memory_entry(&key).is_none());
+    // The next keeps the file's frame only, sends it as it is, and fits in memory.
+    let second = fetch(&client, &url, &zstd).await;
+    assert!(file.ends_with(&second.body), "the file's own frame");
+    assert_eq!(decoded(&second), body);
+    assert_eq!(proxy.app.stats().hits_disk.get(), 2);
+    let held = proxy
+        .app
+        .cache()
+        .memory_entry(&key)
+        .expect("held as its frame");
+    assert!(!held.body_is_at_hand());
+    let from_memory = fetch(&client, &url, &zstd).await;
+    assert_eq!(decoded(&from_memory), body);
+    assert_eq!(proxy.app.stats().hits_memory.get(), 1);
+
+    // A range needs the body as it is: decoded then, checked, and weighed.
+    let range = fetch(&client, &url, &[zstd[0], ("range", "bytes=100-199")]).await;
+    assert_eq!((range.status, &range.body[..]), (206, &body[100..200]));
+    assert!(held.body_is_at_hand());
+    let figures = support::admin_json(proxy.admin, "/stats").await;
+    assert_eq!(figures["corrupt_entries"], 0, "{figures}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_frame_that_does_not_decode_to_its_body_is_dropped_from_every_tier() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = TestCa::new(dir.path());
+    let origin = Origin::https(&ca).await;
+    serve_script(&origin);
+    let proxy = start(dir.path(), NO_PREWARM, &ca).await;
+    let url = origin.url(PATH);
+    fetch(&proxy.client(), &url, &[]).await;
+    proxy.settled().await;
+    let key = key(&url, "");
+    let cache = proxy.app.cache();
+    let path = cache.disk_path(&key);
+    let mut file = std::fs::read(&path).expect("entry file");
+    // Damage after the frame's header, as a failing medium would after the file was checked.
+    let at = file.len() - 20;
+    file[at] ^= 0x01;
+    let kept =
+        asset_proxy::cache::CachedResponse::decode_checking(Bytes::from(file), 0, false, true)
+            .expect("the head is sound");
+    assert!(cache.body_of(&std::sync::Arc::new(kept)).is_none());
+    assert!(cache.memory_entry(&key).is_none());
+    let stats = proxy.app.stats().clone();
+    wait_until("the damage is counted", || stats.corrupt_entries.get() == 1).await;
+    assert!(!path.exists(), "the file is removed");
+    let again = fetch(&proxy.client(), &url, &[]).await;
+    assert_eq!(again.body, script(), "fetched again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_arrived_compressed_or_incompressible_is_stored_as_it_came() {
     let dir = tempfile::tempdir().expect("temp dir");
     let ca = TestCa::new(dir.path());

@@ -88,6 +88,14 @@ pub fn zstd_if_smaller(body: &[u8]) -> Option<Bytes> {
     Some(Bytes::from(frame))
 }
 
+/// The body length a zstd frame's header announces, if it does (the frames this proxy makes
+/// do); read from the header alone.
+pub fn zstd_content_size(frame: &[u8]) -> Option<u64> {
+    zstd::zstd_safe::get_frame_content_size(frame)
+        .ok()
+        .flatten()
+}
+
 /// Decodes a zstd frame of a body that is `expected_len` bytes long; `None` when it is not
 /// one (damaged, or longer than announced).
 pub fn unzstd(frame: &[u8], expected_len: u64) -> Option<Bytes> {

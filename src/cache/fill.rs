@@ -148,7 +148,7 @@ impl Fill {
         stats.not_modified.inc();
         stats
             .bytes_saved_by_revalidation
-            .add(stale.hit.entry.body.len() as u64);
+            .add(stale.hit.entry.meta.body_len);
         let entry = Arc::new(stale.hit.entry.with_meta(meta));
         self.tiers.put(self.permit, Put::Refreshed(entry.clone()));
         Some(Hit {

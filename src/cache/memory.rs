@@ -97,7 +97,7 @@ impl MemoryTier {
     pub fn parts(&self) -> MemoryParts {
         let mut parts = MemoryParts::default();
         for (_, entry) in self.entries.iter() {
-            parts.body_bytes += entry.body.len() as u64;
+            parts.body_bytes += entry.body_bytes();
             parts.coding_bytes += entry.encodings.made_bytes();
         }
         parts

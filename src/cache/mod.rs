@@ -149,14 +149,34 @@ impl Cache {
         tokio::task::spawn_blocking(move || {
             match coding {
                 compress::Coding::Zstd => {
-                    entry.encodings.stored_zstd(&entry.body);
+                    entry.stored_zstd();
                 }
-                coding => entry
-                    .encodings
-                    .set(coding, compress::encode(coding, &entry.body)),
+                coding => entry.encodings.set(
+                    coding,
+                    entry.body().and_then(|body| compress::encode(coding, body)),
+                ),
             }
             memory.reweigh(&entry);
         });
+    }
+
+    /// `entry`'s body as it is: decoded from its stored frame if it was kept as that (the
+    /// memory tier then weighs the body too). `None` when the frame does not decode to the
+    /// body its metadata names: the entry is dropped from memory and disk, counted and logged,
+    /// so the next request fetches it again. Decoding blocks, once per entry.
+    pub fn body_of<'a>(&self, entry: &'a Arc<CachedResponse>) -> Option<&'a bytes::Bytes> {
+        if entry.body_is_at_hand() {
+            return entry.body();
+        }
+        let body = entry.body();
+        if body.is_some() {
+            self.tiers.memory.reweigh(entry);
+        } else {
+            self.tiers.memory.remove(&entry.meta.key);
+            let (store, key) = (self.tiers.store.clone(), entry.meta.key.clone());
+            tokio::task::spawn_blocking(move || store.damaged(&key));
+        }
+        body
     }
 
     /// Where the entry for `key` lives on disk.

@@ -133,7 +133,7 @@ impl Tiers {
             )
             .await;
         let mut entry = CachedResponse::new(meta, body);
-        entry.prefetched = self.mark_prefetched(fill.prefetched, entry.body.len() as u64);
+        entry.prefetched = self.mark_prefetched(fill.prefetched, entry.meta.body_len);
         let entry = Arc::new(entry);
         self.keep(permit, entry.clone(), fill.neighbour_lock.take())
             .await;

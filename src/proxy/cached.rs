@@ -132,9 +132,28 @@ impl ProxyService {
             stats.prefetch_used_bytes.add(mark.bytes());
         }
         let age = freshness::age(&entry.meta, SystemTime::now());
-        let mut response = respond(entry, head, age);
-        if self.ctx.config.cache.serve_compressed {
-            let chosen = encoded::choose(&self.ctx.cache, entry, head);
+        let serve_compressed = self.ctx.config.cache.serve_compressed;
+        let chosen = serve_compressed
+            .then(|| encoded::choose(&self.ctx.cache, entry, head))
+            .flatten();
+        // An entry read from disk may be kept as its zstd frame: its body is decoded only
+        // for an answer that is not in a coding.
+        let body = match chosen {
+            Some(_) => None,
+            None => match self.ctx.cache.body_of(entry) {
+                Some(body) => Some(body),
+                None => {
+                    // Logged and counted by the cache, as damage found by a read is.
+                    let error = ProxyError::DamagedEntry {
+                        url: url.to_string(),
+                    };
+                    let status = error.cache_status();
+                    return (error.into_response(), status);
+                }
+            },
+        };
+        let mut response = respond(entry, body, head, age);
+        if serve_compressed {
             if chosen.is_some() && response.status() == StatusCode::OK {
                 stats.encoded_responses.inc();
             }

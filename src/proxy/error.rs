@@ -1,4 +1,4 @@
-//! Errors a request can meet, and the one place they become responses (400, 502, 504) with a
+//! Errors a request can meet, and the one place they become responses (400, 500, 502, 504) with a
 //! short plain-text body saying what failed.
 
 use std::time::Duration;
@@ -84,6 +84,13 @@ pub enum ProxyError {
         /// What is wrong with it.
         detail: String,
     },
+    /// A cached entry turned out damaged as it was being answered (its stored frame does not
+    /// decode to its body); it is dropped, and the next request fetches it again.
+    #[error("the cached copy of {url} is damaged; it was dropped, ask again")]
+    DamagedEntry {
+        /// The URL asked for.
+        url: String,
+    },
     /// The origin connection failed otherwise.
     #[error("request to {origin} failed: {detail}")]
     Upstream {
@@ -102,6 +109,7 @@ impl ProxyError {
             ProxyError::HostNotAllowed { .. } => StatusCode::FORBIDDEN,
             ProxyError::Blocked { status, .. } => *status,
             ProxyError::Loop { .. } => StatusCode::LOOP_DETECTED,
+            ProxyError::DamagedEntry { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::Timeout { .. } | ProxyError::Offline { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Connect { .. }
             | ProxyError::Tls { .. }
@@ -119,6 +127,7 @@ impl ProxyError {
             ProxyError::Blocked { .. } => "blocked",
             ProxyError::Loop { .. } => "loop",
             ProxyError::Offline { .. } => "offline",
+            ProxyError::DamagedEntry { .. } => "cache-damaged",
             ProxyError::Connect { .. } => "upstream-connect",
             ProxyError::Tls { .. } => "upstream-tls",
             ProxyError::Timeout { .. } => "upstream-timeout",

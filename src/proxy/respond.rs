@@ -5,6 +5,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use http::header::{
     ACCEPT_RANGES, AGE, CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH,
     IF_RANGE, LAST_MODIFIED, RANGE,
@@ -142,9 +143,11 @@ fn byte_range(header: &str, len: u64) -> Reply {
     }
 }
 
-/// The response to `request` from `entry`, whose age is `age`.
+/// The response to `request` from `entry`, whose age is `age`. `body` is the entry's body as
+/// it is; `None` when the answer goes in a content coding, set by `encoded::apply`.
 pub fn respond(
     entry: &CachedResponse,
+    body: Option<&Bytes>,
     request: &Request<()>,
     age: Duration,
 ) -> Response<ProxyBody> {
@@ -152,7 +155,7 @@ pub fn respond(
     // Room for the headers this answer adds (length, ranges, age, coding, cache status, via):
     // the map grows once here, not once or twice on the way out.
     stored.reserve(8);
-    let len = entry.body.len() as u64;
+    let len = entry.meta.body_len;
     let reply = if entry.meta.status() == StatusCode::OK {
         choose(request.method(), request.headers(), &stored, len)
     } else {
@@ -161,10 +164,9 @@ pub fn respond(
     let head_only = request.method() == Method::HEAD;
     let (status, mut headers, body) = match reply {
         Reply::Full => {
-            let body = if head_only {
-                empty()
-            } else {
-                full(entry.body.clone())
+            let body = match body {
+                Some(body) if !head_only => full(body.clone()),
+                _ => empty(),
             };
             (entry.meta.status(), stored, body)
         }
@@ -184,7 +186,9 @@ pub fn respond(
                 CONTENT_RANGE,
                 HeaderValue::from_str(&range).unwrap_or(HeaderValue::from_static("bytes */0")),
             );
-            let slice = entry.body.slice(start as usize..=end as usize);
+            // A range is never answered in a coding: its body is at hand.
+            let slice =
+                body.map_or_else(Bytes::new, |body| body.slice(start as usize..=end as usize));
             (StatusCode::PARTIAL_CONTENT, headers, full(slice))
         }
         Reply::Unsatisfiable => {

@@ -182,10 +182,11 @@ impl DiskTier {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_error("read", &path)(e)),
         };
-        self.decode(digest, bytes, identity).map_err(|reason| {
-            let _ = fs::remove_file(&path);
-            DiskError::Corrupt { path, reason }
-        })
+        self.decode(digest, bytes, identity, false)
+            .map_err(|reason| {
+                let _ = fs::remove_file(&path);
+                DiskError::Corrupt { path, reason }
+            })
     }
 
     /// The entry for `key` if reading it needs no wait for the disk: a file of at most
@@ -206,22 +207,27 @@ impl DiskTier {
         let Ok(Some(bytes)) = self.reading.read_cached(&file, &identity) else {
             return ReadNow::Later;
         };
-        match self.decode(&digest, bytes, identity) {
+        match self.decode(&digest, bytes, identity, true) {
             Ok(entry) => ReadNow::Read(entry.filter(|entry| entry.meta.key == *key)),
             Err(_) => ReadNow::Later,
         }
     }
 
     /// The entry in `read`, read from the file `identity`, if its key has `digest`; its body
-    /// checksum is checked unless this process checked this very file before.
+    /// checksum is checked unless this process checked this very file before. A checked
+    /// file's zstd frame is kept as it is when `keep_frame`: on the thread that serves the
+    /// request, where a body a client needs as it is would be decoded anyway, and not on a
+    /// blocking thread, which can decode it without holding a request up.
     fn decode(
         &self,
         digest: &Digest,
         read: FileBytes,
         identity: FileIdentity,
+        keep_frame: bool,
     ) -> Result<Option<CachedResponse>, CorruptEntry> {
         let checked = self.reading.is_verified(&identity);
-        let entry = CachedResponse::decode_checking(read.bytes, read.buffer_bytes, !checked)?;
+        let entry =
+            CachedResponse::decode_checking(read.bytes, read.buffer_bytes, !checked, keep_frame)?;
         if entry.meta.key.digest_bytes() != *digest {
             return Ok(None);
         }

@@ -158,10 +158,10 @@ impl DiskStore {
     }
 
     fn write_file(&self, entry: &CachedResponse) {
-        let body_len = entry.body.len() as u64;
+        let body_len = entry.meta.body_len;
         // Compressed here, on the writer's thread: never on a request's path.
         let frame_len = (self.compress && entry.meta.is_compressible())
-            .then(|| entry.encodings.stored_zstd(&entry.body))
+            .then(|| entry.stored_zstd())
             .flatten()
             .map(|frame| frame.len() as u64);
         self.eviction.make_room(self, frame_len.unwrap_or(body_len));
@@ -235,6 +235,16 @@ impl DiskStore {
     /// [`DiskTier::read_now`]); else `Later`, for [`DiskStore::read`].
     pub fn read_now(&self, key: &CacheKey) -> ReadNow<Option<CachedResponse>> {
         self.tier.read_now(key)
+    }
+
+    /// Removes the entry of `key`, found damaged after it was read (its frame does not
+    /// decode to its body), and reports it like damage found by a read.
+    pub fn damaged(&self, key: &CacheKey) {
+        self.remove_keys(std::slice::from_ref(key), Removal::Damaged);
+        self.health.failed(&DiskError::Corrupt {
+            path: self.tier.path_of(key),
+            reason: crate::cache::entry::CorruptEntry::Body,
+        });
     }
 
     /// The verified entry for `key`, if the disk holds one. A damaged entry is removed (and

@@ -48,7 +48,7 @@ fn prewarm(cache: &Weak<DiskStore>, memory_max_bytes: u64, wanted: &Wanted) {
                 // A version retired after it was written (a crash before its removal) stays
                 // out of memory: it would be held by no record, so never retired again.
                 if wanted(&entry.meta) && inner.memory.get(&entry.meta.key).is_none() {
-                    bytes += entry.body.len() as u64;
+                    bytes += entry.meta.body_len;
                     entries += 1;
                     inner.memory.insert(std::sync::Arc::new(entry));
                 }

@@ -11,7 +11,10 @@
 //! process and again whenever the file changes — a rewrite is a new file (a new inode), and
 //! any write moves its change time, which nothing can set back. Damage that leaves a file's
 //! identity as it was (bits rotting on the medium) is caught by `cache verify`, by any other
-//! process, and after a restart.
+//! process, and after a restart. A compressed file read again where the request is served
+//! keeps its zstd frame, whose header must announce the body's length: clients that take zstd
+//! get the frame, and the body is decoded (and checked against its checksum) only for an answer
+//! that needs it as it is.
 
 use std::collections::HashSet;
 use std::fs::File;

@@ -48,9 +48,11 @@ impl CachedResponse {
     /// The entry's on-disk layout in two parts, head and stored body, so that a writer needs
     /// no buffer the size of the body to join them.
     pub fn encoded_parts(&self) -> (Vec<u8>, &Bytes) {
+        static NO_BODY: Bytes = Bytes::new();
         let (compressed, body) = match self.encodings.get(Coding::Zstd) {
             Some(frame) => (true, frame),
-            None => (false, &self.body),
+            // Without a frame, an entry holds its body.
+            None => (false, self.body().unwrap_or(&NO_BODY)),
         };
         (entry_head(&self.meta, compressed), body)
     }
@@ -58,22 +60,35 @@ impl CachedResponse {
     /// Parses and verifies an entry; an uncompressed body shares `bytes`' memory.
     pub fn decode(bytes: Bytes) -> Result<CachedResponse, CorruptEntry> {
         let buffer_bytes = bytes.len();
-        CachedResponse::decode_checking(bytes, buffer_bytes, true)
+        CachedResponse::decode_checking(bytes, buffer_bytes, true, false)
     }
 
     /// Parses an entry, checking its preamble, metadata and body length, and the body's
-    /// checksum when `check_body` (a reader that checked these very bytes before may skip it).
+    /// checksum when `check_body` (a reader that checked these very bytes before may skip it;
+    /// with `keep_frame`, a compressed body is then kept as its frame, decoded and checked
+    /// when first needed).
     /// `bytes` lie in a buffer of `buffer_bytes`, which the entry keeps: its body, or its
     /// stored zstd frame, is a part of it.
     pub fn decode_checking(
         bytes: Bytes,
         buffer_bytes: usize,
         check_body: bool,
+        keep_frame: bool,
     ) -> Result<CachedResponse, CorruptEntry> {
         let meta_end = PREAMBLE + metadata_len(&bytes)?;
         let meta = decode_metadata(&bytes)?;
         let stored = bytes.slice(meta_end..);
         let compressed = bytes[4] == FORMAT_ZSTD;
+        // The frame's header says how long its body is: the length is checked on every read.
+        if compressed
+            && keep_frame
+            && !check_body
+            && compress::zstd_content_size(&stored) == Some(meta.body_len)
+        {
+            let mut entry = CachedResponse::from_frame(meta, stored);
+            entry.buffer_beside = buffer_bytes.saturating_sub(bytes.len() - meta_end) as u64;
+            return Ok(entry);
+        }
         let body = if compressed {
             compress::unzstd(&stored, meta.body_len).ok_or(CorruptEntry::Body)?
         } else {

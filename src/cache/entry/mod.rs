@@ -88,8 +88,10 @@ pub struct EntryMeta {
 pub struct CachedResponse {
     /// Metadata.
     pub meta: EntryMeta,
-    /// The body as received from the origin (content coding kept).
-    pub body: Bytes,
+    /// The body as received from the origin (content coding kept): `None` when the stored
+    /// frame it is decoded from does not give it. Unset for an entry read from a file this
+    /// process checked before and kept as its zstd frame, until a client needs it as it is.
+    body: OnceLock<Option<Bytes>>,
     /// When this copy was last served; the disk index learns it in batches.
     pub used: UseStamp,
     /// Set when the entry was fetched ahead of any client's request.
@@ -378,7 +380,7 @@ impl CachedResponse {
     pub fn new(meta: EntryMeta, body: Bytes) -> CachedResponse {
         CachedResponse {
             meta,
-            body,
+            body: OnceLock::from(Some(body)),
             used: UseStamp::default(),
             prefetched: None,
             encodings: Encodings::default(),
@@ -386,10 +388,58 @@ impl CachedResponse {
         }
     }
 
+    /// A response kept as the zstd `frame` its body is stored as: clients that take zstd get
+    /// the frame, and the body is decoded only when one needs it as it is.
+    pub fn from_frame(meta: EntryMeta, frame: Bytes) -> CachedResponse {
+        let entry = CachedResponse {
+            body: OnceLock::new(),
+            ..CachedResponse::new(meta, Bytes::new())
+        };
+        entry.encodings.set(Coding::Zstd, Some(frame));
+        entry
+    }
+
+    /// The body as received, decoded from the stored frame on the first call for an entry
+    /// kept as its frame — and then checked against the metadata's length and checksum.
+    /// `None` when it does not decode to that body: the entry is damaged. Blocking for an
+    /// entry kept as its frame (see [`CachedResponse::body_is_at_hand`]).
+    pub fn body(&self) -> Option<&Bytes> {
+        self.body
+            .get_or_init(|| {
+                let frame = self.encodings.get(Coding::Zstd)?;
+                let body = compress::unzstd(frame, self.meta.body_len)?;
+                (body.len() as u64 == self.meta.body_len && xxh3_64(&body) == self.meta.body_xxh3)
+                    .then_some(body)
+            })
+            .as_ref()
+    }
+
+    /// The zstd frame the body is stored as, made now if it was not: `None` when it does not
+    /// pay off. Blocking (compression); for the disk writer.
+    pub fn stored_zstd(&self) -> Option<&Bytes> {
+        if self.encodings.is_made(Coding::Zstd) {
+            return self.encodings.get(Coding::Zstd);
+        }
+        self.encodings.stored_zstd(self.body()?)
+    }
+
+    /// Whether [`CachedResponse::body`] answers without decoding.
+    pub fn body_is_at_hand(&self) -> bool {
+        self.body.get().is_some()
+    }
+
+    /// Bytes of the body held as it is: none while the entry is kept as its frame.
+    pub fn body_bytes(&self) -> u64 {
+        self.body
+            .get()
+            .and_then(Option::as_ref)
+            .map_or(0, |body| body.len() as u64)
+    }
+
     /// Bytes this entry holds: its body and every coding made of it, and the rest of the
     /// buffer they were read into.
     pub fn held_bytes(&self) -> u64 {
-        self.body.len() as u64 + self.encodings.made_bytes() + self.buffer_beside
+        self.body_bytes() + self.encodings.made_bytes() + self.buffer_beside
     }
 
     /// Bytes the entry holds in memory: its body and codings, and what its metadata holds
@@ -401,7 +451,8 @@ impl CachedResponse {
 
     /// The same body with new metadata (after a 304): the codings made of the body are kept.
     pub fn with_meta(&self, meta: EntryMeta) -> CachedResponse {
-        let mut entry = CachedResponse::new(meta, self.body.clone());
+        let mut entry = CachedResponse::new(meta, Bytes::new());
+        entry.body = self.body.clone();
         entry.encodings = self.encodings.clone();
         entry.buffer_beside = self.buffer_beside;
         entry

@@ -161,7 +161,7 @@ impl SharedTier {
             return;
         }
         let stats = &self.inner.stats;
-        let kib = u32::try_from(entry.body.len() / 1024 + 1).unwrap_or(u32::MAX);
+        let kib = u32::try_from(entry.meta.body_len / 1024 + 1).unwrap_or(u32::MAX);
         let (Some(mut connection), Ok(budget)) = (
             self.inner.link.connection(),
             self.inner.writes.clone().try_acquire_many_owned(kib),
