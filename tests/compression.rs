@@ -313,6 +313,32 @@ async fn a_disk_hit_on_a_checked_file_sends_its_frame_without_decoding_it() {
     let from_memory = fetch(&client, &url, &zstd).await;
     assert_eq!(decoded(&from_memory), body);
     assert_eq!(proxy.app.stats().hits_memory.get(), 1);
+    // curl decodes the frame as it came to the very body.
+    let ca_file = dir.path().join("proxy-ca.pem");
+    std::fs::write(&ca_file, proxy.ca_pem()).expect("ca file");
+    let (proxy_url, target, out) = (
+        format!("http://{}", proxy.addr),
+        url.clone(),
+        dir.path().join("curl.js"),
+    );
+    let written = out.clone();
+    let curl = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .args(["-sS", "--fail", "--compressed", "-D", "-", "-o"])
+            .arg(&written)
+            .args(["-H", "accept-encoding: gzip, deflate, br, zstd"])
+            .args(["-x", &proxy_url, "--cacert"])
+            .arg(&ca_file)
+            .arg(&target)
+            .output()
+            .expect("run curl")
+    })
+    .await
+    .expect("curl task");
+    let head = String::from_utf8_lossy(&curl.stdout).to_ascii_lowercase();
+    assert!(head.contains("content-encoding: zstd"), "{head}");
+    assert_eq!(std::fs::read(&out).expect("curl output"), body);
+    assert_eq!(proxy.app.stats().hits_memory.get(), 2);
 
     // A range needs the body as it is: decoded then, checked, and weighed.
     let range = fetch(&client, &url, &[zstd[0], ("range", "bytes=100-199")]).await;
