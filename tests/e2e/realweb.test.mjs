@@ -1,6 +1,7 @@
 // The real web through the proxy in Chromium: a production build nobody here wrote (Swagger UI
 // from the swagger-ui-dist package) whose HTML sets a session cookie and whose page opens a
-// WebSocket; and the Flutter-like app with a session cookie per browser context.
+// WebSocket, and whose 1.7 MB bundle, read from disk again, goes to Chromium as the zstd frame
+// stored there; and the Flutter-like app with a session cookie per browser context.
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -20,9 +21,21 @@ async function stats(proxy) {
 }
 
 // Loads Swagger UI in a new context: the API description rendered, the socket answered.
-async function loadSwagger(browser, url) {
+// `seen`, when given, gets each path's Cache-Status and Content-Encoding.
+async function loadSwagger(browser, url, seen) {
   const context = await browser.newContext();
   const page = await context.newPage();
+  const recorded = [];
+  if (seen) {
+    page.on('response', (response) => {
+      recorded.push(response.allHeaders().then((headers) => {
+        seen.set(new URL(response.url()).pathname, {
+          cacheStatus: headers['cache-status'] ?? '',
+          encoding: headers['content-encoding'] ?? 'identity',
+        });
+      }));
+    });
+  }
   try {
     const response = await page.goto(url);
     await page.waitForSelector('.swagger-ui .info .title', { timeout: 60_000 });
@@ -32,6 +45,7 @@ async function loadSwagger(browser, url) {
     const operations = await page.locator('.opblock-summary-path').count();
     const protocol = await page.evaluate(() => performance.getEntriesByType('navigation')[0].nextHopProtocol);
     const cookies = (await context.cookies()).map((c) => c.name);
+    await Promise.all(recorded);
     return { status: response.status(), title, live, operations, protocol, cookies };
   } finally {
     await context.close();
@@ -89,6 +103,42 @@ describe('real web apps through asset-proxy in Chromium', () => {
       assert.ok(closed.every((line) => line.includes('client=HTTP/1.1')), closed.join('\n'));
     } finally {
       await origin.close();
+    }
+  });
+
+  it('sends Swagger UI its bundle from disk as the zstd frame stored there, and the app runs', async () => {
+    // A memory tier too small for the 1.7 MB bundle: every load after the first reads it from
+    // disk. The first disk read checks the file; the next keeps its zstd frame and sends it.
+    const small = await startProxy({
+      dir,
+      cacheDir: join(dir, 'small-cache'),
+      upstreamCa: certs.caPath,
+      config: { upstream: { allow_hosts: ['localhost', '127.0.0.1', '::1'] }, memory: { max_mb: 1, prewarm: false } },
+    });
+    const smallBrowser = await launchBrowser({ proxy: small, home: homeTrusting(small.caPath) });
+    const origin = await startRealWebOrigin(certs);
+    try {
+      const loads = [];
+      for (let i = 0; i < 3; i += 1) {
+        const seen = new Map();
+        const load = await loadSwagger(smallBrowser, origin.url('/'), seen);
+        assert.equal(load.operations, 1, 'the API description is rendered');
+        loads.push(seen.get('/swagger-ui-bundle.js'));
+        // Stored (compressed, on the writer's thread) before the next load reads it.
+        const deadline = Date.now() + 20_000;
+        while ((await stats(small)).disk_compressed_writes < 1) {
+          assert.ok(Date.now() < deadline, 'the bundle stored compressed');
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+      }
+      const [, checked, kept] = loads;
+      assert.match(checked.cacheStatus, /hit; detail=disk/, JSON.stringify(checked));
+      assert.match(kept.cacheStatus, /hit; detail=disk/, JSON.stringify(kept));
+      assert.equal(kept.encoding, 'zstd', JSON.stringify(kept));
+    } finally {
+      await origin.close();
+      await smallBrowser.close();
+      await small.stop();
     }
   });
 
