@@ -165,16 +165,17 @@ impl Cache {
     /// body its metadata names: the entry is dropped from memory and disk, counted and logged,
     /// so the next request fetches it again. Decoding blocks, once per entry.
     pub fn body_of<'a>(&self, entry: &'a Arc<CachedResponse>) -> Option<&'a bytes::Bytes> {
-        if entry.body_is_at_hand() {
-            return entry.body();
-        }
+        let decoding = !entry.body_is_at_hand();
         let body = entry.body();
-        if body.is_some() {
-            self.tiers.memory.reweigh(entry);
-        } else {
-            self.tiers.memory.remove(&entry.meta.key);
-            let (store, key) = (self.tiers.store.clone(), entry.meta.key.clone());
-            tokio::task::spawn_blocking(move || store.damaged(&key));
+        match body {
+            Some(_) if decoding => self.tiers.memory.reweigh(entry),
+            Some(_) => {}
+            // Whoever decoded it first (a request, or the making of a coding), it is damaged.
+            None => {
+                self.tiers.memory.remove(&entry.meta.key);
+                let (store, key) = (self.tiers.store.clone(), entry.meta.key.clone());
+                tokio::task::spawn_blocking(move || store.damaged(&key));
+            }
         }
         body
     }
