@@ -11,7 +11,10 @@
     origin requests;
 (j) both cores: 2 KiB memory hits with nothing pinned (asset-proxy, nginx with 2 workers and
     wrk with 2 threads sharing both cores), beside asset-proxy pinned to core 0 with the load
-    on core 1, in the same run.
+    on core 1, in the same run;
+(k) compressed disk-bound hits: JavaScript-like 256 KiB assets stored as zstd frames, a
+    working set far larger than the memory tier, asked for by a client that accepts zstd (as
+    browsers do) and by one that does not, against memory hits of the same working set.
 
 Proxies on core 0, load on core 1, as in bench.py, except in (j); loopback only; every run
 bounded. BENCH_SCALE_ONLY=j (letters) runs only those scenarios.
@@ -79,13 +82,13 @@ def settle(proxy, timeout=120):
         time.sleep(0.2)
 
 
-def fetch_all(port, urls):
+def fetch_all(port, urls, headers=()):
     """Fetches every URL once through the proxy (fills it), a few at a time."""
     from concurrent.futures import ThreadPoolExecutor
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": f"http://127.0.0.1:{port}"}))
 
     def one(url):
-        opener.open(url, timeout=60).read()
+        opener.open(urllib.request.Request(url, headers=dict(headers)), timeout=60).read()
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(one, urls))
 
@@ -178,6 +181,78 @@ def disk_bound(work, origin, targets):
                         nginx_ratio >= 1.0))
         shutil.rmtree(folder, ignore_errors=True)
         shutil.rmtree(work.path(f"disk{size}-cache"), ignore_errors=True)
+
+
+ZSTD_WORKING_SET_MIB = int(os.environ.get("BENCH_ZSTD_WORKING_SET_MIB", "256"))
+TAKES_ZSTD = (("Accept-Encoding", "gzip, deflate, br, zstd"),)
+
+
+def script_like_files(folder, count, size):
+    """Writes `count` files of `size` bytes of JavaScript-like text: lines drawn at random from
+    a pool of varied statements, as bundles mix identifiers, numbers and strings."""
+    import random
+    rng = random.Random(11)
+    words = ["props", "state", "render", "value", "index", "items", "children", "length", "node",
+             "context", "options", "result", "handler", "element", "update", "widget", "layout"]
+    pool = [f"const {rng.choice(words)}{n} = {rng.choice(words)}.{rng.choice(words)}"
+            f"({rng.randrange(1 << 20)}, \"{rng.getrandbits(48):012x}\");\n" for n in range(20_000)]
+    os.makedirs(folder, exist_ok=True)
+    for n in range(count):
+        text = "".join(rng.choices(pool, k=size // 40)).encode()
+        with open(os.path.join(folder, f"{n}.js"), "wb") as f:
+            f.write((text * 2)[:size])
+
+
+def compressed_disk_bound(work, origin, targets):
+    o_http = f"http://127.0.0.1:{origin.port}"
+    host = f"127.0.0.1:{origin.port}"
+    size = 256 * 1024
+    count = ZSTD_WORKING_SET_MIB * 1024 * 1024 // size
+    script_like_files(os.path.join(work.www, "js"), count, size)
+    urls = [f"{o_http}/js/{n}.js?v=1" for n in range(count)]
+    paths = ",".join(f'"{u}"' for u in urls)
+    conns = 32
+    takes_zstd = RANDOM_PATHS.format(paths=paths, seed=7, host=host) + \
+        'wrk.headers["Accept-Encoding"] = "gzip, deflate, br, zstd"\n'
+    no_zstd = RANDOM_PATHS.format(paths=paths, seed=7, host=host)
+    rows = {}
+    for name, memory_mb, headers, script in [
+        ("asset-proxy, disk-bound, client takes zstd (frames as stored)", SMALL_MEMORY_MB, TAKES_ZSTD,
+         takes_zstd),
+        ("asset-proxy, disk-bound, client without zstd (each hit decodes)", SMALL_MEMORY_MB, (), no_zstd),
+        ("asset-proxy, memory holds the working set, client takes zstd", ZSTD_WORKING_SET_MIB + 256,
+         TAKES_ZSTD, takes_zstd),
+    ]:
+        ap = start_asset_proxy(work, "zstd", {"memory": {"max_mb": memory_mb, "prewarm": False}})
+        fetch_all(ap.port, urls, headers)
+        settle(ap)
+        # A second pass: the first disk read of each file checks it, as once per process.
+        fetch_all(ap.port, urls, headers)
+        warm_page_cache(work.path("zstd-cache"))
+        before = admin_stats(ap)["hits"]
+        rows[name] = wrk_script(ap.port, script, conns)
+        after = admin_stats(ap)["hits"]
+        rows[name]["hits"] = {k: after.get(k, 0) - before.get(k, 0) for k in ("memory", "disk")}
+        stored = admin_stats(ap)
+        rows[name]["saved"] = stored.get("disk_bytes_saved_by_compression", 0)
+        ap.stop()
+        shutil.rmtree(work.path("zstd-cache"), ignore_errors=True)
+    ours = rows["asset-proxy, disk-bound, client takes zstd (frames as stored)"]
+    held = rows["asset-proxy, memory holds the working set, client takes zstd"]
+    print(f"\n### (k) JavaScript-like 256 KiB assets stored as zstd frames, {ZSTD_WORKING_SET_MIB} MiB "
+          f"working set, memory tier {SMALL_MEMORY_MB} MiB, {conns} connections\n")
+    print("| | requests/s | p50 ms | p99 ms | first row / this row | hits memory / disk |\n"
+          "|---|---:|---:|---:|---:|---:|")
+    for name, r in rows.items():
+        ratio = f"{ours['rps'] / r['rps']:.2f}x" if r is not ours and r["rps"] else ""
+        print(f"| {name} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {ratio} | "
+              f"{r['hits']['memory']:,} / {r['hits']['disk']:,} |" + (f" ({r['errors']} errors)" if r["errors"] else ""))
+    saved = ours["saved"] / (ZSTD_WORKING_SET_MIB * 1024 * 1024)
+    print(f"\nthe disk tier saved {saved:.0%} of the working set's bytes by compression")
+    ratio = ours["rps"] / held["rps"]
+    targets.append(("(k) compressed 256 KiB disk-bound hits, client takes zstd, >= 0.8x memory hits "
+                    "(same working set)", f"{ratio:.2f}x", ratio >= 0.8))
+    shutil.rmtree(os.path.join(work.www, "js"), ignore_errors=True)
 
 
 def write_burst(work, origin, targets):
@@ -295,10 +370,10 @@ def main():
     origin = start_origin(work, slow.server_address[1])
     targets = []
     print(f"\nasset-proxy at scale, {time.strftime('%Y-%m-%d')}, {DURATION} s per run")
-    only = os.environ.get("BENCH_SCALE_ONLY", "ghij")
+    only = os.environ.get("BENCH_SCALE_ONLY", "ghijk")
     try:
         for letter, scenario in [("g", disk_bound), ("h", write_burst), ("i", two_processes),
-                                 ("j", both_cores)]:
+                                 ("j", both_cores), ("k", compressed_disk_bound)]:
             if letter in only:
                 scenario(work, origin, targets)
         print("\n### Targets at scale\n")
