@@ -24,8 +24,11 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use bytes::Bytes;
 
-/// Files smaller than this are read into an ordinary allocation (the allocator reuses those).
-pub const POOLED_FROM: u64 = 256 * 1024;
+/// Files smaller than this are read into an ordinary allocation. Larger ones take a pooled
+/// buffer: a fresh allocation of their size is zeroed before each read, and pooling files
+/// from 64 KiB (compressed 256 KiB scripts are about 90 KB) made their disk hits 13 % faster
+/// (BENCHMARKS.md, (k)).
+pub const POOLED_FROM: u64 = 64 * 1024;
 /// Idle buffers kept for reuse, in bytes at most.
 const MAX_IDLE_BYTES: usize = 32 * 1024 * 1024;
 /// Buffer sizes are rounded up to this, so that files of similar sizes share buffers.
