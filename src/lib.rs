@@ -59,6 +59,7 @@ pub mod config;
 pub mod file_lock;
 pub mod har;
 pub mod listener;
+pub mod log_lines;
 pub mod mitm;
 pub mod prefetch;
 pub mod proxy;

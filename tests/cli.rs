@@ -296,10 +296,10 @@ async fn sighup_reloads_rules_and_keeps_them_when_the_new_file_is_bad() {
 }
 
 /// The proxy on a free port, logging JSON lines to a pipe.
-fn spawn_logging_json(dir: &std::path::Path) -> std::process::Child {
+fn spawn_logging_json(dir: &std::path::Path, level: &str) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_proxy"))
         .current_dir(dir)
-        .args(["--port", "0", "--log-format", "json"])
+        .args(["--port", "0", "--log-format", "json", "--log", level])
         .env_remove("RUST_LOG")
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -309,7 +309,7 @@ fn spawn_logging_json(dir: &std::path::Path) -> std::process::Child {
 #[test]
 fn json_logs_give_one_object_per_line() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut child = spawn_logging_json(dir.path());
+    let mut child = spawn_logging_json(dir.path(), "info");
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
     let mut listening = None;
@@ -357,12 +357,42 @@ fn exchange(stream: &mut std::net::TcpStream, request: &str) -> String {
     answer
 }
 
+/// At debug level a request's events sit in its own span (method, URL) within its
+/// connection's (and its tunnel's); at info, where that span would cost a sixth of a small hit,
+/// the request's warnings name the URL themselves.
 #[test]
-fn each_request_logs_inside_its_own_span_within_its_connection() {
+fn each_request_logs_inside_its_own_span_within_its_connection_at_debug() {
+    let seen = failed_requests_logged("debug");
+    assert_eq!(
+        seen,
+        [
+            "client>request http://ORIGIN/plain".to_owned(),
+            "client>tunnel>request http://ORIGIN/tunnelled".to_owned(),
+        ]
+    );
+}
+
+#[test]
+fn at_info_a_request_warning_names_its_url_without_a_span_of_its_own() {
+    let seen = failed_requests_logged("info");
+    assert_eq!(
+        seen,
+        [
+            "client http://ORIGIN/plain".to_owned(),
+            "client>tunnel http://ORIGIN/tunnelled".to_owned(),
+        ]
+    );
+}
+
+/// Two requests to an origin that refuses connections, one plain and one in a tunnel, with
+/// the proxy logging at `level`: for each "upstream request failed" event, the spans it sits
+/// in and the URL it names (from its request span if it has one, else from its own field),
+/// with the origin's address as ORIGIN.
+fn failed_requests_logged(level: &str) -> Vec<String> {
     use std::io::{BufRead, Write};
     use std::time::Duration;
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut child = spawn_logging_json(dir.path());
+    let mut child = spawn_logging_json(dir.path(), level);
     let events = json_events(child.stderr.take().expect("stderr"));
     let next = || {
         events
@@ -420,28 +450,95 @@ fn each_request_logs_inside_its_own_span_within_its_connection() {
             .iter()
             .filter_map(|span| span["name"].as_str())
             .collect();
-        let request = &event["span"];
-        assert_eq!(request["name"], "request", "{event}");
-        assert_eq!(request["method"], "GET", "{event}");
-        seen.push((
-            names.join(">"),
-            request["url"].as_str().unwrap_or("").to_owned(),
-        ));
+        let url = if names.last() == Some(&"request") {
+            let request = &event["span"];
+            assert_eq!(request["method"], "GET", "{event}");
+            request["url"].as_str().unwrap_or("").to_owned()
+        } else {
+            event["url"].as_str().unwrap_or("").to_owned()
+        };
+        seen.push(format!("{} {}", names.join(">"), url).replace(&origin.to_string(), "ORIGIN"));
     }
     let _ = child.kill();
     let _ = child.wait();
     seen.sort();
-    assert_eq!(
-        seen,
-        [
-            (
-                "client>request".to_owned(),
-                format!("http://{origin}/plain")
-            ),
-            (
-                "client>tunnel>request".to_owned(),
-                format!("http://{origin}/tunnelled")
-            ),
-        ]
-    );
+    seen
+}
+
+/// Serving threads write their log lines in batches: under a load of many requests every
+/// request still has exactly one line, each line whole (it parses as JSON), and the lines still
+/// held when the proxy stops are written before it exits.
+#[test]
+fn every_request_line_reaches_the_log_whole_when_lines_are_written_in_batches() {
+    use std::io::{BufRead, Read, Write};
+    use std::time::Duration;
+    const CONNECTIONS: usize = 4;
+    const REQUESTS_EACH: usize = 150;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = spawn_logging_json(dir.path(), "info");
+    // Read as they come: a proxy whose log nobody reads waits for room to write it.
+    let events = json_events(child.stderr.take().expect("stderr"));
+    let proxy = loop {
+        let event = events
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a log line");
+        if event["message"] == "listening" {
+            break event["addr"].as_str().expect("addr").to_owned();
+        }
+    };
+    // An origin that refuses connections: each request is answered 502 at once, and logged.
+    let origin = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr")
+    };
+    std::thread::scope(|scope| {
+        for c in 0..CONNECTIONS {
+            let proxy = &proxy;
+            scope.spawn(move || {
+                let mut stream = std::net::TcpStream::connect(proxy).expect("connect");
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(30)))
+                    .expect("timeout");
+                let mut reader = std::io::BufReader::new(stream.try_clone().expect("clone"));
+                for n in 0..REQUESTS_EACH {
+                    let request =
+                        format!("GET http://{origin}/c{c}/r{n} HTTP/1.1\r\nHost: {origin}\r\n\r\n");
+                    stream.write_all(request.as_bytes()).expect("write");
+                    let mut head = String::new();
+                    while !head.ends_with("\r\n\r\n") {
+                        assert!(reader.read_line(&mut head).expect("read") > 0, "{head}");
+                    }
+                    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).expect("body");
+                }
+            });
+        }
+    });
+    let pid = child.id().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let mut logged = std::collections::HashMap::<String, usize>::new();
+    // Until the proxy has exited and its log ends (a line that is not whole ends it early).
+    while let Ok(event) = events.recv_timeout(Duration::from_secs(30)) {
+        if event["message"] == "request" {
+            *logged
+                .entry(event["url"].as_str().unwrap_or("").to_owned())
+                .or_default() += 1;
+        }
+    }
+    assert!(child.wait().expect("wait").success());
+    let expected: std::collections::HashMap<String, usize> = (0..CONNECTIONS)
+        .flat_map(|c| (0..REQUESTS_EACH).map(move |n| (format!("http://{origin}/c{c}/r{n}"), 1)))
+        .collect();
+    assert_eq!(logged.len(), expected.len());
+    assert_eq!(logged, expected);
 }

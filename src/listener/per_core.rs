@@ -73,6 +73,7 @@ impl ServingThreads {
         for (here, arrivals) in arrivals.into_iter().enumerate() {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
+                .on_thread_park(crate::log_lines::write_held)
                 .build()?;
             let thread = ServingThread {
                 here,
@@ -85,6 +86,7 @@ impl ServingThreads {
             let handle = std::thread::Builder::new()
                 .name(format!("serve-{here}"))
                 .spawn(move || {
+                    crate::log_lines::hold_on_this_thread();
                     runtime.block_on(
                         async {
                             thread.run(listener, arrivals).await;
@@ -93,6 +95,7 @@ impl ServingThreads {
                         .instrument(span),
                     );
                     runtime.shutdown_timeout(BLOCKING_GRACE);
+                    crate::log_lines::write_held();
                 })?;
             threads.push(handle);
         }

@@ -70,9 +70,12 @@ impl ProxyService {
                     return self.stale(&hit, &head, url, StaleServe::Offline)
                 }
                 Lookup::Offline(None) => {
-                    return self.failed(ProxyError::Offline {
-                        url: url.to_string(),
-                    })
+                    return self.failed(
+                        ProxyError::Offline {
+                            url: url.to_string(),
+                        },
+                        url,
+                    )
                 }
                 Lookup::Revalidating(hit, refresh) => {
                     if let Some(fill) = refresh {
@@ -294,10 +297,10 @@ impl ProxyService {
         let (response, status) = match stale {
             Some(stale) => {
                 self.ctx.stats.upstream_errors.inc();
-                warn!(error = %error, "origin failed; serving a stale entry (stale-if-error)");
+                warn!(error = %error, url = %url, "origin failed; serving a stale entry (stale-if-error)");
                 self.stale(&stale.hit, head, url, StaleServe::OnError)
             }
-            None => self.failed(error),
+            None => self.failed(error, url),
         };
         Fetched::Answer(response, status)
     }

@@ -32,7 +32,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tracing::field::Empty;
-use tracing::{info_span, Instrument, Span};
+use tracing::{debug_span, Instrument, Span};
 use url::Url;
 
 use crate::body::ProxyBody;
@@ -95,9 +95,10 @@ impl ProxyService {
     /// only inside a tunnel, where it is refused: the front of a client's own connection
     /// hands CONNECTs to `mitm`.
     /// Each request has its own span (method, URL, status and what the cache did), inside
-    /// its connection's.
+    /// its connection's, at debug level: at info, creating and filling it cost a sixth of a
+    /// small hit (BENCHMARKS.md), and the request's own line and its warnings name the URL.
     pub async fn answer(self, request: Request<Incoming>) -> Response<ProxyBody> {
-        let span = info_span!(
+        let span = debug_span!(
             "request",
             method = %request.method(),
             url = Empty,
@@ -310,7 +311,7 @@ impl ProxyService {
                     .boxed();
                 (Response::from_parts(parts, body), status)
             }
-            Err(error) => self.failed(error),
+            Err(error) => self.failed(error, url),
         }
     }
 
@@ -340,9 +341,9 @@ impl ProxyService {
         Ok(response)
     }
 
-    fn failed(&self, error: ProxyError) -> (Response<ProxyBody>, CacheStatus) {
+    fn failed(&self, error: ProxyError, url: &Url) -> (Response<ProxyBody>, CacheStatus) {
         self.ctx.stats.upstream_errors.inc();
-        tracing::warn!(error = %error, "upstream request failed");
+        tracing::warn!(error = %error, url = %url, "upstream request failed");
         let status = error.cache_status();
         (error.into_response(), status)
     }

@@ -82,7 +82,7 @@ fn init_logging(options: &Options, serving: bool) -> anyhow::Result<()> {
         .add_directive(SILENCED.parse().context("log directive")?);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| asset_proxy::log_lines::LogLines);
     match options.log_format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
