@@ -542,3 +542,65 @@ fn every_request_line_reaches_the_log_whole_when_lines_are_written_in_batches() 
     assert_eq!(logged.len(), expected.len());
     assert_eq!(logged, expected);
 }
+
+/// Credentials in a URL (a query token, a signed link's signature) never reach the log: the
+/// request's line and its warning show them as REDACTED, and keep the rest of the URL.
+#[test]
+fn credentials_in_a_url_are_redacted_in_every_log_line() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = spawn_logging_json(dir.path(), "debug");
+    let events = json_events(child.stderr.take().expect("stderr"));
+    let next = || {
+        events
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a log line")
+    };
+    let proxy = loop {
+        let event = next();
+        if event["message"] == "listening" {
+            break event["addr"].as_str().expect("addr").to_owned();
+        }
+    };
+    // An origin that refuses connections: the request logs a warning and its line.
+    let origin = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr")
+    };
+    let mut stream = std::net::TcpStream::connect(&proxy).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let answer = exchange(
+        &mut stream,
+        &format!(
+            "GET http://{origin}/app.js?v=1&access_token=tok-8f2d91&X-Amz-Signature=sig-77ab HTTP/1.1\r\n\
+             Host: {origin}\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    let mut lines = Vec::new();
+    let line = loop {
+        let event = next();
+        lines.push(event.to_string());
+        if event["message"] == "request" {
+            break event;
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        line["url"],
+        format!("http://{origin}/app.js?v=1&access_token=REDACTED&X-Amz-Signature=REDACTED"),
+        "{line}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("upstream request failed")),
+        "{lines:#?}"
+    );
+    let leaked: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("tok-8f2d91") || l.contains("sig-77ab"))
+        .collect();
+    assert!(leaked.is_empty(), "{leaked:#?}");
+}

@@ -26,6 +26,7 @@ use crate::cache::store::{FillPlan, Put};
 use crate::cache::tee::TeeBody;
 use crate::cache::tiers::Tiers;
 use crate::config::Mode;
+use crate::loggable;
 
 /// Request headers that would make an origin answer with less than the whole body. The
 /// client's own conditionals and ranges are answered from the cache instead.
@@ -173,15 +174,20 @@ impl Fill {
         let mut answer = Response::new(());
         *answer.status_mut() = status;
         *answer.headers_mut() = headers.clone();
-        let lifetime =
-            match policy::storable(&self.plan, &sent, &answer, SystemTime::now(), &self.limits) {
-                Ok(lifetime) => lifetime,
-                Err(reason) => {
-                    debug!(url = %sent.uri(), reason = reason.as_str(), "response not stored");
-                    self.permit.complete(FillOutcome::NotStorable);
-                    return Answered::NotStored(body, reason);
-                }
-            };
+        let lifetime = match policy::storable(
+            &self.plan,
+            &sent,
+            &answer,
+            SystemTime::now(),
+            &self.limits,
+        ) {
+            Ok(lifetime) => lifetime,
+            Err(reason) => {
+                debug!(url = %loggable::url(&sent.uri().to_string()), reason = reason.as_str(), "response not stored");
+                self.permit.complete(FillOutcome::NotStorable);
+                return Answered::NotStored(body, reason);
+            }
+        };
         let expected = headers
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse().ok());

@@ -23,6 +23,7 @@ use crate::cache::shared::{AssetUses, VersionNews};
 use crate::cache::sweep_list::Due;
 use crate::cache::tiers::Tiers;
 use crate::cache::version_index::{Outcome, Use};
+use crate::loggable;
 
 impl Tiers {
     /// For a version of an asset, holds it in the version index, which may retire other
@@ -104,7 +105,7 @@ impl Tiers {
             stats
                 .activity
                 .version_changed(asset.as_str(), old.as_str(), new.as_str());
-            info!(asset = %asset, old = %old, new = %new, "asset version changed");
+            info!(asset = %loggable::url(asset.as_str()), old = %old, new = %new, "asset version changed");
         }
         if keys.is_empty() {
             return;
@@ -175,7 +176,7 @@ impl Tiers {
                 }
                 Err(e) => {
                     self.stats.disk_errors.inc();
-                    warn!(error = %e, asset = %asset, "version index sweep failed");
+                    warn!(error = %e, asset = %loggable::url(asset.as_str()), "version index sweep failed");
                 }
             }
         }

@@ -28,6 +28,7 @@ use crate::cache::inflight::{FillOutcome, FillPermit};
 use crate::cache::shared::FleetLock;
 use crate::cache::tiers::Tiers;
 use crate::config::Mode;
+use crate::loggable;
 
 /// Spilled bodies up to this share of the memory tier are kept in memory too; larger ones are
 /// served from disk.
@@ -358,7 +359,7 @@ impl Tiers {
             self.stats
                 .activity
                 .version_changed(new.key.url(), &before, &after);
-            info!(asset = %new.key.url(), old = %before, new = %after, "asset version changed");
+            info!(asset = %loggable::url(new.key.url()), old = %before, new = %after, "asset version changed");
         }
     }
 }

@@ -23,6 +23,7 @@ use crate::cache::entry::now_ms;
 use crate::cache::http::freshness;
 use crate::cache::http::policy::CachePlan;
 use crate::cache::{Answered, CacheRequest, CachedResponse, Fill, Hit, Lookup, Tier};
+use crate::loggable;
 use crate::proxy::error::ProxyError;
 
 /// What a fetch for the cache came to.
@@ -72,7 +73,7 @@ impl ProxyService {
                 Lookup::Offline(None) => {
                     return self.failed(
                         ProxyError::Offline {
-                            url: url.to_string(),
+                            url: loggable::url(url.as_str()).into_owned(),
                         },
                         url,
                     )
@@ -148,7 +149,7 @@ impl ProxyService {
                 None => {
                     // Logged and counted by the cache, as damage found by a read is.
                     let error = ProxyError::DamagedEntry {
-                        url: url.to_string(),
+                        url: loggable::url(url.as_str()).into_owned(),
                     };
                     let status = error.cache_status();
                     return (error.into_response(), status);
@@ -297,7 +298,11 @@ impl ProxyService {
         let (response, status) = match stale {
             Some(stale) => {
                 self.ctx.stats.upstream_errors.inc();
-                warn!(error = %error, url = %url, "origin failed; serving a stale entry (stale-if-error)");
+                warn!(
+                    error = %error,
+                    url = %loggable::url(url.as_str()),
+                    "origin failed; serving a stale entry (stale-if-error)"
+                );
                 self.stale(&stale.hit, head, url, StaleServe::OnError)
             }
             None => self.failed(error, url),

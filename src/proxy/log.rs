@@ -12,13 +12,14 @@ use tracing::info;
 
 use super::headers::CacheStatus;
 use crate::body::{BoxError, ProxyBody};
+use crate::loggable;
 use crate::stats::Stats;
 
 /// What the log line says besides bytes and time.
 pub struct RequestSummary {
     /// Request method.
     pub method: Method,
-    /// The absolute URL.
+    /// The absolute URL (the line shows it as `loggable::url` does).
     pub url: String,
     /// Response status.
     pub status: StatusCode,
@@ -110,7 +111,7 @@ impl Drop for LoggedBody {
         }
         info!(
             method = %s.method,
-            url = %s.url,
+            url = %loggable::url(&s.url),
             status = s.status.as_u16(),
             cache = %s.cache.header_value(),
             bytes = self.bytes,

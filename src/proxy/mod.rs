@@ -38,6 +38,7 @@ use url::Url;
 use crate::body::ProxyBody;
 use crate::cache::http::namespace::{self, NAMESPACE_HEADER};
 use crate::cache::http::policy;
+use crate::loggable;
 use crate::proxy::error::ProxyError;
 pub use context::Context;
 pub(crate) use counted_body::CountedBody;
@@ -125,7 +126,7 @@ impl ProxyService {
             Ok(url) => url,
             Err(error) => return Ok(error.into_response()),
         };
-        Span::current().record("url", url.as_str());
+        Span::current().record("url", &*loggable::url(url.as_str()));
         let mut request = request;
         // RFC 9112 §3.2.2: the target's authority is the request's Host, whatever Host came
         // (in a tunnel: the authority the tunnel was opened to), before anything reads it —
@@ -144,9 +145,9 @@ impl ProxyService {
         }
         if let Some(status) = self.ctx.blocked(&url) {
             self.ctx.stats.blocked.inc();
-            tracing::debug!(url = %url, status, "blocked");
+            tracing::debug!(url = %loggable::url(url.as_str()), status, "blocked");
             let error = ProxyError::Blocked {
-                target: url.to_string(),
+                target: loggable::url(url.as_str()).into_owned(),
                 by: "a block rule or the blocklist",
                 status: StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN),
             };
@@ -207,7 +208,7 @@ impl ProxyService {
             Ok(plan) => self.cached(request, &url, plan).await,
             Err(_) if self.ctx.policy().offline() => {
                 let error = ProxyError::Offline {
-                    url: url.to_string(),
+                    url: loggable::url(url.as_str()).into_owned(),
                 };
                 let status = error.cache_status();
                 (error.into_response(), status)
@@ -343,7 +344,7 @@ impl ProxyService {
 
     fn failed(&self, error: ProxyError, url: &Url) -> (Response<ProxyBody>, CacheStatus) {
         self.ctx.stats.upstream_errors.inc();
-        tracing::warn!(error = %error, url = %url, "upstream request failed");
+        tracing::warn!(error = %error, url = %loggable::url(url.as_str()), "upstream request failed");
         let status = error.cache_status();
         (error.into_response(), status)
     }

@@ -15,6 +15,7 @@ use crate::body::ProxyBody;
 use crate::cache::http::namespace::NAMESPACE_HEADER;
 use crate::cache::http::policy;
 use crate::cache::{CacheRequest, Lookup};
+use crate::loggable;
 use crate::prefetch::refs::{self, Kind};
 use crate::prefetch::{body_text, tap::TapBody};
 
@@ -158,7 +159,7 @@ impl ProxyService {
             return;
         };
         ctx.stats.prefetch_fetches.inc();
-        debug!(url = %url, "prefetching");
+        debug!(url = %loggable::url(url.as_str()), "prefetching");
         self.fill_in_background(&head, &url, fill).await;
     }
 }

@@ -21,6 +21,7 @@ use super::upstream::Route;
 use super::{Context, CountedBody};
 use crate::body::ProxyBody;
 use crate::cache::http::policy::NoCacheReason;
+use crate::loggable;
 use crate::proxy::error::ProxyError;
 
 /// What the cache did with every upgrade request.
@@ -57,7 +58,7 @@ pub async fn relay(
     };
     if ctx.policy().offline() {
         return refused(ProxyError::Offline {
-            url: url.to_string(),
+            url: loggable::url(url.as_str()).into_owned(),
         });
     }
     let client_upgrade = hyper::upgrade::on(&mut request);
@@ -70,7 +71,7 @@ pub async fn relay(
         Ok(response) => response,
         Err(error) => {
             ctx.stats.upstream_errors.inc();
-            tracing::warn!(error = %error, url = %url, "upgrade request failed");
+            tracing::warn!(error = %error, url = %loggable::url(url.as_str()), "upgrade request failed");
             return refused(error);
         }
     };
@@ -204,7 +205,7 @@ async fn run_socket(ctx: Arc<Context>, socket: Socket, client: OnUpgrade, origin
     stats.websocket_bytes_up.add(spliced.up);
     stats.websocket_bytes_down.add(spliced.down);
     info!(
-        url = %url,
+        url = %loggable::url(url.as_str()),
         status = 101,
         client = ?socket.client_version,
         secs = spliced.open.as_secs_f64(),
