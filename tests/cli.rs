@@ -348,6 +348,53 @@ fn json_events(stderr: std::process::ChildStderr) -> std::sync::mpsc::Receiver<s
     events
 }
 
+/// A running proxy logging JSON at a level, its log read as it comes (a proxy whose log nobody
+/// reads waits for room to write it), and an origin address that refuses connections: each
+/// request to it is answered 502 at once, and logged.
+struct LoggingProxy {
+    child: std::process::Child,
+    events: std::sync::mpsc::Receiver<serde_json::Value>,
+    addr: String,
+    origin: std::net::SocketAddr,
+}
+
+impl LoggingProxy {
+    fn start(dir: &std::path::Path, level: &str) -> LoggingProxy {
+        let mut child = spawn_logging_json(dir, level);
+        let events = json_events(child.stderr.take().expect("stderr"));
+        let mut proxy = LoggingProxy {
+            child,
+            events,
+            addr: String::new(),
+            origin: {
+                let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+                listener.local_addr().expect("addr")
+            },
+        };
+        proxy.addr = loop {
+            let event = proxy.next();
+            if event["message"] == "listening" {
+                break event["addr"].as_str().expect("addr").to_owned();
+            }
+        };
+        proxy
+    }
+
+    /// The next log line, within 30 s.
+    fn next(&self) -> serde_json::Value {
+        self.events
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("a log line")
+    }
+}
+
+impl Drop for LoggingProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Sends `request` on `stream` and reads until the peer closes.
 fn exchange(stream: &mut std::net::TcpStream, request: &str) -> String {
     use std::io::{Read, Write};
@@ -392,26 +439,10 @@ fn failed_requests_logged(level: &str) -> Vec<String> {
     use std::io::{BufRead, Write};
     use std::time::Duration;
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut child = spawn_logging_json(dir.path(), level);
-    let events = json_events(child.stderr.take().expect("stderr"));
-    let next = || {
-        events
-            .recv_timeout(Duration::from_secs(30))
-            .expect("a log line")
-    };
-    let proxy = loop {
-        let event = next();
-        if event["message"] == "listening" {
-            break event["addr"].as_str().expect("addr").to_owned();
-        }
-    };
-    // An origin that refuses connections: each request logs why it failed.
-    let origin = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("addr")
-    };
+    let logging = LoggingProxy::start(dir.path(), level);
+    let (proxy, origin) = (&logging.addr, logging.origin);
     let timeout = Some(Duration::from_secs(30));
-    let mut plain = std::net::TcpStream::connect(&proxy).expect("connect");
+    let mut plain = std::net::TcpStream::connect(proxy).expect("connect");
     plain.set_read_timeout(timeout).expect("timeout");
     let answer = exchange(
         &mut plain,
@@ -421,7 +452,7 @@ fn failed_requests_logged(level: &str) -> Vec<String> {
     );
     assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
 
-    let mut tunnel = std::net::TcpStream::connect(&proxy).expect("connect");
+    let mut tunnel = std::net::TcpStream::connect(proxy).expect("connect");
     tunnel.set_read_timeout(timeout).expect("timeout");
     tunnel
         .write_all(format!("CONNECT {origin} HTTP/1.1\r\nHost: {origin}\r\n\r\n").as_bytes())
@@ -440,7 +471,7 @@ fn failed_requests_logged(level: &str) -> Vec<String> {
 
     let mut seen = Vec::new();
     while seen.len() < 2 {
-        let event = next();
+        let event = logging.next();
         if event["message"] != "upstream request failed" {
             continue;
         }
@@ -459,8 +490,6 @@ fn failed_requests_logged(level: &str) -> Vec<String> {
         };
         seen.push(format!("{} {}", names.join(">"), url).replace(&origin.to_string(), "ORIGIN"));
     }
-    let _ = child.kill();
-    let _ = child.wait();
     seen.sort();
     seen
 }
@@ -475,22 +504,8 @@ fn every_request_line_reaches_the_log_whole_when_lines_are_written_in_batches() 
     const CONNECTIONS: usize = 4;
     const REQUESTS_EACH: usize = 150;
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut child = spawn_logging_json(dir.path(), "info");
-    // Read as they come: a proxy whose log nobody reads waits for room to write it.
-    let events = json_events(child.stderr.take().expect("stderr"));
-    let proxy = loop {
-        let event = events
-            .recv_timeout(Duration::from_secs(30))
-            .expect("a log line");
-        if event["message"] == "listening" {
-            break event["addr"].as_str().expect("addr").to_owned();
-        }
-    };
-    // An origin that refuses connections: each request is answered 502 at once, and logged.
-    let origin = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("addr")
-    };
+    let mut logging = LoggingProxy::start(dir.path(), "info");
+    let (proxy, origin) = (logging.addr.clone(), logging.origin);
     std::thread::scope(|scope| {
         for c in 0..CONNECTIONS {
             let proxy = &proxy;
@@ -520,7 +535,7 @@ fn every_request_line_reaches_the_log_whole_when_lines_are_written_in_batches() 
             });
         }
     });
-    let pid = child.id().to_string();
+    let pid = logging.child.id().to_string();
     let status = Command::new("kill")
         .args(["-TERM", &pid])
         .status()
@@ -528,14 +543,14 @@ fn every_request_line_reaches_the_log_whole_when_lines_are_written_in_batches() 
     assert!(status.success());
     let mut logged = std::collections::HashMap::<String, usize>::new();
     // Until the proxy has exited and its log ends (a line that is not whole ends it early).
-    while let Ok(event) = events.recv_timeout(Duration::from_secs(30)) {
+    while let Ok(event) = logging.events.recv_timeout(Duration::from_secs(30)) {
         if event["message"] == "request" {
             *logged
                 .entry(event["url"].as_str().unwrap_or("").to_owned())
                 .or_default() += 1;
         }
     }
-    assert!(child.wait().expect("wait").success());
+    assert!(logging.child.wait().expect("wait").success());
     let expected: std::collections::HashMap<String, usize> = (0..CONNECTIONS)
         .flat_map(|c| (0..REQUESTS_EACH).map(move |n| (format!("http://{origin}/c{c}/r{n}"), 1)))
         .collect();
@@ -549,25 +564,9 @@ fn every_request_line_reaches_the_log_whole_when_lines_are_written_in_batches() 
 fn credentials_in_a_url_are_redacted_in_every_log_line() {
     use std::time::Duration;
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut child = spawn_logging_json(dir.path(), "debug");
-    let events = json_events(child.stderr.take().expect("stderr"));
-    let next = || {
-        events
-            .recv_timeout(Duration::from_secs(30))
-            .expect("a log line")
-    };
-    let proxy = loop {
-        let event = next();
-        if event["message"] == "listening" {
-            break event["addr"].as_str().expect("addr").to_owned();
-        }
-    };
-    // An origin that refuses connections: the request logs a warning and its line.
-    let origin = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("addr")
-    };
-    let mut stream = std::net::TcpStream::connect(&proxy).expect("connect");
+    let logging = LoggingProxy::start(dir.path(), "debug");
+    let origin = logging.origin;
+    let mut stream = std::net::TcpStream::connect(&logging.addr).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
@@ -581,14 +580,12 @@ fn credentials_in_a_url_are_redacted_in_every_log_line() {
     assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
     let mut lines = Vec::new();
     let line = loop {
-        let event = next();
+        let event = logging.next();
         lines.push(event.to_string());
         if event["message"] == "request" {
             break event;
         }
     };
-    let _ = child.kill();
-    let _ = child.wait();
     assert_eq!(
         line["url"],
         format!("http://{origin}/app.js?v=1&access_token=REDACTED&X-Amz-Signature=REDACTED"),
