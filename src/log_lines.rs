@@ -19,9 +19,20 @@ thread_local! {
 /// The lines a serving thread keeps; written when the thread ends.
 struct Held(Vec<u8>);
 
+impl Held {
+    /// Writes the lines kept to standard error; a log that cannot be written is not a reason
+    /// to stop.
+    fn write_out(&mut self) {
+        if !self.0.is_empty() {
+            let _ = io::stderr().lock().write_all(&self.0);
+            self.0.clear();
+        }
+    }
+}
+
 impl Drop for Held {
     fn drop(&mut self) {
-        write_out(&self.0);
+        self.write_out();
     }
 }
 
@@ -38,8 +49,7 @@ pub fn write_held() {
     let _ = HELD.try_with(|held| {
         if let Ok(mut held) = held.try_borrow_mut() {
             if let Some(held) = held.as_mut() {
-                write_out(&held.0);
-                held.0.clear();
+                held.write_out();
             }
         }
     });
@@ -60,8 +70,7 @@ impl Write for LogLines {
                 };
                 held.0.extend_from_slice(line);
                 if held.0.len() >= BATCH_BYTES {
-                    write_out(&held.0);
-                    held.0.clear();
+                    held.write_out();
                 }
                 true
             })
@@ -74,12 +83,5 @@ impl Write for LogLines {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
-    }
-}
-
-/// Writes `lines` to standard error; a log that cannot be written is not a reason to stop.
-fn write_out(lines: &[u8]) {
-    if !lines.is_empty() {
-        let _ = io::stderr().lock().write_all(lines);
     }
 }

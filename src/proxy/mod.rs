@@ -126,7 +126,12 @@ impl ProxyService {
             Ok(url) => url,
             Err(error) => return Ok(error.into_response()),
         };
-        Span::current().record("url", &*loggable::url(url.as_str()));
+        // Only the request span (debug level) has a URL field: with it off, the current span
+        // is the connection's, and the URL is not redacted for nothing.
+        let span = Span::current();
+        if span.has_field("url") {
+            span.record("url", &*loggable::url(url.as_str()));
+        }
         let mut request = request;
         // RFC 9112 §3.2.2: the target's authority is the request's Host, whatever Host came
         // (in a tunnel: the authority the tunnel was opened to), before anything reads it —
