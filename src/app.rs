@@ -2,6 +2,7 @@
 //! handles no request itself.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -131,7 +132,7 @@ impl App {
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let handler = front::handler(self.ctx.clone(), self.connections.clone());
+        let handler = front::handler(self.ctx.clone(), self.connections.clone(), None);
         self.connections.serve(io, handler).await;
     }
 
@@ -141,7 +142,7 @@ impl App {
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        crate::listener::socks::serve(self.ctx.clone(), self.connections.clone(), io).await;
+        crate::listener::socks::serve(self.ctx.clone(), self.connections.clone(), io, None).await;
     }
 
     /// Applies a reloaded configuration's rules and cache policy (listeners, directories and
@@ -223,8 +224,8 @@ impl App {
 /// byte is 5), else proxy requests.
 fn serve_client(
     ctx: Arc<Context>,
-) -> impl Fn(TcpStream, Connections) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-    move |stream, connections| {
+) -> impl Fn(TcpStream, SocketAddr, Connections) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    move |stream, peer, connections| {
         let ctx = ctx.clone();
         Box::pin(async move {
             let socks = if ctx.config.clients.socks {
@@ -240,9 +241,9 @@ fn serve_client(
                 false
             };
             if socks {
-                crate::listener::socks::serve(ctx, connections, stream).await;
+                crate::listener::socks::serve(ctx, connections, stream, Some(peer)).await;
             } else {
-                let handler = front::handler(ctx, connections.clone());
+                let handler = front::handler(ctx, connections.clone(), Some(peer));
                 connections.serve(stream, handler).await;
             }
         })

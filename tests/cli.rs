@@ -405,11 +405,11 @@ fn exchange(stream: &mut std::net::TcpStream, request: &str) -> String {
 }
 
 /// At debug level a request's events sit in its own span (method, URL) within its
-/// connection's (and its tunnel's); at info, where that span would cost a sixth of a small hit,
-/// the request's warnings name the URL themselves.
+/// connection's (and its tunnel's); at info, where those spans would cost a fifth of a small
+/// hit, there are none: the request's warnings name the URL and its line names the client.
 #[test]
 fn each_request_logs_inside_its_own_span_within_its_connection_at_debug() {
-    let seen = failed_requests_logged("debug");
+    let (seen, _) = failed_requests_logged("debug");
     assert_eq!(
         seen,
         [
@@ -421,21 +421,30 @@ fn each_request_logs_inside_its_own_span_within_its_connection_at_debug() {
 
 #[test]
 fn at_info_a_request_warning_names_its_url_without_a_span_of_its_own() {
-    let seen = failed_requests_logged("info");
+    let (seen, request_lines) = failed_requests_logged("info");
     assert_eq!(
         seen,
         [
-            "client http://ORIGIN/plain".to_owned(),
-            "client>tunnel http://ORIGIN/tunnelled".to_owned(),
+            " http://ORIGIN/plain".to_owned(),
+            " http://ORIGIN/tunnelled".to_owned(),
+        ]
+    );
+    // With no client span to name it, the request line names the client itself.
+    assert_eq!(
+        request_lines,
+        [
+            "PLAIN http://ORIGIN/plain".to_owned(),
+            "TUNNEL http://ORIGIN/tunnelled".to_owned(),
         ]
     );
 }
 
 /// Two requests to an origin that refuses connections, one plain and one in a tunnel, with
 /// the proxy logging at `level`: for each "upstream request failed" event, the spans it sits
-/// in and the URL it names (from its request span if it has one, else from its own field),
-/// with the origin's address as ORIGIN.
-fn failed_requests_logged(level: &str) -> Vec<String> {
+/// in and the URL it names (from its request span if it has one, else from its own field);
+/// and for each request line, the client it names and its URL. The origin's address shows as
+/// ORIGIN, the clients' as PLAIN and TUNNEL.
+fn failed_requests_logged(level: &str) -> (Vec<String>, Vec<String>) {
     use std::io::{BufRead, Write};
     use std::time::Duration;
     let dir = tempfile::tempdir().expect("temp dir");
@@ -469,15 +478,35 @@ fn failed_requests_logged(level: &str) -> Vec<String> {
     );
     assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
 
-    let mut seen = Vec::new();
-    while seen.len() < 2 {
+    let names_of_clients = [
+        (plain.local_addr().expect("address").to_string(), "PLAIN"),
+        (tunnel.local_addr().expect("address").to_string(), "TUNNEL"),
+        (origin.to_string(), "ORIGIN"),
+    ];
+    let named = |line: String| {
+        names_of_clients
+            .iter()
+            .fold(line, |line, (address, name)| line.replace(address, name))
+    };
+    let (mut seen, mut request_lines) = (Vec::new(), Vec::new());
+    while seen.len() < 2 || request_lines.len() < 2 {
         let event = logging.next();
+        if event["message"] == "request" {
+            let (peer, url) = (event["peer"].as_str(), event["url"].as_str());
+            request_lines.push(named(format!(
+                "{} {}",
+                peer.unwrap_or(""),
+                url.unwrap_or("")
+            )));
+        }
         if event["message"] != "upstream request failed" {
             continue;
         }
+        // No "spans" at all when the event is in none.
         let names: Vec<&str> = event["spans"]
             .as_array()
-            .expect("the spans the event is in")
+            .map(Vec::as_slice)
+            .unwrap_or_default()
             .iter()
             .filter_map(|span| span["name"].as_str())
             .collect();
@@ -488,10 +517,11 @@ fn failed_requests_logged(level: &str) -> Vec<String> {
         } else {
             event["url"].as_str().unwrap_or("").to_owned()
         };
-        seen.push(format!("{} {}", names.join(">"), url).replace(&origin.to_string(), "ORIGIN"));
+        seen.push(named(format!("{} {}", names.join(">"), url)));
     }
     seen.sort();
-    seen
+    request_lines.sort();
+    (seen, request_lines)
 }
 
 /// Serving threads write their log lines in batches: under a load of many requests every

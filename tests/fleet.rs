@@ -25,6 +25,11 @@ async fn fleet_proxy(dir: &Path, redis: &str, ca: &TestCa) -> TestProxy {
 async fn fleet_proxy_with(dir: &Path, redis: &str, ca: &TestCa, config: &str) -> TestProxy {
     let proxy = TestProxy::start_with(dir, config, Some(&ca.path), |config| {
         config.cache.shared.set_nodes(redis).expect("redis URL");
+        // On a test machine busy with other tests, Redis (a cluster most of all) may answer
+        // later than the default limit for a request's command; the proxy would then count
+        // it as down and fetch from the origin itself, which is right but not what these
+        // tests look at. The tests about an unreachable Redis kill it instead.
+        config.cache.shared.timeout = std::time::Duration::from_secs(10);
     })
     .await;
     let app = proxy.app.clone();

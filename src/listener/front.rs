@@ -2,11 +2,12 @@
 //! CONNECTs to `mitm` (their intercepted tunnels served back through `Connections`, in the
 //! CONNECT's namespace) and every other request to `proxy`.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
-use tracing::{info_span, Instrument};
+use tracing::{debug_span, Instrument};
 
 use super::Connections;
 use crate::auth::ProxyAuth;
@@ -16,10 +17,12 @@ use crate::mitm::Intercepted;
 use crate::proxy::error::ProxyError;
 use crate::proxy::{Context, ProxyService};
 
-/// Answers one request a client sent on its own connection to the proxy.
+/// Answers one request a client (from `peer`, when it came over a socket) sent on its own
+/// connection to the proxy.
 pub async fn answer(
     ctx: Arc<Context>,
     connections: Connections,
+    peer: Option<SocketAddr>,
     request: Request<Incoming>,
 ) -> Response<ProxyBody> {
     if !ctx.auth.allows(request.headers()) {
@@ -38,16 +41,17 @@ pub async fn answer(
             return ProxyAuth::namespace_challenge();
         }
         if connect {
-            return Box::pin(open_tunnel(ctx, connections, request, namespace)).await;
+            return Box::pin(open_tunnel(ctx, connections, peer, request, namespace)).await;
         }
     }
-    ProxyService::new(ctx).answer(request).await
+    ProxyService::new(ctx, peer).answer(request).await
 }
 
 /// Answers a CONNECT, and serves the tunnel it opens in the background.
 async fn open_tunnel(
     ctx: Arc<Context>,
     connections: Connections,
+    peer: Option<SocketAddr>,
     request: Request<Incoming>,
     namespace: Option<String>,
 ) -> Response<ProxyBody> {
@@ -56,7 +60,7 @@ async fn open_tunnel(
         let serving = connections.clone();
         let serve_tunnel = async move {
             if let Some(intercepted) = tunnel.open().await {
-                serve_intercepted(ctx, &serving, intercepted, namespace).await;
+                serve_intercepted(ctx, &serving, intercepted, namespace, peer).await;
             }
         };
         connections.spawn(serve_tunnel.in_current_span());
@@ -64,31 +68,34 @@ async fn open_tunnel(
     connected.response
 }
 
-/// Serves the requests of an intercepted tunnel (an HTTP or SOCKS5 CONNECT's), in its span
-/// and namespace.
+/// Serves the requests of an intercepted tunnel (an HTTP or SOCKS5 CONNECT's, from the
+/// client at `peer`), in its span and namespace.
 pub async fn serve_intercepted(
     ctx: Arc<Context>,
     connections: &Connections,
     intercepted: Intercepted,
     namespace: Option<String>,
+    peer: Option<SocketAddr>,
 ) {
-    let span = info_span!("tunnel", origin = %intercepted.origin);
-    let service = ProxyService::in_tunnel(ctx, &intercepted.origin, namespace);
+    let span = debug_span!("tunnel", origin = %intercepted.origin);
+    let service = ProxyService::in_tunnel(ctx, &intercepted.origin, namespace, peer);
     let serving = connections.serve(intercepted.stream, service.handler());
     serving.instrument(span).await;
 }
 
-/// The handler of a client connection: `answer` for each request.
+/// The handler of a client connection (from `peer`, when it came over a socket): `answer`
+/// for each request.
 pub fn handler(
     ctx: Arc<Context>,
     connections: Connections,
+    peer: Option<SocketAddr>,
 ) -> impl Fn(
     Request<Incoming>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<ProxyBody>> + Send>>
        + Send
        + Sync
        + 'static {
-    move |request| Box::pin(answer(ctx.clone(), connections.clone(), request))
+    move |request| Box::pin(answer(ctx.clone(), connections.clone(), peer, request))
 }
 
 #[cfg(test)]
@@ -96,7 +103,7 @@ mod tests {
     use super::*;
 
     /// The size of what `f` returns, without calling it.
-    fn returned_size<A, B, C, F>(_: impl Fn(A, B, C) -> F) -> usize {
+    fn returned_size<A, B, C, D, F>(_: impl Fn(A, B, C, D) -> F) -> usize {
         std::mem::size_of::<F>()
     }
 

@@ -28,9 +28,10 @@ use super::Connections;
 /// How long a serving thread's runtime waits for its blocking tasks once the proxy stopped.
 const BLOCKING_GRACE: Duration = Duration::from_secs(1);
 
-/// What serves one connection.
-pub type Serve =
-    Box<dyn Fn(TcpStream, Connections) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+/// What serves one connection, from the client at its address.
+pub type Serve = Box<
+    dyn Fn(TcpStream, SocketAddr, Connections) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send,
+>;
 
 /// A connection handed from one serving thread to another.
 type HandedOver = (std::net::TcpStream, SocketAddr);
@@ -207,7 +208,7 @@ impl ServingThread {
     /// Serves a connection on this thread; it was counted in this thread's load already.
     fn serve_here(&self, stream: TcpStream, peer: SocketAddr) {
         let served = Served(self.lanes.loads.clone(), self.here);
-        let serving = (self.serve)(stream, self.connections.clone());
+        let serving = (self.serve)(stream, peer, self.connections.clone());
         self.connections.spawn_client(peer, async move {
             serving.await;
             drop(served);

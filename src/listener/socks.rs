@@ -5,6 +5,7 @@
 //! its tunnel is handled the same way: TLS intercepted and cached, plain HTTP served, anything
 //! else relayed. Other commands (BIND, UDP ASSOCIATE) are refused with "command not supported".
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use fast_socks5::server::{Socks5ServerProtocol, SocksServerError};
@@ -42,9 +43,14 @@ pub enum SocksRefusal {
     Refused(ProxyError),
 }
 
-/// Serves one SOCKS5 client to its end: handshake, CONNECT, then its tunnel.
-pub async fn serve<T>(ctx: Arc<Context>, connections: Connections, client: T)
-where
+/// Serves one SOCKS5 client (from `peer`, when it came over a socket) to its end: handshake,
+/// CONNECT, then its tunnel.
+pub async fn serve<T>(
+    ctx: Arc<Context>,
+    connections: Connections,
+    client: T,
+    peer: Option<SocketAddr>,
+) where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limit = ctx.config.clients.header_timeout;
@@ -66,7 +72,7 @@ where
     let serving = connections.clone();
     let tunnel = async move {
         if let Some(intercepted) = accepted.open(stream).await {
-            serve_intercepted(ctx, &serving, intercepted, None).await;
+            serve_intercepted(ctx, &serving, intercepted, None, peer).await;
         }
     };
     tunnel.in_current_span().await;

@@ -29,6 +29,8 @@ pub struct RequestSummary {
     pub asset: String,
     /// The namespace it was served in; `None` for the default one.
     pub namespace: Option<String>,
+    /// The client's address, when it came over a socket.
+    pub peer: Option<std::net::SocketAddr>,
     /// When the request arrived.
     pub started: Instant,
     /// Where latency and bytes served are recorded.
@@ -110,6 +112,7 @@ impl Drop for LoggedBody {
             s.stats.activity.served(&s.asset, self.bytes);
         }
         info!(
+            peer = s.peer.map(tracing::field::display),
             method = %s.method,
             url = %loggable::url(&s.url),
             status = s.status.as_u16(),

@@ -24,6 +24,7 @@ pub mod upstream;
 
 use std::borrow::Cow;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -56,26 +57,36 @@ pub struct ProxyService {
     origin: Option<Arc<Result<Url, url::ParseError>>>,
     /// The namespace the tunnel's CONNECT named, for requests that name none themselves.
     namespace: Option<Arc<str>>,
+    /// The client's address, for its request lines; `None` for a connection that did not
+    /// come over a socket (in-process drivers).
+    peer: Option<SocketAddr>,
 }
 
 impl ProxyService {
-    /// A service for a client connection.
-    pub fn new(ctx: Arc<Context>) -> ProxyService {
+    /// A service for the connection of a client at `peer`.
+    pub fn new(ctx: Arc<Context>, peer: Option<SocketAddr>) -> ProxyService {
         ProxyService {
             ctx,
             origin: None,
             namespace: None,
+            peer,
         }
     }
 
     /// A service for requests inside a CONNECT tunnel to `origin` (`https://host:port` when
     /// the proxy terminated the client's TLS, `http://host:port` for plain HTTP inside),
-    /// opened in `namespace`.
-    pub fn in_tunnel(ctx: Arc<Context>, origin: &str, namespace: Option<String>) -> ProxyService {
+    /// opened in `namespace` by the client at `peer`.
+    pub fn in_tunnel(
+        ctx: Arc<Context>,
+        origin: &str,
+        namespace: Option<String>,
+        peer: Option<SocketAddr>,
+    ) -> ProxyService {
         ProxyService {
             ctx,
             origin: Some(Arc::new(Url::parse(origin))),
             namespace: namespace.map(Arc::from),
+            peer,
         }
     }
 
@@ -163,6 +174,7 @@ impl ProxyService {
                 url: url.into(),
                 status: error.status(),
                 cache: error.cache_status(),
+                peer: self.peer,
                 started,
                 stats: self.ctx.stats.clone(),
             };
@@ -178,6 +190,7 @@ impl ProxyService {
                 url: url.into(),
                 status: response.status(),
                 cache,
+                peer: self.peer,
                 started,
                 stats: self.ctx.stats.clone(),
             };
@@ -234,6 +247,7 @@ impl ProxyService {
             cache: cache_status,
             asset,
             namespace: request_namespace.clone(),
+            peer: self.peer,
             started,
             stats: self.ctx.stats.clone(),
         };
