@@ -60,6 +60,7 @@ pub mod file_lock;
 pub mod har;
 pub mod listener;
 pub mod log_lines;
+pub mod log_text;
 pub mod loggable;
 pub mod mitm;
 pub mod prefetch;

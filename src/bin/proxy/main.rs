@@ -85,7 +85,10 @@ fn init_logging(options: &Options, serving: bool) -> anyhow::Result<()> {
         .with_writer(|| asset_proxy::log_lines::LogLines);
     match options.log_format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Text if std::io::stderr().is_terminal() => builder.with_ansi(true).init(),
+        LogFormat::Text => builder
+            .event_format(asset_proxy::log_text::PlainText)
+            .init(),
     }
     Ok(())
 }
