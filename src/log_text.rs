@@ -148,6 +148,11 @@ struct Escaped<'a, W: Write>(&'a mut W);
 
 impl<W: Write> Write for Escaped<'_, W> {
     fn write_str(&mut self, text: &str) -> fmt::Result {
+        // Control characters are below 0x20, 0x7f, or 0x80-0x9f, which UTF-8 starts with 0xc2:
+        // a byte scan finds most text free of them without decoding it.
+        if !text.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2) {
+            return self.0.write_str(text);
+        }
         let mut rest = text;
         while let Some(at) = rest.find(char::is_control) {
             self.0.write_str(&rest[..at])?;
@@ -324,13 +329,14 @@ mod tests {
             tracing::warn!(
                 error = %"line one\nINFO forged: line two",
                 shown = ?"tab\there",
+                price = %"£3 \u{9b}31m",
                 "bell\x07 and \x1b[31mred\r"
             );
         });
         assert_eq!(
             plain,
             " WARN asset_proxy::log_text::tests: bell\\x07 and \\x1b[31mred\\x0d \
-             error=line one\\x0aINFO forged: line two shown=\"tab\\there\"\n"
+             error=line one\\x0aINFO forged: line two shown=\"tab\\there\" price=£3 \\x9b31m\n"
         );
     }
 
