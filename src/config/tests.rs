@@ -185,6 +185,22 @@ fn blocklists_take_names_globs_and_hosts_file_lines() {
 }
 
 #[test]
+fn a_relative_blocklist_file_is_found_beside_its_config_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lists = dir.path().join("lists");
+    std::fs::create_dir(&lists).expect("dir");
+    std::fs::write(lists.join("hosts.txt"), "ads.example\n").expect("list");
+    let path = dir.path().join("proxy.json");
+    std::fs::write(&path, r#"{"blocklist_file": "lists/hosts.txt"}"#).expect("config");
+    // The tests run in the crate's directory, where there is no such list.
+    let config = Config::load(&path).expect("loads");
+    assert!(config.policy.blocklist.contains("ads.example"));
+    // Given as text there is no config file to be beside: the working directory it is.
+    let error = Config::parse(r#"{"blocklist_file": "lists/hosts.txt"}"#).expect_err("no list");
+    assert_eq!(error.0, "blocklist_file");
+}
+
+#[test]
 fn rule_globs_keep_star_within_a_segment() {
     let config = Config::parse(
         r#"{"rules": [{"glob": "cdn.example.com/*.js", "action": "cache", "ttl_secs": 60}]}"#,

@@ -28,15 +28,23 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Config::parse(&text).map_err(|(field, message)| ConfigError::Invalid {
+        Config::parse_in(&text, path.parent()).map_err(|(field, message)| ConfigError::Invalid {
             path: path.to_owned(),
             field,
             message,
         })
     }
 
-    /// Parses and validates config text; an error is `(field, message)`.
+    /// Parses and validates config text; an error is `(field, message)`. Relative paths in it
+    /// are relative to the working directory.
     pub fn parse(text: &str) -> Result<Config, (String, String)> {
+        Config::parse_in(text, None)
+    }
+
+    /// Parses and validates the text of a config file in `dir`, which its relative paths
+    /// (`blocklist_file`) are relative to: a file and the list beside it go together wherever
+    /// the proxy is started from.
+    fn parse_in(text: &str, dir: Option<&Path>) -> Result<Config, (String, String)> {
         let mut deserializer = serde_json::Deserializer::from_str(text);
         let raw: RawConfig = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
             let field = match e.path().to_string() {
@@ -50,6 +58,12 @@ impl Config {
         deserializer
             .end()
             .map_err(|e| ("(top level)".to_owned(), e.to_string()))?;
+        let mut raw = raw;
+        if let (Some(dir), Some(list)) = (dir, raw.blocklist_file.as_mut()) {
+            if list.is_relative() {
+                *list = dir.join(&*list);
+            }
+        }
         Config::from_raw(raw)
     }
 
