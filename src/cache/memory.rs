@@ -7,7 +7,7 @@ use std::time::Duration;
 use moka::ops::compute::Op;
 use moka::sync::Cache;
 
-use crate::cache::entry::CachedResponse;
+use crate::cache::entry::{CachedResponse, EntryMeta};
 use crate::cache::http::key::CacheKey;
 use crate::cache::http::version::AssetId;
 
@@ -71,6 +71,21 @@ impl MemoryTier {
                 _ => Op::Nop,
             });
         self.entries.run_pending_tasks();
+    }
+
+    /// Drops the entry held under `stored`'s key if it is that stored entry (stored at the
+    /// same time, with the same body), wherever it was read from; another one put there since
+    /// (by the fill its damage led to) stays.
+    pub fn remove_stored(&self, stored: &EntryMeta) {
+        let same = |held: &EntryMeta| {
+            (held.stored_at_ms, held.body_xxh3) == (stored.stored_at_ms, stored.body_xxh3)
+        };
+        self.entries
+            .entry_by_ref(&stored.key)
+            .and_compute_with(|held| match held {
+                Some(held) if same(&held.value().meta) => Op::Remove,
+                _ => Op::Nop,
+            });
     }
 
     /// Drops every entry `matches` accepts; returns how many.
@@ -139,12 +154,16 @@ impl MemoryTier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::entry::{EntryMeta, Lifetime};
+    use crate::cache::entry::Lifetime;
     use bytes::Bytes;
     use http::{HeaderMap, StatusCode};
     use std::time::SystemTime;
 
     fn entry(n: u32) -> Arc<CachedResponse> {
+        entry_stored_at(n, SystemTime::now())
+    }
+
+    fn entry_stored_at(n: u32, at: SystemTime) -> Arc<CachedResponse> {
         let url = url::Url::parse(&format!("https://a.test/app.js?v={n}")).expect("url");
         let key = CacheKey::new(&url, &HeaderMap::new());
         let body = Bytes::from(vec![7u8; 100]);
@@ -153,7 +172,7 @@ mod tests {
             StatusCode::OK,
             &HeaderMap::new(),
             Lifetime::Pinned { ttl_secs: 60 },
-            SystemTime::now(),
+            at,
             &body,
         );
         Arc::new(CachedResponse::new(meta, body))
@@ -184,5 +203,24 @@ mod tests {
             }
         }
         assert!(back.is_empty(), "removed, then back: {back:?}");
+    }
+
+    #[test]
+    fn an_entry_found_damaged_is_dropped_but_not_one_put_in_its_place() {
+        let tier = MemoryTier::new(64 << 20, Duration::from_secs(600));
+        let at = |secs| std::time::UNIX_EPOCH + Duration::from_secs(secs);
+        let (damaged, refetched) = (entry_stored_at(1, at(1_000)), entry_stored_at(1, at(1_001)));
+        tier.insert(damaged.clone());
+        tier.insert(refetched.clone());
+        tier.remove_stored(&damaged.meta);
+        let held = tier.get(&refetched.meta.key).expect("the new one stays");
+        assert!(Arc::ptr_eq(&held, &refetched));
+        // The same stored entry read again (from disk, say) is another value, and goes too.
+        let read_again = Arc::new(CachedResponse::new(
+            refetched.meta.clone(),
+            Bytes::from(vec![7u8; 100]),
+        ));
+        tier.remove_stored(&read_again.meta);
+        assert!(tier.get(&refetched.meta.key).is_none());
     }
 }

@@ -172,9 +172,9 @@ impl Cache {
             Some(_) => {}
             // Whoever decoded it first (a request, or the making of a coding), it is damaged.
             None => {
-                self.tiers.memory.remove(&entry.meta.key);
-                let (store, key) = (self.tiers.store.clone(), entry.meta.key.clone());
-                tokio::task::spawn_blocking(move || store.damaged(&key));
+                self.tiers.memory.remove_stored(&entry.meta);
+                let (store, found) = (self.tiers.store.clone(), entry.meta.clone());
+                tokio::task::spawn_blocking(move || store.damaged(&found));
             }
         }
         body

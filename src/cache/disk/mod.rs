@@ -237,12 +237,19 @@ impl DiskStore {
         self.tier.read_now(key)
     }
 
-    /// Removes the entry of `key`, found damaged after it was read (its frame does not
-    /// decode to its body), and reports it like damage found by a read.
-    pub fn damaged(&self, key: &CacheKey) {
-        self.remove_keys(std::slice::from_ref(key), Removal::Damaged);
+    /// Removes the entry `found` names, found damaged after it was read (its frame does not
+    /// decode to its body), and reports it like damage found by a read. A copy stored under
+    /// its key since (the fill that the damage led to, done first) is another entry and stays.
+    pub fn damaged(&self, found: &EntryMeta) {
+        let path = self.tier.path_of(&found.key);
+        if let Ok((now, _)) = self.tier.read_meta(&path) {
+            if (now.stored_at_ms, now.body_xxh3) != (found.stored_at_ms, found.body_xxh3) {
+                return;
+            }
+        }
+        self.remove_keys(std::slice::from_ref(&found.key), Removal::Damaged);
         self.health.failed(&DiskError::Corrupt {
-            path: self.tier.path_of(key),
+            path,
             reason: crate::cache::entry::CorruptEntry::Body,
         });
     }
@@ -323,6 +330,35 @@ mod tests {
             };
             assert_eq!(read.held_bytes(), buffer, "{body_len}-byte body");
         }
+    }
+
+    #[test]
+    fn an_entry_found_damaged_is_removed_but_not_a_copy_stored_since() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = store_in(dir.path());
+        let url = url::Url::parse("https://a.test/app.js?v=1").expect("url");
+        let key = CacheKey::new(&url, &http::HeaderMap::new());
+        let entry = |body: &'static [u8], at_secs: u64| {
+            let body = bytes::Bytes::from_static(body);
+            let meta = EntryMeta::new(
+                key.clone(),
+                http::StatusCode::OK,
+                &http::HeaderMap::new(),
+                Lifetime::Pinned { ttl_secs: 60 },
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(at_secs),
+                &body,
+            );
+            CachedResponse::new(meta, body)
+        };
+        let (damaged, refetched) = (entry(b"first copy", 1_000), entry(b"second copy", 1_001));
+        store.tier.write(&damaged).expect("write");
+        store.tier.write(&refetched).expect("write again");
+        // The damage found in the first copy is reported after the second was stored.
+        store.damaged(&damaged.meta);
+        let held = store.tier.read(&key).expect("read").expect("still held");
+        assert_eq!(held.body().map(|b| &b[..]), Some(&b"second copy"[..]));
+        store.damaged(&refetched.meta);
+        assert!(store.tier.read(&key).expect("read").is_none());
     }
 
     #[tokio::test]
