@@ -104,7 +104,7 @@ impl ProxyService {
         Box::pin(self.forward(request, url, CacheStatus::miss(false, None))).await
     }
 
-    /// Answers from an entry for `url`, counting the hit.
+    /// Answers from an entry for `url`, counting the hit (not when the entry turns out damaged).
     fn reply(
         &self,
         entry: &Arc<CachedResponse>,
@@ -112,6 +112,28 @@ impl ProxyService {
         url: &Url,
         status: CacheStatus,
     ) -> (Response<ProxyBody>, CacheStatus) {
+        let age = freshness::age(&entry.meta, SystemTime::now());
+        let serve_compressed = self.ctx.config.cache.serve_compressed;
+        let chosen = serve_compressed
+            .then(|| encoded::choose(&self.ctx.cache, entry, head))
+            .flatten();
+        // An entry read from disk may be kept as its zstd frame: its body is decoded only
+        // for an answer that is not in a coding.
+        let body = match chosen {
+            Some(_) => None,
+            None => match self.ctx.cache.body_of(entry) {
+                Some(body) => Some(body),
+                None => {
+                    // Logged and counted by the cache, as damage found by a read is.
+                    let error = ProxyError::DamagedEntry {
+                        url: loggable::url(url.as_str()).into_owned(),
+                    };
+                    let status = error.cache_status();
+                    return (error.into_response(), status);
+                }
+            },
+        };
+        // Counted once there is an answer: an entry found damaged just now was no hit.
         let stats = &self.ctx.stats;
         match status {
             CacheStatus::Hit {
@@ -135,27 +157,6 @@ impl ProxyService {
             stats.prefetch_used.inc();
             stats.prefetch_used_bytes.add(mark.bytes());
         }
-        let age = freshness::age(&entry.meta, SystemTime::now());
-        let serve_compressed = self.ctx.config.cache.serve_compressed;
-        let chosen = serve_compressed
-            .then(|| encoded::choose(&self.ctx.cache, entry, head))
-            .flatten();
-        // An entry read from disk may be kept as its zstd frame: its body is decoded only
-        // for an answer that is not in a coding.
-        let body = match chosen {
-            Some(_) => None,
-            None => match self.ctx.cache.body_of(entry) {
-                Some(body) => Some(body),
-                None => {
-                    // Logged and counted by the cache, as damage found by a read is.
-                    let error = ProxyError::DamagedEntry {
-                        url: loggable::url(url.as_str()).into_owned(),
-                    };
-                    let status = error.cache_status();
-                    return (error.into_response(), status);
-                }
-            },
-        };
         let mut response = respond(entry, body, head, age);
         if serve_compressed {
             if chosen.is_some() && response.status() == StatusCode::OK {
