@@ -265,6 +265,51 @@ async fn a_spilled_body_is_kept_in_memory_with_the_frame_its_file_holds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_or_a_not_modified_answer_from_a_kept_frame_does_not_decode_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = TestCa::new(dir.path());
+    let origin = Origin::https(&ca).await;
+    let body = large_script();
+    origin.route(
+        PATH,
+        Route::ok(body.clone())
+            .header("content-type", "text/javascript")
+            .header("etag", "\"big\""),
+    );
+    // A memory tier too small for the body as it is, large enough for its frame.
+    let config = r#"{ "memory": { "prewarm": false, "max_mb": 1 } }"#;
+    let proxy = start(dir.path(), config, &ca).await;
+    let client = proxy.client();
+    let url = origin.url(PATH);
+    // A client that takes no coding: a body it is sent is always decoded first.
+    let key = key(&url, "");
+    fetch(&client, &url, &[]).await;
+    proxy.settled().await;
+    // The first disk hit checks the file, decoding its body: too heavy to keep in memory.
+    assert_eq!(fetch(&client, &url, &[]).await.body, body);
+    assert!(proxy.app.cache().memory_entry(&key).is_none());
+
+    let head = client.head(url.as_str()).send().await.expect("HEAD");
+    assert_eq!(head.status(), 200);
+    let length = head.headers().get("content-length").map(|v| v.as_bytes());
+    assert_eq!(length, Some(body.len().to_string().as_bytes()));
+    let held = proxy
+        .app
+        .cache()
+        .memory_entry(&key)
+        .expect("held as its frame");
+    assert!(!held.body_is_at_hand(), "a HEAD decoded the frame");
+    let not_modified = fetch(&client, &url, &[("if-none-match", "\"big\"")]).await;
+    assert_eq!((not_modified.status, not_modified.body.len()), (304, 0));
+    assert!(!held.body_is_at_hand(), "a 304 decoded the frame");
+    assert_eq!(proxy.app.stats().hits_disk.get(), 2);
+    assert_eq!(proxy.app.stats().hits_memory.get(), 1);
+    // A GET needs the body, and gets it whole.
+    assert_eq!(fetch(&client, &url, &[]).await.body, body);
+    assert_eq!(origin.hits(PATH), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disk_hit_on_a_checked_file_sends_its_frame_without_decoding_it() {
     let dir = tempfile::tempdir().expect("temp dir");
     let ca = TestCa::new(dir.path());

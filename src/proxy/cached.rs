@@ -15,7 +15,7 @@ use url::Url;
 
 use super::encoded;
 use super::headers::{remove_hop_by_hop, CacheStatus, StaleServe};
-use super::respond::respond;
+use super::respond::{respond, sends_body};
 use super::upstream::{Route, UpstreamBody};
 use super::{CountedBody, ProxyService};
 use crate::body::ProxyBody;
@@ -118,9 +118,10 @@ impl ProxyService {
             .then(|| encoded::choose(&self.ctx.cache, entry, head))
             .flatten();
         // An entry read from disk may be kept as its zstd frame: its body is decoded only
-        // for an answer that is not in a coding.
+        // for an answer that is not in a coding and carries it.
         let body = match chosen {
             Some(_) => None,
+            None if !entry.body_is_at_hand() && !sends_body(entry, head) => None,
             None => match self.ctx.cache.body_of(entry) {
                 Some(body) => Some(body),
                 None => {

@@ -143,6 +143,26 @@ fn byte_range(header: &str, len: u64) -> Reply {
     }
 }
 
+/// Whether the answer to `request` from `entry` carries its body or part of it: not for a
+/// HEAD, a 304 or a 416, which an entry kept as its compressed frame answers without
+/// decoding it.
+pub fn sends_body(entry: &CachedResponse, request: &Request<()>) -> bool {
+    if request.method() == Method::HEAD {
+        return false;
+    }
+    if entry.meta.status() != StatusCode::OK {
+        return true;
+    }
+    let (method, headers) = (request.method(), request.headers());
+    let reply = choose(
+        method,
+        headers,
+        entry.meta.header_map(),
+        entry.meta.body_len,
+    );
+    matches!(reply, Reply::Full | Reply::Partial { .. })
+}
+
 /// The response to `request` from `entry`, whose age is `age`. `body` is the entry's body as
 /// it is; `None` when the answer goes in a content coding, set by `encoded::apply`.
 pub fn respond(
