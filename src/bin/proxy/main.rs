@@ -84,10 +84,13 @@ fn init_logging(options: &Options, serving: bool) -> anyhow::Result<()> {
         .with_env_filter(filter)
         .with_writer(|| asset_proxy::log_lines::LogLines);
     match options.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Json => builder
+            .json()
+            .event_format(asset_proxy::log_format::FlatJson::default())
+            .init(),
         LogFormat::Text if std::io::stderr().is_terminal() => builder.with_ansi(true).init(),
         LogFormat::Text => builder
-            .event_format(asset_proxy::log_text::PlainText)
+            .event_format(asset_proxy::log_format::PlainText)
             .init(),
     }
     Ok(())

@@ -1,11 +1,13 @@
-//! How a log line reads as text when it goes to a file or a pipe: the layout of
-//! tracing-subscriber's full format without colours (time, level, spans, target, message,
-//! fields), written straight into the line. Formatting a request's line through that format's
-//! pieces (a styled wrapper around each name and `=`, a calendar date worked out for every
-//! line) cost a small hit a tenth of its time (BENCHMARKS.md); here the date is made once a
-//! second per thread and names and values are written as they are.
+//! How a log line reads, as text or as JSON: the layouts of tracing-subscriber's full format
+//! without colours (time, level, spans, target, message, fields) and of its JSON format with the
+//! event's fields at the top level, written straight into the line. Formatting a request's line
+//! through those formats' pieces (a styled wrapper around each name and `=`, a calendar date
+//! worked out for every line, a string made for every JSON value) cost a small hit a tenth of its
+//! time (BENCHMARKS.md); here the date is made once a second per thread and names and values are
+//! written as they are. JSON lines of events inside spans (debug level) and of libraries logging
+//! through the `log` crate are left to tracing-subscriber's own JSON format.
 //!
-//! Control characters in a message or a value (a newline in an error from the network, an
+//! Control characters in a text message or value (a newline in an error from the network, an
 //! escape sequence in a name a client sent) are written escaped, so that one event is always
 //! one line and nothing in it can steer a terminal that shows the log.
 
@@ -16,7 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_log::NormalizeEvent;
-use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::format::{Format, Json, JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -140,6 +142,152 @@ impl Visit for Fields<'_, '_> {
         if self.begin(field) {
             self.result = self.writer.write_str(if value { "true" } else { "false" });
         }
+    }
+}
+
+/// The JSON line format: one object per event, its fields at the top level.
+pub struct FlatJson {
+    /// For the events this format leaves to tracing-subscriber's.
+    theirs: Format<Json>,
+}
+
+impl Default for FlatJson {
+    fn default() -> FlatJson {
+        FlatJson {
+            theirs: tracing_subscriber::fmt::format().json().flatten_event(true),
+        }
+    }
+}
+
+impl<S> FormatEvent<S, JsonFields> for FlatJson
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, JsonFields>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let in_span = event.parent().is_some() || ctx.lookup_current().is_some();
+        if in_span || event.normalized_metadata().is_some() {
+            return self.theirs.format_event(ctx, writer, event);
+        }
+        let meta = event.metadata();
+        writer.write_str("{\"timestamp\":\"")?;
+        write_time(&mut writer, SystemTime::now())?;
+        writer.write_str("\",\"level\":\"")?;
+        writer.write_str(meta.level().as_str())?;
+        writer.write_char('"')?;
+        let mut fields = JsonValues {
+            writer: &mut writer,
+            result: Ok(()),
+        };
+        event.record(&mut fields);
+        fields.result?;
+        writer.write_str(",\"target\":")?;
+        json_string(&mut writer, meta.target())?;
+        writer.write_str("}\n")
+    }
+}
+
+/// Writes an event's fields as JSON members, each after a comma: numbers and flags as JSON
+/// numbers and booleans, everything else as a string.
+struct JsonValues<'a, 'w> {
+    writer: &'a mut Writer<'w>,
+    result: fmt::Result,
+}
+
+impl JsonValues<'_, '_> {
+    /// Writes the member `field` with the value `value` writes, unless one failed before.
+    fn member(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
+        if self.result.is_ok() {
+            self.result = self
+                .writer
+                .write_char(',')
+                .and_then(|()| json_string(self.writer, field.name()))
+                .and_then(|()| self.writer.write_char(':'))
+                .and_then(|()| value(self.writer));
+        }
+    }
+}
+
+impl Visit for JsonValues<'_, '_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.member(field, |writer| {
+            writer.write_char('"')?;
+            write!(JsonEscaped(writer), "{value:?}")?;
+            writer.write_char('"')
+        });
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.member(field, |writer| json_string(writer, value));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.member(field, |writer| {
+            writer.write_str(itoa::Buffer::new().format(value))
+        });
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.member(field, |writer| {
+            writer.write_str(itoa::Buffer::new().format(value))
+        });
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        // As serde_json writes them: the shortest form that reads back the same; `null` for
+        // what JSON has no number for.
+        self.member(field, |writer| match serde_json::Number::from_f64(value) {
+            Some(number) => write!(writer, "{number}"),
+            None => writer.write_str("null"),
+        });
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.member(field, |writer| {
+            writer.write_str(if value { "true" } else { "false" })
+        });
+    }
+}
+
+/// Writes `text` as a JSON string.
+fn json_string(writer: &mut impl Write, text: &str) -> fmt::Result {
+    writer.write_char('"')?;
+    JsonEscaped(&mut *writer).write_str(text)?;
+    writer.write_char('"')
+}
+
+/// A writer for the inside of a JSON string: quotes, backslashes and control characters
+/// escaped as RFC 8259 (and serde_json) write them.
+struct JsonEscaped<'a, W: Write>(&'a mut W);
+
+impl<W: Write> Write for JsonEscaped<'_, W> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        let mut written = 0;
+        for (at, byte) in text.bytes().enumerate() {
+            let escape = match byte {
+                b'"' => "\\\"",
+                b'\\' => "\\\\",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                0x08 => "\\b",
+                0x0c => "\\f",
+                0..=0x1f => "",
+                _ => continue,
+            };
+            self.0.write_str(&text[written..at])?;
+            if escape.is_empty() {
+                write!(self.0, "\\u{byte:04x}")?;
+            } else {
+                self.0.write_str(escape)?;
+            }
+            written = at + 1;
+        }
+        self.0.write_str(&text[written..])
     }
 }
 
@@ -299,27 +447,81 @@ mod tests {
         assert_eq!(plain, formatted(false, events));
         assert_eq!(plain.lines().count(), 5, "{plain}");
         assert!(plain.starts_with(
-            " INFO asset_proxy::log_text::tests: request peer=127.0.0.1:40538 method=GET \
+            " INFO asset_proxy::log_format::tests: request peer=127.0.0.1:40538 method=GET \
              url=https://app.test/main.dart.js?v=2 status=200 \
              cache=asset-proxy; fwd=miss; stored bytes=4194304 ms=35 complete=true\n"
         ));
     }
 
+    /// What `log` writes as JSON lines, formatted by this format when `ours`, else by
+    /// tracing-subscriber's JSON format with the event's fields at the top level; the time
+    /// left out.
+    fn formatted_json(ours: bool, log: impl FnOnce()) -> String {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let builder = tracing_subscriber::fmt()
+            .with_max_level(Level::TRACE)
+            .with_writer(move || writer.clone())
+            .json()
+            .flatten_event(true);
+        if ours {
+            let subscriber = builder.event_format(FlatJson::default()).finish();
+            tracing::subscriber::with_default(subscriber, log);
+        } else {
+            tracing::subscriber::with_default(builder.finish(), log);
+        }
+        let text = lines.text();
+        let time = r#"{"timestamp":"2026-12-04T13:40:55.526054Z""#.len();
+        text.lines()
+            .map(|line| {
+                assert!(line.starts_with(r#"{"timestamp":""#), "{line}");
+                line.get(time..).unwrap_or("").to_owned() + "\n"
+            })
+            .collect()
+    }
+
+    fn log_crate_event() {
+        let args = format_args!("handshake done");
+        let record = log::Record::builder()
+            .args(args)
+            .level(log::Level::Warn)
+            .target("rustls::server")
+            .module_path_static(Some("rustls::server"))
+            .file_static(Some("server.rs"))
+            .line(Some(7))
+            .build();
+        tracing_log::format_trace(&record).expect("dispatched");
+    }
+
+    #[test]
+    fn json_lines_read_as_the_json_format_with_flattened_fields_does() {
+        let all = || {
+            tracing::info!(
+                text = "quote \" backslash \\ newline \n tab \t bell \x07 del \x7f é 😀",
+                shown = %"ctrl \x01\x1f and \u{9b}",
+                float = 0.1f64 + 0.2f64,
+                big = 1e21f64,
+                nothing = f64::NAN,
+                "message with \"quotes\" and\nlines"
+            );
+            events();
+            log_crate_event();
+        };
+        let ours = formatted_json(true, all);
+        assert_eq!(ours, formatted_json(false, all));
+        assert_eq!(ours.lines().count(), 7, "{ours}");
+        for line in ours.lines() {
+            let line = format!("{{\"timestamp\":\"\"{line}");
+            serde_json::from_str::<serde_json::Value>(&line).expect("JSON");
+        }
+        assert!(ours.contains(
+            r#","level":"INFO","message":"request","peer":"127.0.0.1:40538","method":"GET","#
+        ));
+    }
+
     #[test]
     fn events_from_the_log_crate_show_their_own_target_and_no_log_fields() {
-        let record = || {
-            let args = format_args!("handshake done");
-            let record = log::Record::builder()
-                .args(args)
-                .level(log::Level::Warn)
-                .target("rustls::server")
-                .module_path_static(Some("rustls::server"))
-                .file_static(Some("server.rs"))
-                .line(Some(7))
-                .build();
-            tracing_log::format_trace(&record).expect("dispatched");
-        };
-        let plain = formatted(true, record);
+        let plain = formatted(true, log_crate_event);
         assert_eq!(plain, " WARN rustls::server: handshake done\n");
     }
 
@@ -335,7 +537,7 @@ mod tests {
         });
         assert_eq!(
             plain,
-            " WARN asset_proxy::log_text::tests: bell\\x07 and \\x1b[31mred\\x0d \
+            " WARN asset_proxy::log_format::tests: bell\\x07 and \\x1b[31mred\\x0d \
              error=line one\\x0aINFO forged: line two shown=\"tab\\there\" price=£3 \\x9b31m\n"
         );
     }
