@@ -264,21 +264,23 @@ async fn a_spilled_body_is_kept_in_memory_with_the_frame_its_file_holds() {
     assert_eq!(decoded, body);
 }
 
+/// An origin answering `PATH` with `route` (a script), and a proxy whose memory tier is too
+/// small for that body as it is, large enough for its zstd frame.
+async fn start_for_a_kept_frame(dir: &std::path::Path, route: Route) -> (Origin, TestProxy) {
+    let ca = TestCa::new(dir);
+    let origin = Origin::https(&ca).await;
+    origin.route(PATH, route.header("content-type", "text/javascript"));
+    let config = r#"{ "memory": { "prewarm": false, "max_mb": 1 } }"#;
+    let proxy = start(dir, config, &ca).await;
+    (origin, proxy)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_head_or_a_not_modified_answer_from_a_kept_frame_does_not_decode_it() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let ca = TestCa::new(dir.path());
-    let origin = Origin::https(&ca).await;
     let body = large_script();
-    origin.route(
-        PATH,
-        Route::ok(body.clone())
-            .header("content-type", "text/javascript")
-            .header("etag", "\"big\""),
-    );
-    // A memory tier too small for the body as it is, large enough for its frame.
-    let config = r#"{ "memory": { "prewarm": false, "max_mb": 1 } }"#;
-    let proxy = start(dir.path(), config, &ca).await;
+    let route = Route::ok(body.clone()).header("etag", "\"big\"");
+    let (origin, proxy) = start_for_a_kept_frame(dir.path(), route).await;
     let client = proxy.client();
     let url = origin.url(PATH);
     // A client that takes no coding: a body it is sent is always decoded first.
@@ -312,16 +314,8 @@ async fn a_head_or_a_not_modified_answer_from_a_kept_frame_does_not_decode_it() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disk_hit_on_a_checked_file_sends_its_frame_without_decoding_it() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let ca = TestCa::new(dir.path());
-    let origin = Origin::https(&ca).await;
     let body = large_script();
-    origin.route(
-        PATH,
-        Route::ok(body.clone()).header("content-type", "text/javascript"),
-    );
-    // A memory tier too small for the body as it is, large enough for its frame.
-    let config = r#"{ "memory": { "prewarm": false, "max_mb": 1 } }"#;
-    let proxy = start(dir.path(), config, &ca).await;
+    let (origin, proxy) = start_for_a_kept_frame(dir.path(), Route::ok(body.clone())).await;
     let client = proxy.client();
     let url = origin.url(PATH);
     let zstd = [("accept-encoding", "gzip, deflate, br, zstd")];
