@@ -18,6 +18,7 @@ use crate::cache::Cache;
 use crate::config::Config;
 use crate::listener::per_core::{thread_count, ServingThreads};
 use crate::listener::{front, ConnectionLimits, Connections};
+use crate::open_connections::OpenConnections;
 use crate::proxy::upstream::{Upstream, UpstreamSetupError};
 use crate::proxy::Context;
 use crate::stats::Stats;
@@ -79,7 +80,13 @@ impl App {
             descriptors: crate::listener::descriptor_limit(),
         };
         let tasks = Tasks::default();
-        let connections = Connections::new(limits, tasks.clone(), stats.clone());
+        let open_connections = OpenConnections::new(stats.clone());
+        let connections = Connections::new(
+            limits,
+            tasks.clone(),
+            open_connections.clone(),
+            stats.clone(),
+        );
         let policy = RwLock::new(Arc::new(config.policy.clone()));
         let prefetcher = crate::prefetch::Prefetcher::new(config.prefetch.clone(), stats.clone());
         let ctx = Context {
@@ -92,6 +99,7 @@ impl App {
             ca: Arc::new(ca),
             stats,
             tasks: tasks.clone(),
+            open_connections,
             prefetcher,
         };
         Ok(App {

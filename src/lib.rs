@@ -63,6 +63,7 @@ pub mod log_format;
 pub mod log_lines;
 pub mod loggable;
 pub mod mitm;
+pub mod open_connections;
 pub mod prefetch;
 pub mod proxy;
 pub mod stats;

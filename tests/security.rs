@@ -278,6 +278,73 @@ async fn a_descriptor_flood_leaves_room_for_a_real_client() {
     drop(idle);
 }
 
+/// A CONNECT to `authority` whose tunnel then carries bytes that are neither TLS nor HTTP, so
+/// the proxy relays it to the origin as it is; `None` when the proxy did not open it in time.
+async fn relayed_tunnel(proxy: SocketAddr, authority: &str) -> Option<TcpStream> {
+    let open = async {
+        let mut stream = TcpStream::connect(proxy).await.ok()?;
+        let request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if stream.read(&mut byte).await.ok()? == 0 {
+                return None;
+            }
+            head.push(byte[0]);
+        }
+        head.starts_with(b"HTTP/1.1 200").then_some(())?;
+        stream.write_all(b"\x00\x01 not http").await.ok()?;
+        Some(stream)
+    };
+    tokio::time::timeout(Duration::from_secs(2), open)
+        .await
+        .ok()
+        .flatten()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_relayed_tunnels_are_closed_first_when_descriptors_run_short() {
+    let dir = tempfile::tempdir().expect("dir");
+    let origin = Origin::http().await;
+    origin.route("/real.js?v=1", Route::ok("served"));
+    // An origin that takes connections and says nothing, as a quiet WebSocket or chat server.
+    let quiet = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let quiet_addr = quiet.local_addr().expect("addr");
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = quiet.accept().await {
+            held.push(stream);
+        }
+    });
+    let proxy = ProxyProcess::start_with_fd_limit(dir.path(), &[], 256);
+    // Each relayed tunnel holds two of the proxy's descriptors: 150 of them need more than it
+    // has.
+    let mut tunnels = Vec::new();
+    for _ in 0..150 {
+        if let Some(tunnel) = relayed_tunnel(proxy.addr, &quiet_addr.to_string()).await {
+            tunnels.push(tunnel);
+        }
+    }
+    let started = std::time::Instant::now();
+    let (status, _, body) = get(&plain_client(proxy.addr), &origin.url("/real.js?v=1")).await;
+    assert_eq!((status, &body[..]), (200, &b"served"[..]));
+    assert!(started.elapsed() < Duration::from_secs(5), "served at once");
+    let mut first = tunnels.remove(0);
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), first.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the quietest tunnel was closed first");
+    let stats = admin_json(proxy.admin, "/stats").await;
+    assert!(
+        stats["clients"]["closed_for_descriptors"].as_u64() > Some(0),
+        "{stats}"
+    );
+    let open = stats["clients"]["open"].as_u64().expect("open");
+    assert!(open > 50, "relays are counted as open connections: {stats}");
+    drop(tunnels);
+    holder.abort();
+}
+
 #[tokio::test]
 async fn a_reflecting_origin_cannot_poison_a_pinned_asset() {
     let dir = tempfile::tempdir().expect("dir");

@@ -193,6 +193,35 @@ async fn an_idle_socket_is_closed_after_the_limit() {
 }
 
 #[tokio::test]
+async fn a_shutdown_ends_open_sockets_at_once() {
+    crypto();
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = TestCa::new(dir.path());
+    let origin = WsOrigin::tls(&ca).await;
+    let proxy = TestProxy::start(dir.path(), "{}", Some(&ca.path)).await;
+    let (mut socket, _) = wss_via_proxy(proxy.addr, &proxy.ca_pem(), &origin, "/echo")
+        .await
+        .expect("handshake");
+    assert_eq!(round_trip(&mut socket, "before").await, "before");
+    // The shutdown grace is 10 s: a socket still open would hold the proxy that long.
+    tokio::time::timeout(Duration::from_secs(5), proxy.stop())
+        .await
+        .expect("the proxy stops without waiting for the socket");
+    let ended = tokio::time::timeout(Duration::from_secs(5), socket.next())
+        .await
+        .expect("the client sees its socket end");
+    assert!(
+        !matches!(ended, Some(Ok(Message::Text(_)))),
+        "nothing but the end: {ended:?}"
+    );
+    assert_eq!(
+        origin.next_event().await,
+        OriginEvent::Handshake("/echo".into())
+    );
+    assert_eq!(origin.next_event().await, OriginEvent::Ended);
+}
+
+#[tokio::test]
 async fn sockets_go_through_the_upstream_proxy() {
     let dir = tempfile::tempdir().expect("dir");
     let origin = WsOrigin::plain().await;

@@ -2,12 +2,12 @@
 //! TCP, or TLS inside an intercepted tunnel), one task and tracing span per client, deadlines
 //! for every phase, the descriptor reserve, and graceful shutdown of all of them.
 //!
-//! Every connection is registered while it is served, with when bytes last moved on it and how
-//! many requests it has in flight. One with nothing in flight that moves no byte for
-//! `clients.idle_timeout_secs` is closed, whatever phase it is in (before its first request,
-//! between requests, an idle HTTP/2 connection, a TLS tunnel with no request). When the
-//! proxy runs short of file descriptors it closes its oldest idle connections first, so a new
-//! client is served at once.
+//! Every connection is registered in `OpenConnections` while it is served, with when bytes last
+//! moved on it and how many requests it has in flight. One with nothing in flight that moves no
+//! byte for `clients.idle_timeout_secs` is closed, whatever phase it is in (before its first
+//! request, between requests, an idle HTTP/2 connection, a TLS tunnel with no request). When
+//! the proxy runs short of file descriptors it closes its longest quiet connections and relays
+//! first, so a new client is served at once.
 
 mod activity;
 pub mod front;
@@ -15,13 +15,11 @@ mod limits;
 pub mod per_core;
 pub mod socks;
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -32,15 +30,14 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, debug_span, info, warn, Instrument};
 
 use crate::body::ProxyBody;
+use crate::open_connections::OpenConnections;
 use crate::stats::Stats;
 use crate::tasks::Tasks;
 use crate::trouble::Trouble;
-use activity::{Activity, GuardedBody, InFlight, Tracked};
+use activity::{GuardedBody, InFlight};
 use limits::open_descriptors;
 pub use limits::{descriptor_limit, ConnectionLimits};
 
@@ -64,30 +61,25 @@ pub struct Connections {
 struct Shared {
     tasks: Tasks,
     limits: ConnectionLimits,
-    /// When the clock of every connection's activity started.
-    epoch: Instant,
-    open: Mutex<HashMap<u64, Registered>>,
-    next_id: AtomicU64,
+    /// The connections served here, and the relays others registered.
+    open: OpenConnections,
     stats: Arc<Stats>,
     accept_trouble: Trouble,
 }
 
-/// What the registry knows of one open connection.
-struct Registered {
-    activity: Arc<Activity>,
-    close: CancellationToken,
-}
-
 impl Connections {
-    /// No connections yet; their tasks run among `tasks`.
-    pub fn new(limits: ConnectionLimits, tasks: Tasks, stats: Arc<Stats>) -> Connections {
+    /// No connections yet; their tasks run among `tasks`, each registered in `open`.
+    pub fn new(
+        limits: ConnectionLimits,
+        tasks: Tasks,
+        open: OpenConnections,
+        stats: Arc<Stats>,
+    ) -> Connections {
         Connections {
             inner: Arc::new(Shared {
                 tasks,
                 limits,
-                epoch: Instant::now(),
-                open: Mutex::new(HashMap::new()),
-                next_id: AtomicU64::new(0),
+                open,
                 stats,
                 accept_trouble: Trouble::settling(ACCEPT_SETTLE),
             }),
@@ -138,7 +130,7 @@ impl Connections {
                     take(stream, peer);
                 }
                 Err(error) => {
-                    let closed = self.close_oldest_idle(CLOSE_ON_EXHAUSTION);
+                    let closed = self.inner.open.close_quietest(CLOSE_ON_EXHAUSTION);
                     if let Some(hidden) = self.inner.accept_trouble.failed() {
                         warn!(error = %error, closed_idle = closed, hidden, "accept failed");
                     }
@@ -150,58 +142,28 @@ impl Connections {
         }
     }
 
-    /// Closes the oldest idle connections while fewer descriptors than the reserve are left.
+    /// Closes the longest quiet connections while fewer descriptors than the reserve are left.
     fn keep_reserve(&self) {
         let (Some(limit), Some(reserve)) =
             (self.inner.limits.descriptors, self.inner.limits.reserve())
         else {
             return;
         };
-        let open = self.open_count() as u64;
+        let held = self.inner.open.descriptors();
         // Counting every descriptor costs a directory listing: only near the limit.
-        if open < limit / 2 {
+        if held < limit / 2 {
             return;
         }
-        let used = open_descriptors().unwrap_or(open);
+        let used = open_descriptors().unwrap_or(held);
         if used + reserve >= limit {
             let excess = (used + reserve + 1 - limit) as usize;
-            self.close_oldest_idle(excess);
+            self.inner.open.close_quietest(excess);
         }
     }
 
-    /// Client connections open now.
+    /// Client connections and relays open now.
     pub fn open_count(&self) -> usize {
-        self.inner
-            .open
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-    }
-
-    /// Asks up to `count` connections with nothing in flight, the longest quiet first, to
-    /// close; returns how many.
-    fn close_oldest_idle(&self, count: usize) -> usize {
-        let open = self
-            .inner
-            .open
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let mut idle: Vec<(u64, &CancellationToken)> = open
-            .values()
-            .filter(|c| c.activity.in_flight.load(Ordering::Relaxed) == 0)
-            .filter(|c| !c.close.is_cancelled())
-            .map(|c| (c.activity.last_ms.load(Ordering::Relaxed), &c.close))
-            .collect();
-        idle.sort_by_key(|(last, _)| *last);
-        let closing = idle.len().min(count);
-        for (_, close) in idle.iter().take(closing) {
-            close.cancel();
-        }
-        self.inner
-            .stats
-            .clients_closed_for_descriptors
-            .add(closing as u64);
-        closing
+        self.inner.open.count()
     }
 
     /// Serves HTTP/1.1 or HTTP/2 on `io` with `handler` until the client leaves, goes idle,
@@ -219,14 +181,10 @@ impl Connections {
         Box::pin(async move {
             // HTTP/2 runs each request as its own task: it is put back in the client's span.
             let connection_span = tracing::Span::current();
-            let (id, activity, close) = this.register();
-            let io = Tracked {
-                inner: io,
-                activity: activity.clone(),
-                epoch: this.inner.epoch,
-            };
+            let registration = this.inner.open.register(1);
+            let io = registration.track(io);
             let handler = Arc::new(handler);
-            let counted = activity.clone();
+            let counted = registration.activity().clone();
             let service = service_fn(move |request| {
                 let guard = InFlight::enter(counted.clone());
                 let answer = handler(request).instrument(connection_span.clone());
@@ -255,7 +213,7 @@ impl Connections {
                 .max_header_list_size(MAX_HEADER_BYTES as u32);
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
             tokio::pin!(connection);
-            let idle = this.idle(&activity);
+            let idle = registration.quiet_for(limits.idle_timeout);
             tokio::pin!(idle);
             let why = tokio::select! {
                 result = connection.as_mut() => {
@@ -265,7 +223,7 @@ impl Connections {
                     None
                 }
                 () = this.inner.tasks.stopping() => Some("shutdown"),
-                () = close.cancelled() => Some("descriptors short"),
+                () = registration.close_requested() => Some("descriptors short"),
                 () = &mut idle => Some("idle"),
             };
             if let Some(why) = why {
@@ -288,7 +246,6 @@ impl Connections {
                     }
                 }
             }
-            this.unregister(id);
         })
     }
 
@@ -296,72 +253,15 @@ impl Connections {
     /// meanwhile: the idle limit, closing to free a descriptor or shutdown end the wait
     /// (`None`), as they would end an HTTP connection that sent nothing yet.
     pub async fn before_first_bytes<F: Future>(&self, first: F) -> Option<F::Output> {
-        let (id, activity, close) = self.register();
-        let waited = tokio::select! {
+        let registration = self.inner.open.register(1);
+        tokio::select! {
             out = first => Some(out),
             () = self.inner.tasks.stopping() => None,
-            () = close.cancelled() => None,
-            () = self.idle(&activity) => {
+            () = registration.close_requested() => None,
+            () = registration.quiet_for(self.inner.limits.idle_timeout) => {
                 self.inner.stats.clients_closed_idle.inc();
                 None
             }
-        };
-        self.unregister(id);
-        waited
-    }
-
-    /// Resolves once the connection has had nothing in flight and moved no byte for the idle
-    /// limit.
-    async fn idle(&self, activity: &Activity) {
-        let limit = self.inner.limits.idle_timeout;
-        loop {
-            let last = Duration::from_millis(activity.last_ms.load(Ordering::Relaxed));
-            tokio::time::sleep_until(self.inner.epoch + last + limit).await;
-            let quiet = activity.last_ms.load(Ordering::Relaxed) == last.as_millis() as u64;
-            if quiet && activity.in_flight.load(Ordering::Relaxed) == 0 {
-                return;
-            }
-            if quiet {
-                // A request in flight waits for its origin, bounded by the upstream timeouts;
-                // look again a full period later.
-                activity.last_ms.store(self.now_ms(), Ordering::Relaxed);
-            }
-        }
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.inner.epoch.elapsed().as_millis() as u64
-    }
-
-    fn register(&self) -> (u64, Arc<Activity>, CancellationToken) {
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let activity = Arc::new(Activity::default());
-        activity.last_ms.store(self.now_ms(), Ordering::Relaxed);
-        let close = CancellationToken::new();
-        self.inner
-            .open
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(
-                id,
-                Registered {
-                    activity: activity.clone(),
-                    close: close.clone(),
-                },
-            );
-        self.inner.stats.clients_open.inc();
-        (id, activity, close)
-    }
-
-    fn unregister(&self, id: u64) {
-        let removed = self
-            .inner
-            .open
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&id);
-        if removed.is_some() {
-            self.inner.stats.clients_open.dec();
         }
     }
 }

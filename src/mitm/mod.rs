@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 use crate::body::{empty, ProxyBody};
 use crate::proxy::error::ProxyError;
 use crate::proxy::headers::{CACHE_STATUS, PROXY_NAME};
-use crate::proxy::splice::splice;
+use crate::proxy::splice::relay_registered;
 use crate::proxy::upstream::Route;
 use crate::proxy::Context;
 use first_bytes::{classify, FirstBytes};
@@ -319,8 +319,7 @@ impl Target {
         why: &'static str,
     ) {
         ctx.stats.tunnels_opaque.inc();
-        let idle = ctx.config.clients.websocket_idle;
-        let spliced = splice(client, origin, idle).await;
+        let spliced = relay_registered(ctx, client, origin).await;
         info!(
             host = %self.host,
             port = self.port,

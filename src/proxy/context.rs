@@ -10,6 +10,7 @@ use crate::auth::ProxyAuth;
 use crate::ca::CertAuthority;
 use crate::cache::Cache;
 use crate::config::{Config, PolicyConfig};
+use crate::open_connections::OpenConnections;
 use crate::prefetch::Prefetcher;
 use crate::proxy::error::ProxyError;
 use crate::proxy::own_addrs::OwnAddrs;
@@ -31,6 +32,8 @@ pub struct Context {
     pub stats: Arc<Stats>,
     /// Background work shutdown waits for (sockets, refreshes).
     pub tasks: Tasks,
+    /// Every open client connection and relay: relays register here.
+    pub open_connections: OpenConnections,
     /// Rules and cache policy; replaced whole when the config is reloaded.
     pub policy: RwLock<Arc<PolicyConfig>>,
     /// Credentials clients must present.

@@ -1,8 +1,9 @@
 //! Byte-for-byte relay between two streams: an upgraded connection (a WebSocket) or an opaque
 //! tunnel. Each direction ends on its own (a half-close is passed on as a shutdown of the other
-//! side's writing half); the relay ends when both have, when either side fails, or when no byte
-//! has moved either way for the idle limit. Bytes are counted each way as they pass, so an
-//! idle close still knows what was carried.
+//! side's writing half); the relay ends when both have, when either side fails, when no byte
+//! has moved either way for the idle limit, or when the proxy asks it to stop (shutdown, or
+//! descriptors running short). Bytes are counted each way as they pass, so a relay ended early
+//! still knows what was carried.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +23,8 @@ pub enum SpliceEnd {
     Idle,
     /// A read or write failed (a reset, a broken TLS stream).
     Failed,
+    /// The proxy asked it to stop: shutdown, or descriptors running short.
+    Stopped,
 }
 
 impl SpliceEnd {
@@ -31,6 +34,7 @@ impl SpliceEnd {
             SpliceEnd::Closed => "closed",
             SpliceEnd::Idle => "idle",
             SpliceEnd::Failed => "error",
+            SpliceEnd::Stopped => "stopped",
         }
     }
 }
@@ -48,12 +52,32 @@ pub struct Spliced {
     pub open: Duration,
 }
 
-/// Relays between `client` and `origin` until both directions end, one fails, or nothing
-/// moves for `idle`.
-pub async fn splice<C, O>(client: C, origin: O, idle: Duration) -> Spliced
+/// Relays between `client` and `origin` as one of the proxy's open connections (two file
+/// descriptors): counted in `clients.open`, closed at shutdown, and closed when descriptors run
+/// short and it is among the longest quiet; `clients.websocket_idle_secs` is its idle limit.
+pub async fn relay_registered<C, O>(ctx: &super::Context, client: C, origin: O) -> Spliced
 where
     C: AsyncRead + AsyncWrite + Unpin,
     O: AsyncRead + AsyncWrite + Unpin,
+{
+    let registration = ctx.open_connections.register(2);
+    let stop = async {
+        tokio::select! {
+            () = registration.close_requested() => {}
+            () = ctx.tasks.stopping() => {}
+        }
+    };
+    let client = registration.track(client);
+    splice(client, origin, ctx.config.clients.websocket_idle, stop).await
+}
+
+/// Relays between `client` and `origin` until both directions end, one fails, nothing moves
+/// for `idle`, or `stop` resolves.
+pub async fn splice<C, O, S>(client: C, origin: O, idle: Duration, stop: S) -> Spliced
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    O: AsyncRead + AsyncWrite + Unpin,
+    S: std::future::Future<Output = ()>,
 {
     let started = Instant::now();
     let last_read_ms = Arc::new(AtomicU64::new(0));
@@ -62,12 +86,14 @@ where
     let end = {
         let copy = tokio::io::copy_bidirectional(&mut client, &mut origin);
         tokio::pin!(copy);
+        tokio::pin!(stop);
         loop {
             let last = Duration::from_millis(last_read_ms.load(Ordering::Relaxed));
             tokio::select! {
                 result = &mut copy => {
                     break if result.is_ok() { SpliceEnd::Closed } else { SpliceEnd::Failed };
                 }
+                () = &mut stop => break SpliceEnd::Stopped,
                 () = tokio::time::sleep_until(started + last + idle) => {
                     // Bytes may have moved while this slept: only a full idle period ends it.
                     if last_read_ms.load(Ordering::Relaxed) == last.as_millis() as u64 {
@@ -149,7 +175,13 @@ mod tests {
     async fn half_closes_pass_through_and_bytes_are_counted() {
         let (mut client, client_side) = tokio::io::duplex(64);
         let (origin_side, mut origin) = tokio::io::duplex(64);
-        let relay = tokio::spawn(splice(client_side, origin_side, Duration::from_secs(60)));
+        let never = std::future::pending();
+        let relay = tokio::spawn(splice(
+            client_side,
+            origin_side,
+            Duration::from_secs(60),
+            never,
+        ));
         client.write_all(b"hello").await.expect("write");
         client.shutdown().await.expect("client done sending");
         let mut got = Vec::new();
@@ -175,7 +207,13 @@ mod tests {
     async fn a_silent_relay_is_closed_after_the_idle_limit() {
         let (mut client, client_side) = tokio::io::duplex(64);
         let (origin_side, _origin) = tokio::io::duplex(64);
-        let relay = tokio::spawn(splice(client_side, origin_side, Duration::from_secs(30)));
+        let never = std::future::pending();
+        let relay = tokio::spawn(splice(
+            client_side,
+            origin_side,
+            Duration::from_secs(30),
+            never,
+        ));
         client.write_all(b"x").await.expect("write");
         let spliced = relay.await.expect("relay");
         assert_eq!(spliced.end, SpliceEnd::Idle);

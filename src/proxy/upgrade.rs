@@ -16,7 +16,7 @@ use tracing::{debug, info};
 use url::Url;
 
 use super::headers::{add_via, host_of, remove_hop_by_hop, CacheStatus};
-use super::splice::splice;
+use super::splice::relay_registered;
 use super::upstream::Route;
 use super::{Context, CountedBody};
 use crate::body::ProxyBody;
@@ -199,8 +199,7 @@ async fn run_socket(ctx: Arc<Context>, socket: Socket, client: OnUpgrade, origin
     let stats = &ctx.stats;
     stats.websockets_opened.inc();
     stats.websockets_open.inc();
-    let idle = ctx.config.clients.websocket_idle;
-    let spliced = splice(TokioIo::new(client), TokioIo::new(origin), idle).await;
+    let spliced = relay_registered(&ctx, TokioIo::new(client), TokioIo::new(origin)).await;
     stats.websockets_open.dec();
     stats.websocket_bytes_up.add(spliced.up);
     stats.websocket_bytes_down.add(spliced.down);

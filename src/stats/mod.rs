@@ -279,9 +279,9 @@ figures! {
     Counter prefetch_used, "prefetch.used", "prefetch_used", "Prefetched entries a client then used.";
     Counter prefetch_used_bytes, "prefetch.used_bytes", "prefetch_used_bytes", "Body bytes of the prefetched entries a client then used.";
     Counter prefetch_wasted_bytes, "prefetch.wasted_bytes", "prefetch_wasted_bytes", "Bytes of prefetched entries no client used within five minutes.";
-    Gauge clients_open, "clients.open", "clients_open", "Client connections open now (each intercepted tunnel counts once).";
+    Gauge clients_open, "clients.open", "clients_open", "Client connections open now: each intercepted tunnel counts once, as does each relayed tunnel and WebSocket.";
     Counter clients_closed_idle, "clients.closed_idle", "clients_closed_idle", "Client connections closed after clients.idle_timeout_secs with nothing in flight.";
-    Counter clients_closed_for_descriptors, "clients.closed_for_descriptors", "clients_closed_for_descriptors", "Idle client connections closed to keep file descriptors in reserve.";
+    Counter clients_closed_for_descriptors, "clients.closed_for_descriptors", "clients_closed_for_descriptors", "Idle client connections and relays closed to keep file descriptors in reserve.";
     Counter tunnels_intercepted, "tunnels.intercepted", "tunnels_intercepted", "CONNECT tunnels whose requests the proxy served (TLS terminated, or plain HTTP inside).";
     Counter tunnels_opaque, "tunnels.opaque", "tunnels_opaque", "CONNECT tunnels relayed as they are (passthrough, server speaks first, not HTTP).";
     Counter tunnels_silent, "tunnels.silent", "tunnels_silent", "CONNECT tunnels closed because the client sent nothing within the TLS handshake timeout.";
