@@ -16,9 +16,17 @@ pub fn write(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
 
 /// Replaces `path` atomically with `parts` one after the other (no buffer joins them).
 pub fn write_parts(path: &Path, parts: &[&[u8]], mode: u32) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
+    let dir = match path.parent() {
+        // A bare file name is in the working directory.
+        Some(parent) if parent.as_os_str().is_empty() => Path::new("."),
+        Some(parent) => parent,
+        None => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "path has no parent",
+            ))
+        }
+    };
     let mut temp = tempfile::Builder::new()
         .prefix(TEMP_PREFIX)
         .permissions(Permissions::from_mode(mode))
@@ -31,3 +39,4 @@ pub fn write_parts(path: &Path, parts: &[&[u8]], mode: u32) -> io::Result<()> {
     temp.persist(path).map_err(|e| e.error)?;
     File::open(dir)?.sync_all()
 }
+

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::redis_server::RedisServer;
-use support::{admin_json, cache_status, get, random_bytes, Origin, Route, TestCa, TestProxy};
+use support::{
+    admin_json, cache_status, get, random_bytes, run_proxy, Origin, Route, TestCa, TestProxy,
+};
 
 /// A client through the proxy at `addr` whose proxy URL carries `user` (no password).
 fn client_as(addr: SocketAddr, user: &str, ca_pem: &str) -> reqwest::Client {
@@ -117,6 +119,103 @@ async fn two_namespaces_fetch_once_each_and_are_purged_separately() {
     .await;
     assert_eq!(status, 400, "{report}");
     proxy.stop().await;
+}
+
+/// The URLs and body texts of a HAR archive.
+fn har_answers(path: &std::path::Path) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(path).expect("archive");
+    let har: Value = serde_json::from_str(&text).expect("HAR is JSON");
+    har["log"]["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|entry| {
+            let url = entry["request"]["url"].as_str().unwrap_or("").to_owned();
+            let body = entry["response"]["content"]["text"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
+            (url, body)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archives_are_exported_from_and_imported_into_one_namespace() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = TestCa::new(dir.path());
+    let origin = Origin::https(&ca).await;
+    let proxy = TestProxy::start(dir.path(), "{}", Some(&ca.path)).await;
+    let url = origin.url("/app.js?v=1");
+    // The same URL answered differently for each namespace: a build per CI run.
+    for (namespace, build) in [("team-a", "build a"), ("team-b", "build b")] {
+        origin.route("/app.js?v=1", Route::ok(build));
+        let client = client_as(proxy.addr, namespace, &proxy.ca_pem());
+        let (status, _, body) = get(&client, &url).await;
+        assert_eq!((status, &body[..]), (200, build.as_bytes()));
+    }
+    proxy.settled().await;
+    let export = |file: &str, namespace: Option<&str>| {
+        let mut args = vec!["--cache-dir", "cache", "cache", "export", "--har", file];
+        args.extend(namespace.iter().flat_map(|name| ["--namespace", *name]));
+        let (code, out, err) = run_proxy(dir.path(), &args);
+        assert_eq!(code, 0, "{out}{err}");
+        har_answers(&dir.path().join(file))
+    };
+    assert_eq!(
+        export("b.har", Some("team-b")),
+        [(url.clone(), "build b".to_owned())]
+    );
+    assert_eq!(
+        export("a.har", Some("team-a")),
+        [(url.clone(), "build a".to_owned())]
+    );
+    assert_eq!(export("none.har", Some("default")), []);
+    // Every namespace: one answer per URL, the default namespace's when it holds one.
+    origin.route("/app.js?v=1", Route::ok("build of the default"));
+    let (_, _, body) = get(&proxy.client(), &url).await;
+    assert_eq!(&body[..], b"build of the default");
+    proxy.settled().await;
+    assert_eq!(
+        export("all.har", None),
+        [(url.clone(), "build of the default".to_owned())]
+    );
+
+    // Imported into the namespace named, whatever namespace the archive's requests name.
+    let fresh = dir.path().join("fresh");
+    let fresh = fresh.to_str().expect("utf-8");
+    let import = |namespace: Option<&str>| {
+        let mut args = vec!["--cache-dir", fresh, "cache", "import", "b.har"];
+        args.extend(namespace.iter().flat_map(|name| ["--namespace", *name]));
+        let (code, out, err) = run_proxy(dir.path(), &args);
+        assert_eq!((code, out.contains("1 stored")), (0, true), "{out}{err}");
+    };
+    let listed = |namespace: &str| {
+        let args = [
+            "--cache-dir",
+            fresh,
+            "cache",
+            "ls",
+            "--namespace",
+            namespace,
+        ];
+        let (code, out, err) = run_proxy(dir.path(), &args);
+        assert_eq!(code, 0, "{err}");
+        out.matches("/app.js?v=1").count()
+    };
+    import(Some("team-c"));
+    assert_eq!((listed("team-c"), listed("team-b")), (1, 0));
+    // An archive recorded by a client that named its namespace in a header.
+    let archive = dir.path().join("b.har");
+    let mut har: Value =
+        serde_json::from_slice(&std::fs::read(&archive).expect("read")).expect("HAR");
+    har["log"]["entries"][0]["request"]["headers"]
+        .as_array_mut()
+        .expect("request headers")
+        .push(json!({"name": "X-Asset-Proxy-Namespace", "value": "team-b"}));
+    std::fs::write(&archive, har.to_string()).expect("write");
+    import(None);
+    assert_eq!((listed("default"), listed("team-b")), (1, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

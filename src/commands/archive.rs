@@ -5,27 +5,47 @@ use std::path::Path;
 use std::sync::Arc;
 
 use http::header::CONTENT_ENCODING;
-use http::Request;
+use http::{HeaderValue, Request};
 
-use crate::cache::CachedResponse;
+use crate::cache::http::namespace::NAMESPACE_HEADER;
+use crate::cache::{CachedResponse, InNamespace};
 use crate::config::Config;
 
 use super::{open_directory, CommandError};
 
-/// Writes the entries on the cache directory whose URL starts with `prefix` to `path` as a
-/// HAR archive; returns how many. One entry per URL (an archive's bodies are decoded, so the
-/// variants of a URL are one answer): a variant stored without a content coding if there is
+/// Writes the entries on the cache directory whose URL starts with `prefix`, in `namespace`
+/// (every one when `None`), to `path` as a HAR archive; returns how many. One entry per URL
+/// (an archive is replayed by URL, and its bodies are decoded): of a URL's variants, one in
+/// the default namespace before one in another, one every client shares before one kept for
+/// a client's cookie or credentials, one stored without a content coding before an encoded
 /// one.
-pub async fn export_har(config: &Config, prefix: &str, path: &Path) -> Result<usize, CommandError> {
+pub async fn export_har(
+    config: &Config,
+    prefix: &str,
+    namespace: InNamespace,
+    path: &Path,
+) -> Result<usize, CommandError> {
     let cache = open_directory(config)?;
     let mut entries: Vec<Arc<CachedResponse>> = cache
         .read_entries(prefix)
         .await
         .into_iter()
         .filter(|entry| entry.meta.status == 200)
+        .filter(|entry| {
+            namespace
+                .as_deref()
+                .is_none_or(|name| entry.meta.key.in_namespace(name))
+        })
         .collect();
-    // Unencoded variants first; then the first of each URL is kept.
-    entries.sort_by_key(|entry| entry.meta.header_map().contains_key(CONTENT_ENCODING));
+    // The preferred variants first; then the first of each URL is kept.
+    entries.sort_by_key(|entry| {
+        let key = &entry.meta.key;
+        (
+            key.namespace().is_some(),
+            key.is_per_client(),
+            entry.meta.header_map().contains_key(CONTENT_ENCODING),
+        )
+    });
     let mut chosen: Vec<Arc<CachedResponse>> = Vec::new();
     for entry in entries {
         if !chosen
@@ -39,7 +59,8 @@ pub async fn export_har(config: &Config, prefix: &str, path: &Path) -> Result<us
     let har = crate::har::to_har(&chosen);
     let written = har["log"]["entries"].as_array().map_or(0, Vec::len);
     let text = serde_json::to_vec_pretty(&har).map_err(|e| CommandError::Usage(e.to_string()))?;
-    crate::atomic_file::write(path, &text, 0o600)?;
+    crate::atomic_file::write(path, &text, 0o600)
+        .map_err(|e| CommandError::Usage(format!("{}: {e}", path.display())))?;
     Ok(written)
 }
 
@@ -52,9 +73,22 @@ pub struct ImportReport {
     pub skipped: Vec<(String, &'static str)>,
 }
 
-/// Stores the answers of the HAR archive at `path` into the cache directory, as if fetched
-/// now under the same rules. A damaged archive is refused whole before anything is stored.
-pub async fn import_har(config: &Config, path: &Path) -> Result<ImportReport, CommandError> {
+/// Stores the answers of the HAR archive at `path` into the cache directory, in `namespace`
+/// (the default one when `None`, whatever namespace header the archive's requests carry), as
+/// if fetched now under the same rules. A damaged archive is refused whole before anything is
+/// stored.
+pub async fn import_har(
+    config: &Config,
+    path: &Path,
+    namespace: Option<&str>,
+) -> Result<ImportReport, CommandError> {
+    let namespace = namespace
+        .map(|name| {
+            crate::cache::http::namespace::check(name)?;
+            HeaderValue::from_str(name).map_err(|e| e.to_string())
+        })
+        .transpose()
+        .map_err(CommandError::Usage)?;
     let text = std::fs::read_to_string(path)
         .map_err(|e| CommandError::Usage(format!("{}: {e}", path.display())))?;
     let answers = crate::har::from_har(&text)
@@ -78,6 +112,10 @@ pub async fn import_har(config: &Config, path: &Path) -> Result<ImportReport, Co
             }
         };
         *request.headers_mut() = answer.request_headers;
+        request.headers_mut().remove(NAMESPACE_HEADER);
+        if let Some(name) = &namespace {
+            request.headers_mut().insert(NAMESPACE_HEADER, name.clone());
+        }
         let stored = cache
             .store_answer(
                 request,

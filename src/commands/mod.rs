@@ -33,7 +33,7 @@ pub enum CommandError {
     #[error(transparent)]
     Start(#[from] StartError),
     /// Reading input or writing output failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     /// Something the user asked for is wrong.
     #[error("{0}")]

@@ -243,6 +243,10 @@ pub enum CacheCommand {
         /// Only URLs starting with this.
         #[arg(long, default_value = "")]
         prefix: String,
+        /// Only this namespace (`default` for the default one); every namespace when absent,
+        /// a URL held in several taken from the default one first.
+        #[arg(long, value_parser = namespace_name)]
+        namespace: Option<String>,
     },
     /// Store the answers of a HAR archive (Playwright's recordHar writes one) into --cache-dir
     /// as if fetched now, under the same rules. A damaged archive is refused whole, naming the
@@ -250,6 +254,9 @@ pub enum CacheCommand {
     Import {
         /// The archive.
         file: PathBuf,
+        /// Store into this namespace (`default`, the default, for the default one).
+        #[arg(long, value_parser = namespace_name)]
+        namespace: Option<String>,
     },
     /// Read every entry and check it by checksum, and the index against the files; exits 1
     /// when anything is wrong. Works on --cache-dir, also while proxies run on it.

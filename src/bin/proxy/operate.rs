@@ -26,13 +26,19 @@ pub async fn operate(
                 ExitCode::FAILURE
             })
         }
-        Command::Cache(CacheCommand::Export { har, prefix }) => {
-            let count = asset_proxy::commands::export_har(&config, &prefix, &har).await?;
+        Command::Cache(CacheCommand::Export {
+            har,
+            prefix,
+            namespace,
+        }) => {
+            let count =
+                asset_proxy::commands::export_har(&config, &prefix, namespace, &har).await?;
             println!("{count} entries written to {}", har.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Cache(CacheCommand::Import { file }) => {
-            let report = asset_proxy::commands::import_har(&config, &file).await?;
+        Command::Cache(CacheCommand::Import { file, namespace }) => {
+            let report =
+                asset_proxy::commands::import_har(&config, &file, namespace.as_deref()).await?;
             for (url, why) in &report.skipped {
                 println!("not stored  {url}  {why}");
             }

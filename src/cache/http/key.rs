@@ -96,6 +96,14 @@ impl CacheKey {
             == name
     }
 
+    /// Whether the entry is one client's own: keyed by a cookie or credential it sent.
+    pub fn is_per_client(&self) -> bool {
+        self.varied.lines().any(|line| {
+            line.split_once(':')
+                .is_some_and(|(name, _)| SECRET_HEADERS.contains(&name))
+        })
+    }
+
     /// The normalised URL.
     pub fn url(&self) -> &str {
         &self.url
@@ -219,6 +227,26 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.digest(), b.digest());
         assert_eq!(a.digest().len(), 64);
+    }
+
+    #[test]
+    fn a_key_made_for_one_client_says_so() {
+        let url = Url::parse("https://a.test/x.css").expect("url");
+        let mut cookie = HeaderMap::new();
+        cookie.insert("cookie", HeaderValue::from_static("session=1"));
+        cookie.insert("user-agent", HeaderValue::from_static("A"));
+        let agent = ["user-agent".to_owned()];
+        let by_cookie = ["user-agent".to_owned(), "authorization".to_owned()];
+        let cases = [
+            (CacheKey::for_request(&url, &cookie, &[], false), true),
+            (CacheKey::for_request(&url, &cookie, &[], true), false),
+            (CacheKey::for_request(&url, &cookie, &agent, true), false),
+            (CacheKey::for_request(&url, &cookie, &by_cookie, true), true),
+            (CacheKey::new(&url, &HeaderMap::new()), false),
+        ];
+        for (key, per_client) in cases {
+            assert_eq!(key.is_per_client(), per_client, "{key}");
+        }
     }
 
     #[test]
