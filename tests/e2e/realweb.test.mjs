@@ -1,7 +1,9 @@
 // The real web through the proxy in Chromium: a production build nobody here wrote (Swagger UI
 // from the swagger-ui-dist package) whose HTML sets a session cookie and whose page opens a
 // WebSocket, and whose 1.7 MB bundle, read from disk again, goes to Chromium as the zstd frame
-// stored there; and the Flutter-like app with a session cookie per browser context.
+// stored there; CanvasKit (the canvaskit-wasm package), whose 7 MB module Chromium compiles as
+// it streams from the cache, from memory and from disk as a zstd frame; and the Flutter-like
+// app with a session cookie per browser context.
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,6 +12,7 @@ import { after, before, describe, it } from 'node:test';
 
 import { makeOriginCertificates } from './lib/certs.mjs';
 import { homeTrusting, launchBrowser } from './lib/browser.mjs';
+import { startCanvasKitOrigin } from './lib/canvaskit-origin.mjs';
 import { startOrigin } from './lib/origin.mjs';
 import { startProxy } from './lib/proxy.mjs';
 import { startRealWebOrigin } from './lib/realweb-origin.mjs';
@@ -51,6 +54,37 @@ async function loadSwagger(browser, url, seen) {
     await context.close();
   }
 }
+
+// Loads the CanvasKit page in a new context: the title it ends with, what the module's
+// answer said, and whether the module had to be compiled from a whole download instead of as
+// it streamed in (the loader says so on the console).
+async function loadCanvasKit(browser, url) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const console = [];
+  page.on('console', (message) => console.push(message.text()));
+  let wasm = null;
+  page.on('response', (response) => {
+    if (response.url().endsWith('canvaskit.wasm')) wasm = response.allHeaders();
+  });
+  try {
+    await page.goto(url);
+    await page.waitForFunction(() => document.title !== 'loading', null, { timeout: 60_000 });
+    const title = await page.title();
+    const headers = await wasm;
+    return {
+      title,
+      cacheStatus: headers?.['cache-status'] ?? '',
+      type: headers?.['content-type'] ?? '',
+      encoding: headers?.['content-encoding'] ?? 'identity',
+      fellBack: console.some((text) => text.includes('falling back to ArrayBuffer')),
+    };
+  } finally {
+    await context.close();
+  }
+}
+
+const DRAWN = 'drawn 200,30,60,255';
 
 describe('real web apps through asset-proxy in Chromium', () => {
   let dir, certs, proxy, home, browser;
@@ -139,6 +173,56 @@ describe('real web apps through asset-proxy in Chromium', () => {
       await origin.close();
       await smallBrowser.close();
       await small.stop();
+    }
+  });
+
+  it('runs CanvasKit, the WebAssembly renderer of Flutter web, from memory and from disk as a zstd frame', async () => {
+    const origin = await startCanvasKitOrigin(certs);
+    // A second proxy with a memory tier too small for the module: every load after the first
+    // reads it from disk; the first disk read checks the file, the next sends its zstd frame.
+    const small = await startProxy({
+      dir,
+      cacheDir: join(dir, 'canvaskit-cache'),
+      upstreamCa: certs.caPath,
+      config: { upstream: { allow_hosts: ['localhost', '127.0.0.1', '::1'] }, memory: { max_mb: 1, prewarm: false } },
+    });
+    const smallBrowser = await launchBrowser({ proxy: small, home: homeTrusting(small.caPath) });
+    try {
+      const cold = await loadCanvasKit(browser, origin.url('/'));
+      const coldBytes = origin.state.bytes;
+      const warm = await loadCanvasKit(browser, origin.url('/'));
+      numbers.push({ app: 'CanvasKit', first: coldBytes, second: origin.state.bytes - coldBytes });
+      for (const load of [cold, warm]) {
+        assert.equal(load.title, DRAWN, JSON.stringify(load));
+        assert.equal(load.type, 'application/wasm');
+        assert.equal(load.fellBack, false, 'compiled as it streamed in');
+      }
+      assert.match(warm.cacheStatus, /hit/, JSON.stringify(warm));
+      assert.equal(origin.state.wasmSent, 1, 'one download of the module for both contexts');
+
+      const fromDisk = [];
+      for (let i = 0; i < 3; i += 1) {
+        fromDisk.push(await loadCanvasKit(smallBrowser, origin.url('/')));
+        const deadline = Date.now() + 30_000;
+        while ((await stats(small)).disk_compressed_writes < 1) {
+          assert.ok(Date.now() < deadline, 'the module stored compressed');
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+      }
+      const [, checked, kept] = fromDisk;
+      for (const load of fromDisk) {
+        assert.equal(load.title, DRAWN, JSON.stringify(load));
+        assert.equal(load.fellBack, false, JSON.stringify(load));
+      }
+      assert.match(checked.cacheStatus, /hit; detail=disk/, JSON.stringify(checked));
+      assert.match(kept.cacheStatus, /hit; detail=disk/, JSON.stringify(kept));
+      assert.equal(kept.encoding, 'zstd', JSON.stringify(kept));
+      assert.equal(kept.type, 'application/wasm');
+      assert.equal(origin.state.wasmSent, 2, 'one download more, for the second proxy');
+    } finally {
+      await smallBrowser.close();
+      await small.stop();
+      await origin.close();
     }
   });
 
