@@ -39,4 +39,3 @@ pub fn write_parts(path: &Path, parts: &[&[u8]], mode: u32) -> io::Result<()> {
     temp.persist(path).map_err(|e| e.error)?;
     File::open(dir)?.sync_all()
 }
-

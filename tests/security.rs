@@ -278,9 +278,10 @@ async fn a_descriptor_flood_leaves_room_for_a_real_client() {
     drop(idle);
 }
 
-/// A CONNECT to `authority` whose tunnel then carries bytes that are neither TLS nor HTTP, so
-/// the proxy relays it to the origin as it is; `None` when the proxy did not open it in time.
-async fn relayed_tunnel(proxy: SocketAddr, authority: &str) -> Option<TcpStream> {
+/// A CONNECT to `authority` whose tunnel then carries `first` (the proxy relays bytes that are
+/// neither TLS nor HTTP to the origin as they are; no bytes leave the tunnel waiting for its
+/// first); `None` when the proxy did not open it in time.
+async fn tunnel_sending(proxy: SocketAddr, authority: &str, first: &[u8]) -> Option<TcpStream> {
     let open = async {
         let mut stream = TcpStream::connect(proxy).await.ok()?;
         let request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
@@ -294,7 +295,7 @@ async fn relayed_tunnel(proxy: SocketAddr, authority: &str) -> Option<TcpStream>
             head.push(byte[0]);
         }
         head.starts_with(b"HTTP/1.1 200").then_some(())?;
-        stream.write_all(b"\x00\x01 not http").await.ok()?;
+        stream.write_all(first).await.ok()?;
         Some(stream)
     };
     tokio::time::timeout(Duration::from_secs(2), open)
@@ -322,7 +323,8 @@ async fn quiet_relayed_tunnels_are_closed_first_when_descriptors_run_short() {
     // has.
     let mut tunnels = Vec::new();
     for _ in 0..150 {
-        if let Some(tunnel) = relayed_tunnel(proxy.addr, &quiet_addr.to_string()).await {
+        let authority = quiet_addr.to_string();
+        if let Some(tunnel) = tunnel_sending(proxy.addr, &authority, b"\x00\x01 not http").await {
             tunnels.push(tunnel);
         }
     }
@@ -343,6 +345,35 @@ async fn quiet_relayed_tunnels_are_closed_first_when_descriptors_run_short() {
     assert!(open > 50, "relays are counted as open connections: {stats}");
     drop(tunnels);
     holder.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tunnels_waiting_for_their_first_bytes_are_closed_when_descriptors_run_short() {
+    let dir = tempfile::tempdir().expect("dir");
+    let origin = Origin::http().await;
+    origin.route("/real.js?v=1", Route::ok("served"));
+    // The default deadline for a tunnel's first bytes (10 s) is longer than "at once".
+    let proxy = ProxyProcess::start_with_fd_limit(dir.path(), &[], 256);
+    let mut tunnels = Vec::new();
+    // Until one is not answered: then the client below comes while the flood holds everything.
+    while tunnels.len() < 300 {
+        match tunnel_sending(proxy.addr, "localhost:443", b"").await {
+            Some(tunnel) => tunnels.push(tunnel),
+            None => break,
+        }
+    }
+    let started = std::time::Instant::now();
+    let (status, _, body) = get(&plain_client(proxy.addr), &origin.url("/real.js?v=1")).await;
+    assert_eq!((status, &body[..]), (200, &b"served"[..]));
+    assert!(started.elapsed() < Duration::from_secs(5), "served at once");
+    let mut first = tunnels.remove(0);
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), first.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "the longest waiting tunnel was closed first"
+    );
+    drop(tunnels);
 }
 
 #[tokio::test]

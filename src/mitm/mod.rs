@@ -199,6 +199,14 @@ async fn upgraded(request: Request<Incoming>) -> Option<TokioIo<hyper::upgrade::
     }
 }
 
+/// What a tunnel's first bytes opened.
+enum Opened<T> {
+    /// TLS (terminated) or plain HTTP: its requests are served.
+    Served(Intercepted),
+    /// Neither: relayed to the origin as it is.
+    NotHttp(T),
+}
+
 /// Where a CONNECT goes.
 struct Target {
     /// Host without IPv6 brackets.
@@ -256,13 +264,39 @@ impl Target {
     async fn serve<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         self,
         ctx: Arc<Context>,
-        mut client: T,
+        client: T,
     ) -> Option<Intercepted> {
         if ctx.config.mitm.server_speaks_first(&self.host, self.port) {
             self.relay_to_origin(&ctx, client, "server-speaks-first")
                 .await;
             return None;
         }
+        // Until its first bytes are read and its TLS handshake is done, the tunnel is one of the
+        // proxy's open connections: closed when descriptors run short, and at shutdown. (Then
+        // the connection serving its requests, or its relay, is registered instead.)
+        let registration = ctx.open_connections.register(1);
+        let opened = tokio::select! {
+            opened = self.open(&ctx, client) => opened,
+            () = registration.close_requested() => None,
+            () = ctx.tasks.stopping() => None,
+        };
+        drop(registration);
+        match opened? {
+            Opened::Served(intercepted) => Some(intercepted),
+            Opened::NotHttp(client) => {
+                self.relay_to_origin(&ctx, client, "not-http").await;
+                None
+            }
+        }
+    }
+
+    /// Reads the tunnel's first bytes: a TLS handshake is completed and its stream handed back
+    /// to be served, as is plain HTTP; anything else is to be relayed.
+    async fn open<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+        &self,
+        ctx: &Context,
+        mut client: T,
+    ) -> Option<Opened<Rewind<T>>> {
         let limit = ctx.config.clients.tls_handshake_timeout;
         let mut first = Vec::with_capacity(4096);
         let kind = loop {
@@ -282,18 +316,15 @@ impl Target {
         };
         let client = Rewind::new(Bytes::from(first), client);
         match kind {
-            FirstBytes::Tls => self.intercept(ctx, client).await,
+            FirstBytes::Tls => self.intercept(ctx, client).await.map(Opened::Served),
             FirstBytes::Http => {
                 ctx.stats.tunnels_intercepted.inc();
-                Some(Intercepted {
+                Some(Opened::Served(Intercepted {
                     stream: Box::new(client),
                     origin: format!("http://{}", self.authority),
-                })
+                }))
             }
-            FirstBytes::Other | FirstBytes::Unsure => {
-                self.relay_to_origin(&ctx, client, "not-http").await;
-                None
-            }
+            FirstBytes::Other | FirstBytes::Unsure => Some(Opened::NotHttp(client)),
         }
     }
 
@@ -333,8 +364,8 @@ impl Target {
     }
 
     async fn intercept<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
-        self,
-        ctx: Arc<Context>,
+        &self,
+        ctx: &Context,
         client: T,
     ) -> Option<Intercepted> {
         let limit = ctx.config.clients.tls_handshake_timeout;
