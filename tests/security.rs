@@ -184,13 +184,6 @@ async fn idle_connections_are_closed_in_every_phase() {
     origin.route("/ok.js?v=1", Route::ok("ok"));
     let config = r#"{"clients": {"idle_timeout_secs": 1, "tls_handshake_timeout_secs": 1}}"#;
     let proxy = TestProxy::start(dir.path(), config, Some(&ca.path)).await;
-    let closed_within = |stream: TcpStream| async move {
-        let mut stream = stream;
-        let mut rest = Vec::new();
-        tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut rest))
-            .await
-            .is_ok()
-    };
     // A connection that sends nothing.
     let silent = TcpStream::connect(proxy.addr).await.expect("connect");
     // A CONNECT followed by silence.
@@ -216,7 +209,8 @@ async fn idle_connections_are_closed_in_every_phase() {
         ("after CONNECT", after_connect),
         ("keep-alive", kept),
     ] {
-        assert!(closed_within(stream).await, "{what} connection closed");
+        let closed = closed_within(stream, Duration::from_secs(20)).await;
+        assert!(closed, "{what} connection closed");
     }
     // A TLS tunnel with no request, and an idle HTTP/2 connection inside one.
     let (tunnel, _) =
@@ -257,10 +251,7 @@ async fn a_descriptor_flood_leaves_room_for_a_real_client() {
             idle.push(stream);
         }
     }
-    let started = std::time::Instant::now();
-    let (status, _, body) = get(&plain_client(proxy.addr), &origin.url("/real.js?v=1")).await;
-    assert_eq!((status, &body[..]), (200, &b"served"[..]));
-    assert!(started.elapsed() < Duration::from_secs(5), "served at once");
+    a_real_client_is_served_at_once(proxy.addr, &origin).await;
     let stats = admin_json(proxy.admin, "/stats").await;
     assert!(
         stats["clients"]["closed_for_descriptors"].as_u64() > Some(0),
@@ -276,6 +267,22 @@ async fn a_descriptor_flood_leaves_room_for_a_real_client() {
         "a flood is one trouble, logged once a minute: {accept_lines}"
     );
     drop(idle);
+}
+
+/// Asks for an asset through the proxy at `addr`, which must answer it at once.
+async fn a_real_client_is_served_at_once(addr: SocketAddr, origin: &Origin) {
+    let started = std::time::Instant::now();
+    let (status, _, body) = get(&plain_client(addr), &origin.url("/real.js?v=1")).await;
+    assert_eq!((status, &body[..]), (200, &b"served"[..]));
+    assert!(started.elapsed() < Duration::from_secs(5), "served at once");
+}
+
+/// Whether the proxy closes `stream` within `limit`.
+async fn closed_within(mut stream: TcpStream, limit: Duration) -> bool {
+    let mut rest = Vec::new();
+    tokio::time::timeout(limit, stream.read_to_end(&mut rest))
+        .await
+        .is_ok()
 }
 
 /// A CONNECT to `authority` whose tunnel then carries `first` (the proxy relays bytes that are
@@ -328,14 +335,11 @@ async fn quiet_relayed_tunnels_are_closed_first_when_descriptors_run_short() {
             tunnels.push(tunnel);
         }
     }
-    let started = std::time::Instant::now();
-    let (status, _, body) = get(&plain_client(proxy.addr), &origin.url("/real.js?v=1")).await;
-    assert_eq!((status, &body[..]), (200, &b"served"[..]));
-    assert!(started.elapsed() < Duration::from_secs(5), "served at once");
-    let mut first = tunnels.remove(0);
-    let mut rest = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(10), first.read_to_end(&mut rest)).await;
-    assert!(closed.is_ok(), "the quietest tunnel was closed first");
+    a_real_client_is_served_at_once(proxy.addr, &origin).await;
+    assert!(
+        closed_within(tunnels.remove(0), Duration::from_secs(10)).await,
+        "the quietest tunnel was closed first"
+    );
     let stats = admin_json(proxy.admin, "/stats").await;
     assert!(
         stats["clients"]["closed_for_descriptors"].as_u64() > Some(0),
@@ -362,15 +366,9 @@ async fn tunnels_waiting_for_their_first_bytes_are_closed_when_descriptors_run_s
             None => break,
         }
     }
-    let started = std::time::Instant::now();
-    let (status, _, body) = get(&plain_client(proxy.addr), &origin.url("/real.js?v=1")).await;
-    assert_eq!((status, &body[..]), (200, &b"served"[..]));
-    assert!(started.elapsed() < Duration::from_secs(5), "served at once");
-    let mut first = tunnels.remove(0);
-    let mut rest = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(5), first.read_to_end(&mut rest)).await;
+    a_real_client_is_served_at_once(proxy.addr, &origin).await;
     assert!(
-        closed.is_ok(),
+        closed_within(tunnels.remove(0), Duration::from_secs(5)).await,
         "the longest waiting tunnel was closed first"
     );
     drop(tunnels);
