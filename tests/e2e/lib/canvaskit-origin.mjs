@@ -10,6 +10,8 @@ import http2 from 'node:http2';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 
+import { listenOnLoopback } from './listen.mjs';
+
 const require = createRequire(import.meta.url);
 const BIN = dirname(require.resolve('canvaskit-wasm'));
 
@@ -64,19 +66,10 @@ export async function startCanvasKitOrigin({ key, cert }) {
     return res.end(file.body);
   };
   const server = http2.createSecureServer({ key, cert, allowHTTP1: true }, handler);
-  const open = new Set();
-  server.on('secureConnection', (socket) => {
-    open.add(socket);
-    socket.on('close', () => open.delete(socket));
-  });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = server.address().port;
+  const { port, close } = await listenOnLoopback(server);
   return {
     url: (path = '/') => `https://localhost:${port}${path}`,
     state,
-    close: () => new Promise((resolve) => {
-      server.close(() => resolve());
-      for (const socket of open) socket.destroy();
-    }),
+    close,
   };
 }

@@ -7,6 +7,8 @@ import http2 from 'node:http2';
 import https from 'node:https';
 import { gzipSync } from 'node:zlib';
 
+import { listenOnLoopback } from './listen.mjs';
+
 const MIB = 1024 * 1024;
 export const BIG_ASSETS = ['main.dart.js', 'canvaskit.wasm', 'Roboto-Regular'];
 export const FONT_PATH = '/assets/fonts/Roboto-Regular.3f2a9c1b.woff2';
@@ -152,13 +154,7 @@ export async function startOrigin({ key, cert, http1Only = false, sessionCookie 
   const server = http1Only
     ? https.createServer({ key, cert, ALPNProtocols: ['http/1.1'] }, handler)
     : http2.createSecureServer({ key, cert, allowHTTP1: true }, handler);
-  const sockets = new Set();
-  server.on('secureConnection', (socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-  });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = server.address().port;
+  const { port, close } = await listenOnLoopback(server);
   return {
     port,
     url: (path = '/') => `https://localhost:${port}${path}`,
@@ -187,9 +183,6 @@ export async function startOrigin({ key, cert, http1Only = false, sessionCookie 
     get cookies() {
       return { set: state.cookiesSet, carried: state.withCookie };
     },
-    close: () => new Promise((resolve) => {
-      server.close(() => resolve());
-      for (const socket of sockets) socket.destroy();
-    }),
+    close,
   };
 }

@@ -10,6 +10,8 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { WebSocketServer } from 'ws';
 
+import { listenOnLoopback } from './listen.mjs';
+
 const require = createRequire(import.meta.url);
 const DIST = dirname(require.resolve('swagger-ui-dist/package.json'));
 
@@ -111,23 +113,16 @@ export async function startRealWebOrigin({ key, cert }) {
       });
     });
   });
-  const open = new Set();
-  server.on('secureConnection', (socket) => {
-    open.add(socket);
-    socket.on('close', () => open.delete(socket));
-  });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = server.address().port;
+  const { port, close } = await listenOnLoopback(server);
   return {
     url: (path = '/') => `https://localhost:${port}${path}`,
     state,
     resetBytes() {
       state.bytes = 0;
     },
-    close: () => new Promise((resolve) => {
+    close: () => {
       sockets.close();
-      server.close(() => resolve());
-      for (const socket of open) socket.destroy();
-    }),
+      return close();
+    },
   };
 }
