@@ -73,7 +73,7 @@ where
 
 /// Relays between `client` and `origin` until both directions end, one fails, nothing moves
 /// for `idle`, or `stop` resolves.
-pub async fn splice<C, O, S>(client: C, origin: O, idle: Duration, stop: S) -> Spliced
+async fn splice<C, O, S>(client: C, origin: O, idle: Duration, stop: S) -> Spliced
 where
     C: AsyncRead + AsyncWrite + Unpin,
     O: AsyncRead + AsyncWrite + Unpin,
