@@ -61,8 +61,8 @@ async function loadSwagger(browser, url, seen) {
 async function loadCanvasKit(browser, url) {
   const context = await browser.newContext();
   const page = await context.newPage();
-  const console = [];
-  page.on('console', (message) => console.push(message.text()));
+  const messages = [];
+  page.on('console', (message) => messages.push(message.text()));
   let wasm = null;
   page.on('response', (response) => {
     if (response.url().endsWith('canvaskit.wasm')) wasm = response.allHeaders();
@@ -77,7 +77,7 @@ async function loadCanvasKit(browser, url) {
       cacheStatus: headers?.['cache-status'] ?? '',
       type: headers?.['content-type'] ?? '',
       encoding: headers?.['content-encoding'] ?? 'identity',
-      fellBack: console.some((text) => text.includes('falling back to ArrayBuffer')),
+      fellBack: messages.some((text) => text.includes('falling back to ArrayBuffer')),
     };
   } finally {
     await context.close();
