@@ -86,6 +86,29 @@ async function loadCanvasKit(browser, url) {
 
 const DRAWN = 'drawn 200,30,60,255';
 
+// A proxy on `cacheDir` whose memory tier (1 MiB) is too small for a big asset, so that every
+// load after the first reads it from disk, and a browser going through it.
+async function startDiskBound(dir, certs, cacheDir) {
+  const proxy = await startProxy({
+    dir,
+    cacheDir: join(dir, cacheDir),
+    upstreamCa: certs.caPath,
+    config: { upstream: { allow_hosts: ['localhost', '127.0.0.1', '::1'] }, memory: { max_mb: 1, prewarm: false } },
+  });
+  const browser = await launchBrowser({ proxy, home: homeTrusting(proxy.caPath) });
+  return { proxy, browser };
+}
+
+// Waits until `proxy` has stored an entry compressed (on its writer's thread), so that the
+// next load reads the compressed file.
+async function storedCompressed(proxy, what) {
+  const deadline = Date.now() + 30_000;
+  while ((await stats(proxy)).disk_compressed_writes < 1) {
+    assert.ok(Date.now() < deadline, what);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
 describe('real web apps through asset-proxy in Chromium', () => {
   let dir, certs, proxy, home, browser;
 
@@ -143,13 +166,7 @@ describe('real web apps through asset-proxy in Chromium', () => {
   it('sends Swagger UI its bundle from disk as the zstd frame stored there, and the app runs', async () => {
     // A memory tier too small for the 1.7 MB bundle: every load after the first reads it from
     // disk. The first disk read checks the file; the next keeps its zstd frame and sends it.
-    const small = await startProxy({
-      dir,
-      cacheDir: join(dir, 'small-cache'),
-      upstreamCa: certs.caPath,
-      config: { upstream: { allow_hosts: ['localhost', '127.0.0.1', '::1'] }, memory: { max_mb: 1, prewarm: false } },
-    });
-    const smallBrowser = await launchBrowser({ proxy: small, home: homeTrusting(small.caPath) });
+    const { proxy: small, browser: smallBrowser } = await startDiskBound(dir, certs, 'small-cache');
     const origin = await startRealWebOrigin(certs);
     try {
       const loads = [];
@@ -158,12 +175,7 @@ describe('real web apps through asset-proxy in Chromium', () => {
         const load = await loadSwagger(smallBrowser, origin.url('/'), seen);
         assert.equal(load.operations, 1, 'the API description is rendered');
         loads.push(seen.get('/swagger-ui-bundle.js'));
-        // Stored (compressed, on the writer's thread) before the next load reads it.
-        const deadline = Date.now() + 20_000;
-        while ((await stats(small)).disk_compressed_writes < 1) {
-          assert.ok(Date.now() < deadline, 'the bundle stored compressed');
-          await new Promise((resolve) => setTimeout(resolve, 20));
-        }
+        await storedCompressed(small, 'the bundle stored compressed');
       }
       const [, checked, kept] = loads;
       assert.match(checked.cacheStatus, /hit; detail=disk/, JSON.stringify(checked));
@@ -178,15 +190,9 @@ describe('real web apps through asset-proxy in Chromium', () => {
 
   it('runs CanvasKit, the WebAssembly renderer of Flutter web, from memory and from disk as a zstd frame', async () => {
     const origin = await startCanvasKitOrigin(certs);
-    // A second proxy with a memory tier too small for the module: every load after the first
-    // reads it from disk; the first disk read checks the file, the next sends its zstd frame.
-    const small = await startProxy({
-      dir,
-      cacheDir: join(dir, 'canvaskit-cache'),
-      upstreamCa: certs.caPath,
-      config: { upstream: { allow_hosts: ['localhost', '127.0.0.1', '::1'] }, memory: { max_mb: 1, prewarm: false } },
-    });
-    const smallBrowser = await launchBrowser({ proxy: small, home: homeTrusting(small.caPath) });
+    // A second proxy, disk-bound for the module: the first disk read checks the file, the next
+    // sends its zstd frame.
+    const { proxy: small, browser: smallBrowser } = await startDiskBound(dir, certs, 'canvaskit-cache');
     try {
       const cold = await loadCanvasKit(browser, origin.url('/'));
       const coldBytes = origin.state.bytes;
@@ -203,11 +209,7 @@ describe('real web apps through asset-proxy in Chromium', () => {
       const fromDisk = [];
       for (let i = 0; i < 3; i += 1) {
         fromDisk.push(await loadCanvasKit(smallBrowser, origin.url('/')));
-        const deadline = Date.now() + 30_000;
-        while ((await stats(small)).disk_compressed_writes < 1) {
-          assert.ok(Date.now() < deadline, 'the module stored compressed');
-          await new Promise((resolve) => setTimeout(resolve, 20));
-        }
+        await storedCompressed(small, 'the module stored compressed');
       }
       const [, checked, kept] = fromDisk;
       for (const load of fromDisk) {
