@@ -1,4 +1,4 @@
-// The real web through the proxy in Chromium: a production build nobody here wrote (Swagger UI
+// The real web through the proxy in Chromium: a third-party production build (Swagger UI
 // from the swagger-ui-dist package) whose HTML sets a session cookie and whose page opens a
 // WebSocket, and whose 1.7 MB bundle, read from disk again, goes to Chromium as the zstd frame
 // stored there; CanvasKit (the canvaskit-wasm package), whose 7 MB module Chromium compiles as

@@ -1,4 +1,4 @@
-// A production web build nobody here wrote — Swagger UI, as the swagger-ui-dist npm package
+// A third-party production web build — Swagger UI, as the swagger-ui-dist npm package
 // ships it — served the way a plain static host serves files: ETag and Last-Modified from
 // the file, no Cache-Control, the HTML revalidated on every load. Like real sites, the HTML
 // sets a session cookie, so every later request of the page carries it. The page also opens
