@@ -276,7 +276,7 @@ impl Target {
         // the connection serving its requests, or its relay, is registered instead.)
         let registration = ctx.open_connections.register(1);
         let opened = tokio::select! {
-            opened = self.open(&ctx, client) => opened,
+            opened = self.read_opening(&ctx, client) => opened,
             () = registration.close_requested() => None,
             () = ctx.tasks.stopping() => None,
         };
@@ -292,7 +292,7 @@ impl Target {
 
     /// Reads the tunnel's first bytes: a TLS handshake is completed and its stream handed back
     /// to be served, as is plain HTTP; anything else is to be relayed.
-    async fn open<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    async fn read_opening<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         &self,
         ctx: &Context,
         mut client: T,
