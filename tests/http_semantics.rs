@@ -595,3 +595,78 @@ async fn a_head_is_answered_from_a_stored_get_with_the_length_a_get_carries() {
     assert_eq!(response.bytes().await.expect("body"), body);
     assert_eq!(s.origin.hits("/main.4f2a9c.js"), 1);
 }
+
+/// A static file server of `dir` on loopback (plain HTTP): tower-http's `ServeDir`, which
+/// answers `Range` with 206 and `HEAD` itself.
+async fn file_server(dir: &Path) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let files = tower_http::services::ServeDir::new(dir);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let files = files.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request| {
+                    let mut files = files.clone();
+                    async move { files.try_call(request).await }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A range, or a HEAD, for a body the cache will not store (here larger than
+/// `max_object_mb`) is sent to the origin as the client asked: the client gets the origin's
+/// 206 (resuming a download, seeking in a video), not the whole body.
+#[tokio::test]
+async fn ranges_of_bodies_too_large_to_store_are_answered_by_the_origin() {
+    let s = origin().await;
+    let files = s.dir.join("files");
+    std::fs::create_dir_all(&files).expect("files dir");
+    let body = random_bytes(3 * 1024 * 1024, 29);
+    std::fs::write(files.join("film.mp4"), &body).expect("write film");
+    let origin = file_server(&files).await;
+    let proxy = s.proxy(r#"{"max_object_mb": 1}"#).await;
+    let client = proxy.client();
+    let url = format!("http://{origin}/film.mp4?v=7");
+    for round in 0..2 {
+        let response = client
+            .get(&url)
+            .header("range", "bytes=1000-1099")
+            .send()
+            .await
+            .expect("range");
+        assert_eq!(
+            (response.status().as_u16(), cache_status(&response).as_str()),
+            (206, "asset-proxy; fwd=miss; detail=too-large"),
+            "round {round}"
+        );
+        assert_eq!(
+            response.headers()["content-range"],
+            format!("bytes 1000-1099/{}", body.len()).as_str()
+        );
+        assert_eq!(
+            response.bytes().await.expect("body"),
+            body.slice(1000..1100)
+        );
+    }
+    let response = client.head(&url).send().await.expect("head");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-length"],
+        body.len().to_string().as_str()
+    );
+    let response = client.get(&url).send().await.expect("whole");
+    assert_eq!(
+        (response.status().as_u16(), cache_status(&response).as_str()),
+        (200, "asset-proxy; fwd=miss; detail=too-large")
+    );
+    assert_eq!(response.bytes().await.expect("body"), body);
+}

@@ -32,6 +32,10 @@ enum Fetched {
     Answer(Response<ProxyBody>, CacheStatus),
     /// The body is being stored in the background: look it up again.
     Filling,
+    /// Fetched whole to be stored (for a range, a HEAD, a prefetch or a refresh), and not
+    /// storable: a client's own request is to be sent as it is instead, under this status, so
+    /// that a range is answered by the origin rather than with the whole body.
+    NotStorable(CacheStatus),
 }
 
 impl ProxyService {
@@ -97,6 +101,10 @@ impl ProxyService {
                 Fetched::Answer(response, status) => return (response, status),
                 // What this fetch stores is fresh enough for this request.
                 Fetched::Filling => fresh_since = Some(fetching_since),
+                Fetched::NotStorable(status) => {
+                    let request = with_body(head, body);
+                    return Box::pin(self.forward(request, url, status)).await;
+                }
             }
         }
         self.ctx.stats.misses.inc();
@@ -281,6 +289,12 @@ impl ProxyService {
                     stored: false,
                     reason: Some(reason),
                 };
+                if drain {
+                    // The whole body was asked for only to store it: the rest of it is not
+                    // read (the origin connection is closed, not reused).
+                    drop(counted);
+                    return Fetched::NotStorable(status);
+                }
                 let body = counted.map_err(Into::into).boxed();
                 Fetched::Answer(Response::from_parts(parts, body), status)
             }
