@@ -62,7 +62,9 @@ fn header<'a>(answer: &'a Answer, name: &str) -> &'a str {
         .unwrap_or("")
 }
 
-/// The cache key of a request for `url` with this Accept-Encoding.
+/// The cache key of a request for `url` with this Accept-Encoding. (A body the origin sends
+/// without a coding is kept under the key of a client that accepts none, `key(url, "")`,
+/// whatever the client that fetched it accepts.)
 fn key(url: &str, accept_encoding: &str) -> CacheKey {
     let mut headers = HeaderMap::new();
     if !accept_encoding.is_empty() {
@@ -119,11 +121,11 @@ async fn a_compressible_body_is_stored_as_zstd_and_sent_as_each_client_takes_it(
     assert_eq!(header(&hit, "vary"), "Accept-Encoding");
     assert_eq!(header(&hit, "etag"), "\"abc\"");
 
-    // zstd: the stored frame, once the entry of this coding class is on disk.
+    // zstd: the same entry, answered with the frame made of it (the disk holds it already).
     let zstd = [("accept-encoding", "gzip, deflate, br, zstd")];
     fetch(&client, &url, &zstd).await;
     proxy.settled().await;
-    made(&proxy, &key(&url, "gzip, deflate, br, zstd"), Coding::Zstd).await;
+    made(&proxy, &key(&url, ""), Coding::Zstd).await;
     let answer = fetch(&client, &url, &zstd).await;
     assert_eq!(header(&answer, "content-encoding"), "zstd");
     assert_eq!(
@@ -145,7 +147,7 @@ async fn a_compressible_body_is_stored_as_zstd_and_sent_as_each_client_takes_it(
         fetch(&client, &url, &headers).await;
         let first_hit = fetch(&client, &url, &headers).await;
         assert!(first_hit.body == body || header(&first_hit, "content-encoding") == accept);
-        made(&proxy, &key(&url, accept), coding).await;
+        made(&proxy, &key(&url, ""), coding).await;
         let answer = fetch(&client, &url, &headers).await;
         assert_eq!(header(&answer, "content-encoding"), accept);
         let mut decoded = Vec::new();
@@ -160,13 +162,9 @@ async fn a_compressible_body_is_stored_as_zstd_and_sent_as_each_client_takes_it(
         assert_eq!(decoded, body, "{accept}");
     }
 
-    // The memory tier weighs what it holds: bodies and the codings made of them (each of
-    // the four coding classes holds a body, and a coding: the stored zstd frame, or the one
-    // made for its clients).
-    let (cache, keys) = (
-        proxy.app.cache().clone(),
-        ["", "gzip, deflate, br, zstd", "br", "gzip"].map(|class| key(&url, class)),
-    );
+    // The memory tier weighs what it holds: the body and the codings made of it (one entry
+    // answers every coding class: the zstd frame and the br and gzip bodies made of it).
+    let (cache, keys) = (proxy.app.cache().clone(), [key(&url, "")]);
     let codings: u64 = keys
         .iter()
         .filter_map(|key| cache.memory_entry(key))
@@ -214,8 +212,8 @@ async fn a_compressible_body_is_stored_as_zstd_and_sent_as_each_client_takes_it(
     assert_eq!(header(&conditional, "etag"), "W/\"abc\"");
     assert_eq!(
         origin.hits(PATH),
-        4,
-        "one fetch per coding class, none for hits"
+        1,
+        "one fetch: a body sent without a coding answers every coding class"
     );
 }
 
@@ -248,7 +246,7 @@ async fn a_spilled_body_is_kept_in_memory_with_the_frame_its_file_holds() {
     let filled = fetch(&client, &url, &zstd).await;
     assert_eq!((filled.status, filled.body), (200, body.clone()));
     proxy.settled().await;
-    let key = key(&url, "gzip, deflate, br, zstd");
+    let key = key(&url, "");
     let file = entry_file(&proxy, &key);
     assert_eq!(file[4], 3, "a zstd entry");
     // No wait for a coding to be made: the first hit already goes in zstd.
@@ -319,7 +317,7 @@ async fn a_disk_hit_on_a_checked_file_sends_its_frame_without_decoding_it() {
     let client = proxy.client();
     let url = origin.url(PATH);
     let zstd = [("accept-encoding", "gzip, deflate, br, zstd")];
-    let key = key(&url, "gzip, deflate, br, zstd");
+    let key = key(&url, "");
     let decoded = |answer: &Answer| {
         assert_eq!(header(answer, "content-encoding"), "zstd");
         let mut decoded = Vec::new();
@@ -436,11 +434,14 @@ async fn a_body_that_arrived_compressed_or_incompressible_is_stored_as_it_came()
     );
     let proxy = start(dir.path(), NO_PREWARM, &ca).await;
     let client = proxy.client();
-    for path in ["/app.9f8e7d6c.js", "/canvaskit.9f8e7d6c.wasm"] {
+    for (path, class) in [
+        ("/app.9f8e7d6c.js", "gzip, zstd"),
+        ("/canvaskit.9f8e7d6c.wasm", ""),
+    ] {
         let url = origin.url(path);
         fetch(&client, &url, &[("accept-encoding", "gzip, zstd")]).await;
         proxy.settled().await;
-        let file = entry_file(&proxy, &key(&url, "gzip, zstd"));
+        let file = entry_file(&proxy, &key(&url, class));
         assert_eq!(file[4], 2, "{path} stored as it came");
         let hit = fetch(&client, &url, &[("accept-encoding", "gzip, zstd")]).await;
         assert_eq!(hit.status, 200);
@@ -486,11 +487,75 @@ async fn with_compression_off_bodies_are_stored_and_sent_as_they_came() {
     let zstd = [("accept-encoding", "zstd")];
     fetch(&proxy.client(), &url, &zstd).await;
     proxy.settled().await;
-    assert_eq!(entry_file(&proxy, &key(&url, "zstd"))[4], 2);
+    assert_eq!(entry_file(&proxy, &key(&url, ""))[4], 2);
     let hit = fetch(&proxy.client(), &url, &zstd).await;
     assert_eq!(
         (header(&hit, "content-encoding"), hit.body.clone()),
         ("", script())
     );
     assert_eq!(header(&hit, "vary"), "");
+}
+
+/// A body the origin sends without a coding answers every client, whatever codings it
+/// accepts: a list warmed with `proxy warm` (which accepts none) serves a browser, Python
+/// `requests`, and a range from `fetch` (which asks for `identity`) with no fetch more. A body
+/// the origin sent in a coding is kept for the clients that accept it only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_sent_without_a_coding_answers_clients_of_every_coding_class() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = TestCa::new(dir.path());
+    let origin = Origin::https(&ca).await;
+    serve_script(&origin);
+    let gzipped = "/app.9f8e7d6c.js";
+    origin.route(
+        gzipped,
+        Route::ok(random_bytes(20_000, 9))
+            .header("content-type", "text/javascript")
+            .header("content-encoding", "gzip"),
+    );
+    let proxy = start(dir.path(), NO_PREWARM, &ca).await;
+    let client = proxy.client();
+    let url = origin.url(PATH);
+
+    let warmed = asset_proxy::commands::warm_through(proxy.addr, vec![url.clone()], 1).await;
+    assert!(warmed.failures().is_empty(), "{:?}", warmed.failures());
+    proxy.settled().await;
+    let classes = [
+        ("accept-encoding", "gzip, deflate, br, zstd"),
+        ("accept-encoding", "gzip, deflate"),
+        ("accept-encoding", "br"),
+    ];
+    for accept in classes {
+        let answer = fetch(&client, &url, &[accept]).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(
+            header(&answer, "cache-status"),
+            "asset-proxy; hit; detail=memory",
+            "{accept:?}"
+        );
+    }
+    let range = fetch(
+        &client,
+        &url,
+        &[("accept-encoding", "identity"), ("range", "bytes=10-19")],
+    )
+    .await;
+    assert_eq!(
+        (range.status, header(&range, "cache-status")),
+        (206, "asset-proxy; hit; detail=memory")
+    );
+    assert_eq!(range.body, script().slice(10..20));
+    assert_eq!(origin.hits(PATH), 1, "fetched once, by the warm");
+
+    let url = origin.url(gzipped);
+    fetch(&client, &url, &[("accept-encoding", "gzip")]).await;
+    proxy.settled().await;
+    for accept in ["br", ""] {
+        let answer = fetch(&client, &url, &[("accept-encoding", accept)]).await;
+        assert!(
+            header(&answer, "cache-status").starts_with("asset-proxy; fwd=miss"),
+            "a gzip body is not kept for a client accepting {accept:?}"
+        );
+    }
+    assert_eq!(origin.hits(gzipped), 3);
 }

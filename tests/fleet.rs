@@ -403,3 +403,46 @@ fn a_dead_lock_holder_delays_the_fleet_only_until_its_lock_expires() {
 async fn get_ignoring_errors(client: reqwest::Client, url: String) {
     let _ = client.get(url).send().await;
 }
+
+/// Browsers accept codings, and a body the origin sends without one is kept under the key
+/// of a client that accepts none: a cold asset fetched by browsers through every proxy at once
+/// still reaches the origin once, the others taking it from Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_through_the_fleet_share_one_fetch_of_a_body_sent_without_a_coding() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = TestCa::new(dir.path());
+    let redis = RedisServer::start(dir.path());
+    let origin = Origin::https(&ca).await;
+    let body = random_bytes(2 << 20, 11);
+    origin.route("/canvaskit.wasm?v=3", Route::ok(body.clone()));
+    let fleet = fleet_of(3, dir.path(), &redis.url(), &ca).await;
+    let url = origin.url("/canvaskit.wasm?v=3");
+    let answers = join_all(fleet.iter().map(|proxy| {
+        let (client, url) = (proxy.client(), url.clone());
+        async move {
+            let response = client
+                .get(&url)
+                .header("accept-encoding", "gzip, deflate, br, zstd")
+                .send()
+                .await
+                .expect("request");
+            let status = support::cache_status(&response);
+            (status, response.bytes().await.expect("body"))
+        }
+    }))
+    .await;
+    assert_eq!(origin.hits("/canvaskit.wasm?v=3"), 1, "one origin fetch");
+    for (status, got) in &answers {
+        assert!(got == &body, "{status}: byte-identical bodies");
+    }
+    let shared = answers
+        .iter()
+        .filter(|(status, _)| status.contains("detail=shared"))
+        .count();
+    assert_eq!(
+        shared,
+        2,
+        "{:?}",
+        answers.iter().map(|a| &a.0).collect::<Vec<_>>()
+    );
+}

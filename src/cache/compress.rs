@@ -41,14 +41,19 @@ impl Coding {
     }
 }
 
+/// Whether a response's body came without a content coding: such a body answers every
+/// client, whatever codings it accepts.
+pub fn uncoded(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v.trim().eq_ignore_ascii_case("identity"))
+}
+
 /// Whether a stored response's body is worth compressing: it arrived without a content
 /// coding, and its type is text-like (JS, CSS, JSON, HTML, SVG, XML) or wasm.
 pub fn compressible(headers: &HeaderMap, body_len: usize) -> bool {
-    let coded = headers
-        .get(CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| !v.trim().eq_ignore_ascii_case("identity"));
-    if coded || body_len < MIN_BYTES {
+    if !uncoded(headers) || body_len < MIN_BYTES {
         return false;
     }
     let Some(content_type) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {

@@ -12,6 +12,7 @@ use http::header::COOKIE;
 use http::{HeaderMap, Method};
 use url::Url;
 
+use crate::cache::compress;
 use crate::cache::disk::neighbours::Attempt;
 use crate::cache::disk::ReadNow;
 use crate::cache::entry::{now_ms, CachedResponse};
@@ -64,16 +65,15 @@ pub(crate) async fn lookup(tiers: &Arc<Tiers>, ask: &CacheRequest<'_>) -> Lookup
     for _ in 0..MAX_FOLLOWS {
         let keys = keys_for(tiers, ask.url, ask.head.headers(), ask.plan).await;
         let key = keys.fill_key(ask.plan).clone();
-        let found = find(tiers, &keys, ask.plan).await;
-        let stale = match found.filter(|(entry, _)| !refreshed_away(tiers, ask, entry)) {
+        let stale = match find(tiers, &keys, ask, waited_since).await {
             None => None,
-            Some((entry, tier)) => {
+            Some((entry, tier, freshness)) => {
                 let hit = Hit {
                     entry,
                     tier,
                     collapsed,
                 };
-                match judge(&hit.entry, ask, waited_since) {
+                match freshness {
                     Freshness::Fresh => return Lookup::Fresh(hit),
                     Freshness::Stale(_) if ask.policy.offline() => {
                         return Lookup::Offline(Some(hit))
@@ -141,6 +141,21 @@ struct RequestKeys {
 }
 
 impl RequestKeys {
+    /// The same keys for a client that accepts no coding, where bodies the origin sent
+    /// without a coding are kept; `None` when the request accepts none itself.
+    fn for_uncoded_body(&self) -> Option<RequestKeys> {
+        Some(RequestKeys {
+            shared: self.shared.for_uncoded_body()?,
+            own: self.own.as_ref().and_then(CacheKey::for_uncoded_body),
+        })
+    }
+
+    /// Whether the entry kept under the shared key may answer this request: always without a
+    /// cookie; with one, when its answers are shared across cookies.
+    fn shared_serves(&self, plan: &CachePlan, entry: &CachedResponse) -> bool {
+        self.own.is_none() || policy::shared_across_cookies(plan, entry.meta.header_map())
+    }
+
     /// The key a fill for this request is led on: the shared one for assets, so sessions
     /// with different cookies wait for one fetch; the cookie's own for anything else.
     fn fill_key(&self, plan: &CachePlan) -> &CacheKey {
@@ -174,23 +189,92 @@ async fn keys_for(tiers: &Tiers, url: &Url, headers: &HeaderMap, plan: &CachePla
     RequestKeys { own, shared }
 }
 
-/// The entry a request may be answered from, fresh or not: the one every client shares
-/// when it may serve this request (always, without a cookie; for an asset, with one),
-/// else the one kept for the request's cookie.
+/// An entry found for a request, where it was, and how fresh it is for the request.
+type Judged = (Arc<CachedResponse>, Tier, Freshness);
+
+/// The entry a request may be answered from, fresh or not, judged: one kept for its coding
+/// class, else a body the origin sent without a coding, which answers every client — so
+/// browsers, curl, scripts and `proxy warm`, each accepting other codings, share one fetch.
+/// The memory tier is asked for both before the disk is, so a memory hit on either never
+/// waits for the disk; a fresh entry is taken before a stale one.
 async fn find(
+    tiers: &Tiers,
+    keys: &RequestKeys,
+    ask: &CacheRequest<'_>,
+    waited_since: Option<u64>,
+) -> Option<Judged> {
+    let judged = |(entry, tier): (Arc<CachedResponse>, Tier)| {
+        (!refreshed_away(tiers, ask, &entry)).then(|| {
+            let freshness = judge(&entry, ask, waited_since);
+            (entry, tier, freshness)
+        })
+    };
+    let is_fresh = |found: &Option<Judged>| matches!(found, Some((_, _, Freshness::Fresh)));
+    let uncoded_keys = keys.for_uncoded_body();
+    let uncoded_in = |found: Option<(Arc<CachedResponse>, Tier)>| {
+        found.filter(|(entry, _)| compress::uncoded(entry.meta.header_map()))
+    };
+    let mut own_class = find_by(tiers, keys, ask.plan, in_memory).and_then(judged);
+    if is_fresh(&own_class) {
+        return own_class;
+    }
+    let mut uncoded = uncoded_keys
+        .as_ref()
+        .and_then(|keys| uncoded_in(find_by(tiers, keys, ask.plan, in_memory)))
+        .and_then(judged);
+    if is_fresh(&uncoded) {
+        return uncoded;
+    }
+    if own_class.is_none() {
+        own_class = find_on_disk(tiers, keys, ask.plan).await.and_then(judged);
+        if is_fresh(&own_class) {
+            return own_class;
+        }
+    }
+    if uncoded.is_none() {
+        if let Some(keys) = &uncoded_keys {
+            uncoded = uncoded_in(find_on_disk(tiers, keys, ask.plan).await).and_then(judged);
+        }
+    }
+    // A stale body without a coding before a stale one of the class: fills of bodies without
+    // a coding are stored there, so that is the one a revalidation renews.
+    uncoded.or(own_class)
+}
+
+/// The entry kept under `keys` that `get` finds, fresh or not: the one every client shares
+/// when it may serve this request (always, without a cookie; for an asset, with one), else
+/// the one kept for the request's cookie.
+fn find_by(
+    tiers: &Tiers,
+    keys: &RequestKeys,
+    plan: &CachePlan,
+    get: impl Fn(&Tiers, &CacheKey) -> Option<(Arc<CachedResponse>, Tier)>,
+) -> Option<(Arc<CachedResponse>, Tier)> {
+    get(tiers, &keys.shared)
+        .filter(|(entry, _)| keys.shared_serves(plan, entry))
+        .or_else(|| keys.own.as_ref().and_then(|own| get(tiers, own)))
+}
+
+/// `find_by` on the disk tier (entries found there are promoted to memory).
+async fn find_on_disk(
     tiers: &Tiers,
     keys: &RequestKeys,
     plan: &CachePlan,
 ) -> Option<(Arc<CachedResponse>, Tier)> {
-    if let Some((entry, tier)) = get(tiers, &keys.shared).await {
-        if keys.own.is_none() || policy::shared_across_cookies(plan, entry.meta.header_map()) {
-            return Some((entry, tier));
+    if let Some(found) = from_disk(tiers, &keys.shared).await {
+        if keys.shared_serves(plan, &found.0) {
+            return Some(found);
         }
     }
     match &keys.own {
-        Some(own) => get(tiers, own).await,
+        Some(own) => from_disk(tiers, own).await,
         None => None,
     }
+}
+
+/// The entry for `key` if the memory tier holds it, with its tier.
+fn in_memory(tiers: &Tiers, key: &CacheKey) -> Option<(Arc<CachedResponse>, Tier)> {
+    from_memory(tiers, key).map(|entry| (entry, Tier::Memory))
 }
 
 /// The entry for `key` if the memory tier holds it; the use is noted.
@@ -200,11 +284,8 @@ fn from_memory(tiers: &Tiers, key: &CacheKey) -> Option<Arc<CachedResponse>> {
     Some(entry)
 }
 
-/// The entry for `key`, fresh or not, from memory, else from disk (then promoted).
-async fn get(tiers: &Tiers, key: &CacheKey) -> Option<(Arc<CachedResponse>, Tier)> {
-    if let Some(entry) = from_memory(tiers, key) {
-        return Some((entry, Tier::Memory));
-    }
+/// The entry for `key`, fresh or not, from disk (then promoted to memory).
+async fn from_disk(tiers: &Tiers, key: &CacheKey) -> Option<(Arc<CachedResponse>, Tier)> {
     let read = match tiers.store.read_now(key) {
         ReadNow::Read(entry) => entry,
         ReadNow::Later => {
@@ -258,7 +339,8 @@ fn revalidating(tiers: &Arc<Tiers>, ask: &CacheRequest<'_>, hit: Hit) -> Lookup 
     Lookup::Revalidating(hit, refresh)
 }
 
-/// A memory entry a fill stored after this request arrived, if one may answer it.
+/// A memory entry a fill stored after this request arrived, if one may answer it: under
+/// `key`, or as a body without a coding.
 fn stored_meanwhile(
     tiers: &Tiers,
     ask: &CacheRequest<'_>,
@@ -266,17 +348,27 @@ fn stored_meanwhile(
     key: &CacheKey,
     arrived: u64,
 ) -> Option<Hit> {
-    let entry = from_memory(tiers, key).filter(|entry| !refreshed_away(tiers, ask, entry))?;
-    let entry = Some(entry).filter(|entry| {
-        keys.own.as_ref() == Some(key)
-            || keys.own.is_none()
-            || policy::shared_across_cookies(ask.plan, entry.meta.header_map())
-    })?;
-    (judge(&entry, ask, stored_after(arrived)) == Freshness::Fresh).then_some(Hit {
+    let answers = |entry: &Arc<CachedResponse>| {
+        !refreshed_away(tiers, ask, entry)
+            && (keys.own.as_ref() == Some(key)
+                || keys.own.is_none()
+                || policy::shared_across_cookies(ask.plan, entry.meta.header_map()))
+            && judge(entry, ask, stored_after(arrived)) == Freshness::Fresh
+    };
+    let entry = from_memory(tiers, key)
+        .filter(answers)
+        .or_else(|| uncoded_from_memory(tiers, key).filter(answers))?;
+    Some(Hit {
         entry,
         tier: Tier::Memory,
         collapsed: true,
     })
+}
+
+/// The body without a coding kept for `key`'s URL and variant, if the memory tier holds one.
+fn uncoded_from_memory(tiers: &Tiers, key: &CacheKey) -> Option<Arc<CachedResponse>> {
+    from_memory(tiers, &key.for_uncoded_body()?)
+        .filter(|entry| compress::uncoded(entry.meta.header_map()))
 }
 
 /// Before a cold fetch, the processes sharing the cache directory: when another is fetching
@@ -301,8 +393,15 @@ async fn ask_neighbours(
         let (store, key) = (tiers.store.clone(), fill.key().clone());
         let tried = tokio::task::spawn_blocking(move || {
             let attempt = store.try_neighbours_lock(&key)?;
+            // A neighbour keeps a body it got without a coding under the key of a client
+            // that accepts none.
+            let read_uncoded = || {
+                store
+                    .read(&key.for_uncoded_body()?)
+                    .filter(|entry| compress::uncoded(entry.meta.header_map()))
+            };
             let written = matches!(attempt, Attempt::Lead(_))
-                .then(|| store.read(&key))
+                .then(|| store.read(&key).or_else(read_uncoded))
                 .flatten();
             Some((attempt, written))
         })
@@ -362,7 +461,7 @@ async fn ask_fleet(tiers: &Arc<Tiers>, ask: &CacheRequest<'_>, mut fill: Fill) -
     let Some(shared) = &tiers.shared else {
         return Lookup::Miss(fill);
     };
-    let claim = match shared.get(fill.key()).await {
+    let claim = match shared.get_answering(fill.key()).await {
         Some(entry) => Claim::Found {
             entry: Box::new(entry),
             waited: false,

@@ -14,7 +14,7 @@ use http::{HeaderMap, Request, StatusCode};
 use tracing::{debug, info, warn};
 use url::Url;
 
-use crate::cache::compress::Coding;
+use crate::cache::compress::{self, Coding};
 use crate::cache::disk::neighbours::NeighbourLock;
 use crate::cache::disk::spill::Spilled;
 use crate::cache::disk::DiskError;
@@ -324,8 +324,20 @@ impl Tiers {
     }
 
     /// The key to store a response under: the request's variant for the headers the
-    /// response varies on, recorded for the URL when they changed.
+    /// response varies on (recorded for the URL when they changed), and the coding class of
+    /// a client that accepts none when the body came without a coding, since it answers
+    /// every client (lookups of other classes fall back to it).
     async fn variant_key(&self, fill_key: &CacheKey, fill: &FillPlan) -> CacheKey {
+        let key = self.varied_key(fill_key, fill).await;
+        if compress::uncoded(&fill.headers) {
+            return key.for_uncoded_body().unwrap_or(key);
+        }
+        key
+    }
+
+    /// The request's variant for the headers the response varies on, recorded for the URL
+    /// when they changed.
+    async fn varied_key(&self, fill_key: &CacheKey, fill: &FillPlan) -> CacheKey {
         let names = vary::vary_names(&fill.headers).unwrap_or_default();
         let Ok(url) = Url::parse(fill_key.url()) else {
             return fill_key.clone();

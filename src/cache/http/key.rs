@@ -18,6 +18,9 @@ use crate::cache::compress::Accepted;
 /// Request headers whose values are credentials: only their digests enter a key.
 const SECRET_HEADERS: [&str; 3] = ["cookie", "authorization", "proxy-authorization"];
 
+/// The coding class of a client that accepts no content coding.
+const UNCODED: &str = "identity";
+
 /// What identifies a stored response: URL and coding class.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct CacheKey {
@@ -82,6 +85,16 @@ impl CacheKey {
                 .unwrap_or_default()
                 .to_owned(),
         }
+    }
+
+    /// This key for a client that accepts no content coding: where a body the origin sent
+    /// without one is kept, because it answers every client (the proxy compresses it for
+    /// those that accept a coding). `None` when this is that key already.
+    pub fn for_uncoded_body(&self) -> Option<CacheKey> {
+        (self.codings != UNCODED).then(|| CacheKey {
+            codings: UNCODED.to_owned(),
+            ..self.clone()
+        })
     }
 
     /// The namespace, `None` for the default one.
@@ -177,7 +190,7 @@ fn coding_class(headers: &HeaderMap) -> String {
         class.push_str(coding);
     }
     if class.is_empty() {
-        class.push_str("identity");
+        class.push_str(UNCODED);
     }
     class
 }
@@ -311,6 +324,26 @@ mod tests {
         );
         let shared = |h: &HeaderMap| CacheKey::for_request(&url, h, &[], true);
         assert_eq!(shared(&alice), shared(&bob));
+    }
+
+    #[test]
+    fn the_key_for_an_uncoded_body_is_that_of_a_client_accepting_no_coding() {
+        let url = Url::parse("https://a.test/x.js?v=1").expect("url");
+        let mut browser = HeaderMap::new();
+        browser.insert(
+            ACCEPT_ENCODING,
+            HeaderValue::from_static("gzip, deflate, br, zstd"),
+        );
+        browser.insert("x-asset-proxy-namespace", HeaderValue::from_static("ci"));
+        let mut plain = HeaderMap::new();
+        plain.insert("x-asset-proxy-namespace", HeaderValue::from_static("ci"));
+        let vary = ["x-asset-proxy-namespace".to_owned()];
+        let uncoded = CacheKey::with_vary(&url, &plain, &vary);
+        assert_eq!(
+            CacheKey::with_vary(&url, &browser, &vary).for_uncoded_body(),
+            Some(uncoded.clone())
+        );
+        assert_eq!(uncoded.for_uncoded_body(), None);
     }
 
     #[test]

@@ -77,7 +77,7 @@ impl SharedTier {
                 None => return Claim::Alone,
                 Some(Some(lock)) => {
                     // The previous holder may have stored it just before letting go.
-                    return match self.get(key).await {
+                    return match self.get_answering(key).await {
                         Some(entry) => Claim::Found {
                             entry: Box::new(entry),
                             waited,
@@ -91,7 +91,7 @@ impl SharedTier {
                 waited = true;
                 self.inner.stats.shared_lock_waits.inc();
             }
-            if let Some(entry) = self.get(key).await {
+            if let Some(entry) = self.get_answering(key).await {
                 return Claim::Found {
                     entry: Box::new(entry),
                     waited,

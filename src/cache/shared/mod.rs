@@ -128,15 +128,38 @@ impl SharedTier {
         self.inner.link.display()
     }
 
-    /// The entry for `key` if Redis holds a valid one. Counts hits and misses; a failure or
-    /// a slow answer is a miss.
+    /// The entry for `key` if Redis holds a valid one. Counts misses; a failure or a slow
+    /// answer is a miss.
     pub async fn get(&self, key: &CacheKey) -> Option<CachedResponse> {
+        self.read(key, true).await
+    }
+
+    /// The entry that answers a request keyed `key`: its own, else the body without a coding
+    /// kept for its URL and variant, which answers every client. One miss is counted when
+    /// Redis holds neither.
+    pub async fn get_answering(&self, key: &CacheKey) -> Option<CachedResponse> {
+        let Some(uncoded) = key.for_uncoded_body() else {
+            return self.get(key).await;
+        };
+        match self.read(key, false).await {
+            Some(entry) => Some(entry),
+            None => self
+                .get(&uncoded)
+                .await
+                .filter(|entry| crate::cache::compress::uncoded(entry.meta.header_map())),
+        }
+    }
+
+    /// `get`, counting a miss only when `count_miss`.
+    async fn read(&self, key: &CacheKey, count_miss: bool) -> Option<CachedResponse> {
         let stats = &self.inner.stats;
         let mut connection = self.inner.link.connection()?;
         let command = redis::Cmd::get(self.entry_key(key));
         let bytes: Option<Vec<u8>> = self.bounded(&mut connection, &command).await.ok()?;
         let Some(bytes) = bytes else {
-            stats.shared_misses.inc();
+            if count_miss {
+                stats.shared_misses.inc();
+            }
             return None;
         };
         match CachedResponse::decode(Bytes::from(bytes)) {
