@@ -670,3 +670,57 @@ async fn ranges_of_bodies_too_large_to_store_are_answered_by_the_origin() {
     );
     assert_eq!(response.bytes().await.expect("body"), body);
 }
+
+/// RFC 9111 §4.4: a cache invalidates a URL when an unsafe request to it gets a non-error
+/// answer. An entry stored with an hour to live is fetched again after a PUT, a POST or a
+/// DELETE to its URL succeeded, also for a client that accepts other codings; one that
+/// failed leaves it.
+#[tokio::test]
+async fn a_successful_unsafe_request_invalidates_its_url() {
+    let s = origin().await;
+    let proxy = s.proxy("{}").await;
+    let client = proxy.client();
+    let path = "/api/profile";
+    let url = s.origin.url(path);
+    let route = |body: &'static str, status: u16| {
+        Route::ok(body)
+            .status(status)
+            .header("cache-control", "public, max-age=3600")
+            .header("content-type", "application/json")
+    };
+    s.origin.route(path, route("{\"v\":1}", 200));
+    assert_eq!(get(&client, &url).await.1, STORED);
+    assert_eq!(get(&client, &url).await.1, MEMORY_HIT);
+
+    s.origin.route(path, route("{\"error\":1}", 500));
+    let failed = client.put(&url).body("{}").send().await.expect("put");
+    assert_eq!(failed.status(), 500);
+    assert_eq!(
+        get(&client, &url).await,
+        (200, MEMORY_HIT.to_owned(), Bytes::from_static(b"{\"v\":1}")),
+        "a failed PUT leaves the entry"
+    );
+
+    let mut version = 1;
+    for method in [http::Method::PUT, http::Method::POST, http::Method::DELETE] {
+        version += 1;
+        let body: &'static str = Box::leak(format!("{{\"v\":{version}}}").into_boxed_str());
+        s.origin.route(path, route(body, 200));
+        let sent = client
+            .request(method.clone(), &url)
+            .body("{}")
+            .send()
+            .await
+            .expect("unsafe request");
+        assert_eq!(sent.status(), 200, "{method}");
+        let browser = client
+            .get(&url)
+            .header("accept-encoding", "gzip, deflate, br, zstd")
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(cache_status(&browser), STORED, "after a {method}");
+        assert_eq!(browser.bytes().await.expect("body"), body.as_bytes());
+    }
+    assert_eq!(get(&client, &url).await.1, MEMORY_HIT);
+}

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -232,6 +233,23 @@ impl Tiers {
         })
         .await
         .unwrap_or_default()
+    }
+
+    /// Invalidates what a request for `url` with `headers` would be answered from, after an
+    /// unsafe request to `url` succeeded (RFC 9111 §4.4): removed from memory, disk and the
+    /// shared tier, as a purge of those keys; until the disk and the shared tier have let go,
+    /// lookups pass over what was stored before (`Invalidated`).
+    pub(crate) async fn invalidate(self: &Arc<Self>, url: &Url, headers: &HeaderMap) {
+        self.invalidated
+            .note(url.as_str(), crate::cache::entry::now_ms());
+        let keys = super::lookup::keys_answering(self, url, headers).await;
+        for key in &keys {
+            self.memory.remove(key);
+        }
+        if let Some(shared) = &self.shared {
+            shared.remove(&keys);
+        }
+        self.writer.remove(keys, Removal::Purge, self.pending());
     }
 
     /// Removes what `what` names in `namespace` from both tiers.

@@ -169,16 +169,7 @@ impl RequestKeys {
 /// The keys a request for `url` may be answered from: its coding class and the values of
 /// the headers this URL's responses vary on; with a cookie, also the cookie's own key.
 async fn keys_for(tiers: &Tiers, url: &Url, headers: &HeaderMap, plan: &CachePlan) -> RequestKeys {
-    let names = if !tiers.vary.may_vary() {
-        None
-    } else if let Some(names) = tiers.vary.cached(url.as_str()) {
-        Some(names)
-    } else {
-        let (vary, owned) = (tiers.vary.clone(), url.as_str().to_owned());
-        tokio::task::spawn_blocking(move || vary.names(&owned))
-            .await
-            .ok()
-    };
+    let names = vary_names(tiers, url).await;
     let names = names.as_deref().map_or(&[][..], Vec::as_slice);
     let shared = CacheKey::for_request(url, headers, names, true);
     // Only a cookie, on an answer not always shared, can make a key of the request's own.
@@ -191,6 +182,36 @@ async fn keys_for(tiers: &Tiers, url: &Url, headers: &HeaderMap, plan: &CachePla
 
 /// An entry found for a request, where it was, and how fresh it is for the request.
 type Judged = (Arc<CachedResponse>, Tier, Freshness);
+
+/// The request headers `url`'s answers vary on, as recorded; `None` when nothing varies.
+async fn vary_names(tiers: &Tiers, url: &Url) -> Option<Arc<Vec<String>>> {
+    if !tiers.vary.may_vary() {
+        None
+    } else if let Some(names) = tiers.vary.cached(url.as_str()) {
+        Some(names)
+    } else {
+        let (vary, owned) = (tiers.vary.clone(), url.as_str().to_owned());
+        tokio::task::spawn_blocking(move || vary.names(&owned))
+            .await
+            .ok()
+    }
+}
+
+/// Every key a request for `url` with `headers` may be answered from, whatever the answer's
+/// sharing: its coding class's (shared, and its cookie's own) and those of a body without a
+/// coding. What an unsafe request that succeeded invalidates.
+pub(crate) async fn keys_answering(tiers: &Tiers, url: &Url, headers: &HeaderMap) -> Vec<CacheKey> {
+    let names = vary_names(tiers, url).await;
+    let names = names.as_deref().map_or(&[][..], Vec::as_slice);
+    let mut keys = vec![CacheKey::for_request(url, headers, names, true)];
+    if headers.contains_key(COOKIE) {
+        keys.push(CacheKey::for_request(url, headers, names, false));
+    }
+    let uncoded: Vec<CacheKey> = keys.iter().filter_map(CacheKey::for_uncoded_body).collect();
+    keys.extend(uncoded);
+    keys.dedup();
+    keys
+}
 
 /// The entry a request may be answered from, fresh or not, judged: one kept for its coding
 /// class, else a body the origin sent without a coding, which answers every client — so
@@ -302,10 +323,11 @@ async fn from_disk(tiers: &Tiers, key: &CacheKey) -> Option<(Arc<CachedResponse>
     Some((entry, Tier::Disk))
 }
 
-/// Whether a refreshing run (`--mode refresh`) fetches this entry again: it was stored before
-/// the run began.
+/// Whether this entry is fetched again whatever its freshness: a refreshing run (`--mode
+/// refresh`) began after it was stored, or an unsafe request invalidated its URL since.
 fn refreshed_away(tiers: &Tiers, ask: &CacheRequest<'_>, entry: &CachedResponse) -> bool {
-    ask.policy.mode == Mode::Refresh && entry.meta.stored_at_ms < tiers.opened_ms
+    (ask.policy.mode == Mode::Refresh && entry.meta.stored_at_ms < tiers.opened_ms)
+        || tiers.invalidated.covers(&entry.meta)
 }
 
 /// How fresh an entry is for a request; one stored at or after `stored_from` (ms) is fresh
@@ -470,7 +492,8 @@ async fn ask_fleet(tiers: &Arc<Tiers>, ask: &CacheRequest<'_>, mut fill: Fill) -
     };
     match claim {
         Claim::Found { entry, waited } => {
-            if judge(&entry, ask, None) != Freshness::Fresh {
+            if judge(&entry, ask, None) != Freshness::Fresh || tiers.invalidated.covers(&entry.meta)
+            {
                 return Lookup::Miss(fill);
             }
             let entry = Arc::new(*entry);

@@ -20,6 +20,7 @@ pub mod entry;
 mod fill;
 pub mod http;
 mod inflight;
+mod invalidated;
 mod inventory;
 mod lookup;
 pub mod memory;
@@ -219,6 +220,13 @@ impl Cache {
     /// Every asset in the version index, with the bytes each held version takes on disk.
     pub async fn assets(&self) -> Vec<AssetSummary> {
         self.tiers.assets().await
+    }
+
+    /// Invalidates what a request for `url` with `headers` would be answered from: called
+    /// once an unsafe request (POST, PUT, DELETE, PATCH, …) to `url` got a non-error answer
+    /// (RFC 9111 §4.4).
+    pub async fn invalidate(&self, url: &url::Url, headers: &::http::HeaderMap) {
+        self.tiers.invalidate(url, headers).await;
     }
 
     /// Removes what `what` names in `namespace` from memory and disk.

@@ -16,6 +16,7 @@ use crate::cache::disk::writer::{DiskWriter, Limits as WriterLimits};
 use crate::cache::disk::{index_error, DiskError, DiskStore, DiskTier, Wanted};
 use crate::cache::entry::CachedResponse;
 use crate::cache::inflight::InFlight;
+use crate::cache::invalidated::Invalidated;
 use crate::cache::memory::MemoryTier;
 use crate::cache::pending::{Pending, PendingGuard};
 use crate::cache::shared::{SharedTier, VersionNews};
@@ -68,6 +69,8 @@ pub(crate) struct Tiers {
     pub(crate) pending: Pending,
     /// When this process opened the cache: a refreshing run fetches again what is older.
     pub(crate) opened_ms: u64,
+    /// URLs unsafe requests invalidated lately.
+    pub(crate) invalidated: Invalidated,
 }
 
 /// What opening the tiers found, for the threads that start with them.
@@ -135,6 +138,7 @@ impl Tiers {
             news: Mutex::new(news),
             pending: Pending::default(),
             opened_ms: crate::cache::entry::now_ms(),
+            invalidated: Invalidated::default(),
         };
         let opening = Opening {
             index_lost: learned.lost,

@@ -233,7 +233,18 @@ impl ProxyService {
             }
             Err(reason) => {
                 self.ctx.stats.bypasses.inc();
-                Box::pin(self.forward(request, &url, CacheStatus::Bypass(reason))).await
+                // What the cache holds for the URL is out of date once an unsafe request to
+                // it succeeded (RFC 9111 §4.4); the keys come from this request's headers.
+                let invalidates = (!method.is_safe()).then(|| request.headers().clone());
+                let answered =
+                    Box::pin(self.forward(request, &url, CacheStatus::Bypass(reason))).await;
+                let status = answered.0.status();
+                if let Some(headers) =
+                    invalidates.filter(|_| status.is_success() || status.is_redirection())
+                {
+                    self.ctx.cache.invalidate(&url, &headers).await;
+                }
+                answered
             }
         };
         let response = match referrer {
