@@ -100,3 +100,55 @@ async fn long_polls_and_chunked_answers_stream_too() {
     let (status, _) = first_then_second(&client, &origin, "/app.js?v=7", stored).await;
     assert_eq!(status, "asset-proxy; fwd=miss; stored");
 }
+
+/// A body being stored that stalls (the origin keeps the connection open and sends nothing)
+/// is given up after `upstream.body_timeout_secs`: its client's answer ends cut short, nothing
+/// is stored, and the next request goes to the origin. An answer the cache does not store may
+/// pause as long as it likes (the event streams above).
+#[tokio::test]
+async fn a_stalled_body_being_stored_is_given_up() {
+    let dir = tempfile::tempdir().expect("dir");
+    let origin = Origin::http().await;
+    let proxy = TestProxy::start(
+        dir.path(),
+        r#"{"upstream": {"body_timeout_secs": 1}}"#,
+        None,
+    )
+    .await;
+    let client = plain_client(proxy.addr);
+    let (mut route, parts) = Route::streamed();
+    route = route
+        .header("content-type", "text/javascript")
+        .header("cache-control", "public, max-age=3600")
+        .header("content-length", "1000");
+    origin.route("/app.js?v=8", route);
+    parts
+        .send(Bytes::from(vec![b'x'; 500]))
+        .expect("origin sends");
+    let url = origin.url("/app.js?v=8");
+    let mut response = client.get(&url).send().await.expect("response");
+    assert_eq!(cache_status(&response), "asset-proxy; fwd=miss; stored");
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut received = 0;
+        loop {
+            match response.chunk().await {
+                Ok(Some(part)) => received += part.len(),
+                Ok(None) => return Ok(received),
+                Err(error) => return Err((received, error)),
+            }
+        }
+    })
+    .await
+    .expect("the answer ends while the origin still holds the connection");
+    let (received, _) = ended.expect_err("cut short, not ended as if whole");
+    assert_eq!(received, 500);
+    proxy.settled().await;
+    assert_eq!(proxy.app.stats().stored.get(), 0);
+    let (status, cache, _) = support::get(&client, &url).await;
+    assert_eq!(
+        (status, cache.as_str()),
+        (200, "asset-proxy; fwd=miss; stored")
+    );
+    assert_eq!(origin.hits("/app.js?v=8"), 2);
+    drop(parts);
+}

@@ -118,6 +118,7 @@ pub(super) struct RawVersioned {
 pub(super) struct RawUpstream {
     pub(super) connect_timeout_secs: Option<u64>,
     pub(super) response_timeout_secs: Option<u64>,
+    pub(super) body_timeout_secs: Option<u64>,
     pub(super) idle_timeout_secs: Option<u64>,
     pub(super) allow_hosts: Vec<String>,
     pub(super) proxy: Option<String>,

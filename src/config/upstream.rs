@@ -17,6 +17,9 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// Limit for an origin's response headers to arrive.
     pub response_timeout: Duration,
+    /// Limit for a body being stored to send nothing: a stalled fill is given up, so the
+    /// requests waiting for it are not held with it.
+    pub body_timeout: Duration,
     /// Pooled connections unused this long are closed.
     pub idle_timeout: Duration,
     /// Hosts the proxy may contact; empty means any.

@@ -152,6 +152,10 @@ impl Config {
                 "upstream.response_timeout_secs",
                 raw.upstream.response_timeout_secs.unwrap_or(60),
             )?,
+            body_timeout: secs(
+                "upstream.body_timeout_secs",
+                raw.upstream.body_timeout_secs.unwrap_or(60),
+            )?,
             idle_timeout: secs(
                 "upstream.idle_timeout_secs",
                 raw.upstream.idle_timeout_secs.unwrap_or(90),

@@ -16,6 +16,7 @@ use url::Url;
 use super::encoded;
 use super::headers::{remove_hop_by_hop, CacheStatus, StaleServe};
 use super::respond::{respond, sends_body};
+use super::stalled_body::StallLimited;
 use super::upstream::{Route, UpstreamBody};
 use super::{CountedBody, ProxyService};
 use crate::body::ProxyBody;
@@ -265,7 +266,13 @@ impl ProxyService {
         remove_hop_by_hop(&mut parts.headers);
         let chained = matches!(parts.extensions.get::<Route>(), Some(Route::Via(_)));
         let counted = CountedBody::new(body, stats.clone(), chained);
-        match fill.answered(sent, parts.status, &parts.headers, counted) {
+        let limit = self.ctx.config.upstream.body_timeout;
+        match fill.answered(
+            sent,
+            parts.status,
+            &parts.headers,
+            StallLimited::new(counted, limit),
+        ) {
             Answered::Storing(tee) => {
                 if drain {
                     tokio::spawn(async move {
@@ -283,7 +290,8 @@ impl ProxyService {
                 let body = tee.map_err(Into::into).boxed();
                 Fetched::Answer(Response::from_parts(parts, body), status)
             }
-            Answered::NotStored(counted, reason) => {
+            Answered::NotStored(limited, reason) => {
+                let counted = limited.into_inner();
                 let status = CacheStatus::Miss {
                     stale: revalidating,
                     stored: false,

@@ -18,6 +18,7 @@ pub mod own_addrs;
 mod prefetch;
 pub mod respond;
 pub mod splice;
+mod stalled_body;
 mod target;
 mod upgrade;
 pub mod upstream;
