@@ -724,3 +724,62 @@ async fn a_successful_unsafe_request_invalidates_its_url() {
     }
     assert_eq!(get(&client, &url).await.1, MEMORY_HIT);
 }
+
+/// RFC 9111 §5.2.1.7: a request with `Cache-Control: only-if-cached` is answered from a
+/// fresh stored response, or with a 504; the origin is never asked.
+#[tokio::test]
+async fn only_if_cached_is_a_stored_answer_or_a_504() {
+    let s = origin().await;
+    let proxy = s.proxy("{}").await;
+    let client = proxy.client();
+    let path = "/main.dart.js?v=4";
+    s.origin.route(path, Route::ok("main"));
+    let url = s.origin.url(path);
+    let only_if_cached = || {
+        client
+            .get(&url)
+            .header("cache-control", "only-if-cached")
+            .send()
+    };
+    let refused = only_if_cached().await.expect("request");
+    assert_eq!(
+        (refused.status().as_u16(), cache_status(&refused).as_str()),
+        (504, "asset-proxy; fwd=miss; detail=only-if-cached")
+    );
+    assert_eq!(s.origin.hits(path), 0);
+    assert_eq!(get(&client, &url).await.1, STORED);
+    let answered = only_if_cached().await.expect("request");
+    assert_eq!(
+        (answered.status().as_u16(), cache_status(&answered).as_str()),
+        (200, MEMORY_HIT)
+    );
+    assert_eq!(answered.bytes().await.expect("body"), "main");
+    assert_eq!(s.origin.hits(path), 1);
+}
+
+/// RFC 9111 §5.2.1.5: nothing of a request with `Cache-Control: no-store`, nor of its answer,
+/// is stored, whatever the URL; what the cache holds already still answers it.
+#[tokio::test]
+async fn a_client_no_store_stores_nothing_and_still_takes_what_is_held() {
+    let s = origin().await;
+    let proxy = s.proxy("{}").await;
+    let client = proxy.client();
+    let path = "/main.dart.js?v=5";
+    s.origin.route(path, Route::ok("main"));
+    let url = s.origin.url(path);
+    let no_store = || client.get(&url).header("cache-control", "no-store").send();
+    let first = no_store().await.expect("request");
+    assert_eq!(
+        cache_status(&first),
+        "asset-proxy; fwd=miss; detail=no-store"
+    );
+    assert_eq!(first.bytes().await.expect("body"), "main");
+    proxy.settled().await;
+    assert_eq!(proxy.app.stats().stored.get(), 0);
+    assert_eq!(get(&client, &url).await.1, STORED);
+    assert_eq!(
+        cache_status(&no_store().await.expect("request")),
+        MEMORY_HIT
+    );
+    assert_eq!(s.origin.hits(path), 2);
+}

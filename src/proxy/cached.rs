@@ -21,8 +21,8 @@ use super::upstream::{Route, UpstreamBody};
 use super::{CountedBody, ProxyService};
 use crate::body::ProxyBody;
 use crate::cache::entry::now_ms;
-use crate::cache::http::freshness;
 use crate::cache::http::policy::CachePlan;
+use crate::cache::http::{directives, freshness};
 use crate::cache::{Answered, CacheRequest, CachedResponse, Fill, Hit, Lookup, Tier};
 use crate::loggable;
 use crate::proxy::error::ProxyError;
@@ -52,6 +52,8 @@ impl ProxyService {
         // Ranges and HEAD are answered from a complete stored body, so their fetch is stored
         // in full first.
         let drain = head.method() == Method::HEAD || head.headers().contains_key(RANGE);
+        // RFC 9111 §5.2.1.7: a stored answer, or a 504.
+        let only_if_cached = directives::has_directive(head.headers(), "only-if-cached");
         let policy = self.ctx.policy();
         let mut fresh_since = None;
         for _ in 0..2 {
@@ -88,6 +90,14 @@ impl ProxyService {
                         self.refresh_in_background(fill, &head, url);
                     }
                     return self.stale(&hit, &head, url, StaleServe::WhileRevalidating);
+                }
+                Lookup::Stale(_) | Lookup::Miss(_) | Lookup::Pass(_) if only_if_cached => {
+                    // Not an origin's failure: neither counted nor logged as one.
+                    let error = ProxyError::NotCached {
+                        url: loggable::url(url.as_str()).into_owned(),
+                    };
+                    let status = error.cache_status();
+                    return (error.into_response(), status);
                 }
                 Lookup::Stale(fill) | Lookup::Miss(fill) => fill,
                 Lookup::Pass(reason) => {

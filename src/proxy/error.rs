@@ -43,6 +43,13 @@ pub enum ProxyError {
         /// The URL asked for.
         url: String,
     },
+    /// The request asked for a stored answer only (`Cache-Control: only-if-cached`) and none
+    /// fresh is held.
+    #[error("{url} is not in the cache fresh, and the request takes only a stored answer (only-if-cached)")]
+    NotCached {
+        /// The URL asked for.
+        url: String,
+    },
     /// No TCP connection to the origin could be made.
     #[error("cannot connect to {origin}: {detail}")]
     Connect {
@@ -110,7 +117,9 @@ impl ProxyError {
             ProxyError::Blocked { status, .. } => *status,
             ProxyError::Loop { .. } => StatusCode::LOOP_DETECTED,
             ProxyError::DamagedEntry { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-            ProxyError::Timeout { .. } | ProxyError::Offline { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Timeout { .. }
+            | ProxyError::Offline { .. }
+            | ProxyError::NotCached { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Connect { .. }
             | ProxyError::Tls { .. }
             | ProxyError::Upstream { .. }
@@ -127,6 +136,7 @@ impl ProxyError {
             ProxyError::Blocked { .. } => "blocked",
             ProxyError::Loop { .. } => "loop",
             ProxyError::Offline { .. } => "offline",
+            ProxyError::NotCached { .. } => "only-if-cached",
             ProxyError::DamagedEntry { .. } => "cache-damaged",
             ProxyError::Connect { .. } => "upstream-connect",
             ProxyError::Tls { .. } => "upstream-tls",

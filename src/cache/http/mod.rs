@@ -5,7 +5,7 @@
 //! anywhere below.
 
 pub mod content;
-mod directives;
+pub(crate) mod directives;
 pub mod freshness;
 pub mod key;
 pub mod namespace;

@@ -222,7 +222,9 @@ pub fn storable(
     {
         return Ok(pinned(ttl));
     }
-    if has_directive(headers, "no-store") {
+    // A client's `no-store` forbids storing the answer to it too (RFC 9111 §5.2.1.5); what
+    // is stored already still answers it.
+    if has_directive(headers, "no-store") || has_directive(request.headers(), "no-store") {
         return Err(NoCacheReason::NoStore);
     }
     if has_directive(headers, "private") {
