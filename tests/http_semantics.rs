@@ -783,3 +783,47 @@ async fn a_client_no_store_stores_nothing_and_still_takes_what_is_held() {
     );
     assert_eq!(s.origin.hits(path), 2);
 }
+
+/// A 304 that sets a cookie: the cookie goes to the client whose request was revalidated, and
+/// never into the entry, so no other client is ever sent it (RFC 9111 §4.3.4 updates the
+/// stored headers; a shared cache keeps no one's cookie).
+#[tokio::test]
+async fn a_cookie_set_by_a_304_reaches_its_client_only() {
+    let s = origin().await;
+    let proxy = s.proxy("{}").await;
+    let client = proxy.client();
+    let path = "/main.dart.js";
+    let route = || {
+        Route::ok("main")
+            .header("cache-control", "no-cache")
+            .header("etag", "\"build-1\"")
+    };
+    s.origin.route(path, route());
+    let url = s.origin.url(path);
+    assert_eq!(get(&client, &url).await.1, STORED);
+    proxy.settled().await;
+
+    s.origin
+        .route(path, route().header("set-cookie", "session=user-a; Path=/"));
+    let revalidated = client.get(&url).send().await.expect("revalidation");
+    assert_eq!(cache_status(&revalidated), REVALIDATED);
+    assert_eq!(
+        revalidated
+            .headers()
+            .get("set-cookie")
+            .map(|v| v.as_bytes()),
+        Some(&b"session=user-a; Path=/"[..]),
+        "the revalidated client gets its cookie"
+    );
+    proxy.settled().await;
+
+    s.origin.route(path, route());
+    let other = client.get(&url).send().await.expect("another client");
+    assert_eq!(cache_status(&other), REVALIDATED);
+    assert!(
+        other.headers().get("set-cookie").is_none(),
+        "another client's cookie: {:?}",
+        other.headers()
+    );
+    assert_eq!(other.bytes().await.expect("body"), "main");
+}

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use http::header::{CONTENT_LENGTH, RANGE};
+use http::header::{CONTENT_LENGTH, RANGE, SET_COOKIE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
@@ -246,11 +246,17 @@ impl ProxyService {
         if response.status() == StatusCode::NOT_MODIFIED && revalidating {
             let mut headers = response.headers().clone();
             remove_hop_by_hop(&mut headers);
+            // A cookie the 304 sets is this client's: sent to it, never kept in the entry.
+            let cookies: Vec<_> = headers.get_all(SET_COOKIE).iter().cloned().collect();
+            headers.remove(SET_COOKIE);
             let tier = fill.stale().map_or(Tier::Memory, |s| s.hit.tier);
             return match fill.not_modified(&sent, &headers) {
                 Some(hit) => {
-                    let (response, status) =
+                    let (mut response, status) =
                         self.reply(&hit.entry, head, url, CacheStatus::Revalidated { tier });
+                    for cookie in cookies {
+                        response.headers_mut().append(SET_COOKIE, cookie);
+                    }
                     Fetched::Answer(response, status)
                 }
                 // The 304 does not confirm our copy; fetch without validators.
