@@ -66,6 +66,12 @@ async fn bad_requests_get_clear_answers_and_break_nothing() {
             "connection: close\r\n\r\naccepted",
         ),
         ("control characters in the URL", format!("GET http://{target}/a\x01b HTTP/1.1\r\nHost: {target}\r\n\r\n"), "HTTP/1.1 400"),
+        // The client's body is at fault, not the origin: a 400 that says so.
+        (
+            "a malformed chunked request body",
+            format!("POST http://{target}/submit HTTP/1.1\r\nHost: {target}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"),
+            "HTTP/1.1 400",
+        ),
     ];
     for (name, request, want) in &cases {
         let reply = exchange(own, request.as_bytes()).await;
@@ -87,6 +93,11 @@ async fn bad_requests_get_clear_answers_and_break_nothing() {
         plain.hits("/smuggled"),
         0,
         "nothing smuggled past the proxy"
+    );
+    assert_eq!(
+        proxy.app.stats().upstream_errors.get(),
+        0,
+        "a client's fault is not counted as the origin's"
     );
     still_serving(&proxy, &origin).await;
 }

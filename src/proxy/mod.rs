@@ -374,9 +374,14 @@ impl ProxyService {
     }
 
     fn failed(&self, error: ProxyError, url: &Url) -> (Response<ProxyBody>, CacheStatus) {
-        self.ctx.stats.upstream_errors.inc();
-        tracing::warn!(error = %error, url = %loggable::url(url.as_str()), "upstream request failed");
         let status = error.cache_status();
+        if matches!(status, CacheStatus::Refused(_)) {
+            // The request itself was at fault (its body, a loop): not the origin's failure.
+            tracing::debug!(error = %error, url = %loggable::url(url.as_str()), "request refused");
+        } else {
+            self.ctx.stats.upstream_errors.inc();
+            tracing::warn!(error = %error, url = %loggable::url(url.as_str()), "upstream request failed");
+        }
         (error.into_response(), status)
     }
 }

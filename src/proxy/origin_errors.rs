@@ -61,6 +61,19 @@ pub(super) fn classify(
             target: refused.target.to_string(),
         };
     }
+    // hyper reports the request body failing as a "user" error whose cause is that body's
+    // own error: the client's body (a malformed chunk, a client gone mid-upload), not the
+    // origin, is at fault.
+    let client_body = std::iter::once(error as &(dyn StdError + 'static))
+        .chain(causes.iter().copied())
+        .filter_map(|cause| cause.downcast_ref::<hyper::Error>())
+        .find(|e| e.is_user() && e.source().is_some_and(|s| s.is::<hyper::Error>()));
+    if let Some(body) = client_body {
+        let detail = body
+            .source()
+            .map_or_else(|| body.to_string(), ToString::to_string);
+        return ProxyError::BadRequest(format!("the request body could not be read: {detail}"));
+    }
     if let Some(chain) = causes
         .iter()
         .find_map(|cause| cause.downcast_ref::<ChainError>())
