@@ -48,8 +48,7 @@ impl Purge {
         match self {
             Purge::Url(wanted) => Url::parse(wanted).is_ok_and(|wanted| wanted.as_str() == url),
             Purge::Prefix(prefix) => url.starts_with(prefix.as_str()),
-            Purge::Host(host) => Url::parse(url)
-                .is_ok_and(|u| u.host_str().is_some_and(|h| h.eq_ignore_ascii_case(host))),
+            Purge::Host(host) => Url::parse(url).is_ok_and(|u| host_matches(&u, host)),
             Purge::Asset(asset) => meta
                 .asset
                 .as_ref()
@@ -57,6 +56,26 @@ impl Purge {
             Purge::All(all) => *all,
         }
     }
+}
+
+/// Whether `url` is on `host`: a name (every port), or `name:port` (that port only; a
+/// scheme's default port counts as written).
+fn host_matches(url: &Url, host: &str) -> bool {
+    let unbracketed = |name: &str| {
+        name.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned()
+    };
+    let Some(name) = url.host_str().map(unbracketed) else {
+        return false;
+    };
+    if name.eq_ignore_ascii_case(&unbracketed(host)) {
+        return true;
+    }
+    let port = url.port_or_known_default().unwrap_or(0);
+    host.rsplit_once(':').is_some_and(|(wanted, wanted_port)| {
+        name.eq_ignore_ascii_case(&unbracketed(wanted)) && wanted_port.parse() == Ok(port)
+    })
 }
 
 /// What a purge removed from each tier.
@@ -290,6 +309,31 @@ impl Tiers {
         PurgeReport {
             memory,
             disk: removed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_matches;
+    use url::Url;
+
+    #[test]
+    fn a_host_purge_names_every_port_or_one() {
+        let cases = [
+            ("https://a.test/x.js", "a.test", true),
+            ("https://a.test:8443/x.js", "a.test", true),
+            ("https://a.test:8443/x.js", "a.test:8443", true),
+            ("https://a.test/x.js", "a.test:443", true),
+            ("https://a.test/x.js", "a.test:8443", false),
+            ("http://127.0.0.1:18443/x.js", "127.0.0.1:18443", true),
+            ("http://[::1]:8080/x.js", "[::1]:8080", true),
+            ("http://[::1]:8080/x.js", "[::1]:9090", false),
+            ("https://b.test/x.js", "a.test", false),
+        ];
+        for (url, host, expected) in cases {
+            let url = Url::parse(url).expect("url");
+            assert_eq!(host_matches(&url, host), expected, "{url} {host}");
         }
     }
 }
