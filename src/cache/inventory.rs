@@ -12,6 +12,7 @@ use url::Url;
 use crate::cache::disk::digest_of_path;
 use crate::cache::disk::journal::Removal;
 use crate::cache::entry::{CachedResponse, EntryMeta};
+use crate::cache::http::key::CacheKey;
 use crate::cache::http::namespace::DEFAULT_NAMESPACE;
 use crate::cache::tiers::Tiers;
 use crate::cache::version_index::AssetSummary;
@@ -258,17 +259,30 @@ impl Tiers {
     /// unsafe request to `url` succeeded (RFC 9111 §4.4): removed from memory, disk and the
     /// shared tier, as a purge of those keys; until the disk and the shared tier have let go,
     /// lookups pass over what was stored before (`Invalidated`).
+    ///
+    /// Most unsafe requests (an API's POSTs) are to URLs the cache holds nothing for: then
+    /// nothing is written, and only a fleet's shared tier is asked to forget the keys.
     pub(crate) async fn invalidate(self: &Arc<Self>, url: &Url, headers: &HeaderMap) {
-        self.invalidated
-            .note(url.as_str(), crate::cache::entry::now_ms());
+        let now = crate::cache::entry::now_ms();
         let keys = super::lookup::keys_answering(self, url, headers).await;
-        for key in &keys {
-            self.memory.remove(key);
-        }
+        // An entry in memory may still be queued for the disk: its removal is queued after it.
+        let held: Vec<CacheKey> = keys
+            .iter()
+            .filter(|key| {
+                let in_memory = self.memory.get(key).is_some();
+                self.memory.remove(key);
+                in_memory || self.store.holds(key)
+            })
+            .cloned()
+            .collect();
         if let Some(shared) = &self.shared {
+            self.invalidated.note(url.as_str(), now);
             shared.remove(&keys);
         }
-        self.writer.remove(keys, Removal::Purge, self.pending());
+        if !held.is_empty() {
+            self.invalidated.note(url.as_str(), now);
+            self.writer.remove(held, Removal::Purge, self.pending());
+        }
     }
 
     /// Removes what `what` names in `namespace` from both tiers.

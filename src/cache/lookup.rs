@@ -231,7 +231,6 @@ async fn find(
         })
     };
     let is_fresh = |found: &Option<Judged>| matches!(found, Some((_, _, Freshness::Fresh)));
-    let uncoded_keys = keys.for_uncoded_body();
     let uncoded_in = |found: Option<(Arc<CachedResponse>, Tier)>| {
         found.filter(|(entry, _)| compress::uncoded(entry.meta.header_map()))
     };
@@ -239,6 +238,7 @@ async fn find(
     if is_fresh(&own_class) {
         return own_class;
     }
+    let uncoded_keys = keys.for_uncoded_body();
     let mut uncoded = uncoded_keys
         .as_ref()
         .and_then(|keys| uncoded_in(find_by(tiers, keys, ask.plan, in_memory)))

@@ -213,6 +213,11 @@ impl DiskStore {
         Ok((written.path, written.frame))
     }
 
+    /// Whether the index knows an entry file for `key`.
+    pub fn holds(&self, key: &CacheKey) -> bool {
+        self.index.get(&key.digest_bytes()).is_some()
+    }
+
     /// Removes the entries of `keys` and records why.
     pub fn remove_keys(&self, keys: &[CacheKey], why: Removal) {
         let digests: Vec<Digest> = keys.iter().map(CacheKey::digest_bytes).collect();
