@@ -159,14 +159,7 @@ async fn full_read_only_and_deleted_disks_are_survived_and_caching_resumes() {
     assert_eq!(log_count(&proxy, RESUMED), 2);
 
     // Deleted under the running proxy: directories come back, and so does caching.
-    for entry in std::fs::read_dir(&cache).expect("cache dir").flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            std::fs::remove_dir_all(&path).expect("delete");
-        } else {
-            std::fs::remove_file(&path).expect("delete");
-        }
-    }
+    delete_contents(&cache);
     let (url, seed) = fetch(&mut next);
     let (status, _, body) = get(&client, &url).await;
     assert_eq!((status, body), (200, random_bytes(700_000, seed)));
@@ -181,4 +174,26 @@ async fn full_read_only_and_deleted_disks_are_survived_and_caching_resumes() {
     let (code, out, err) = run_proxy(dir.path(), &["--cache-dir", &cache_arg, "cache", "verify"]);
     assert_eq!(code, 0, "{out}{err}");
     drop(disk);
+}
+
+/// Deletes everything in `dir` while the proxy runs. The proxy may create a file in a
+/// directory being deleted (its journal, a use record) just as it is emptied, so a directory
+/// found not empty is deleted again, a bounded number of times.
+fn delete_contents(dir: &std::path::Path) {
+    for entry in std::fs::read_dir(dir).expect("cache dir").flatten() {
+        let path = entry.path();
+        if !path.is_dir() {
+            std::fs::remove_file(&path).expect("delete");
+            continue;
+        }
+        let mut tries = 0;
+        while let Err(error) = std::fs::remove_dir_all(&path) {
+            if error.kind() == std::io::ErrorKind::NotFound {
+                break;
+            }
+            tries += 1;
+            let written_meanwhile = error.kind() == std::io::ErrorKind::DirectoryNotEmpty;
+            assert!(written_meanwhile && tries < 100, "delete {path:?}: {error}");
+        }
+    }
 }
