@@ -682,17 +682,17 @@ async fn a_successful_unsafe_request_invalidates_its_url() {
     let client = proxy.client();
     let path = "/api/profile";
     let url = s.origin.url(path);
-    let route = |body: &'static str, status: u16| {
+    let route = |body: String, status: u16| {
         Route::ok(body)
             .status(status)
             .header("cache-control", "public, max-age=3600")
             .header("content-type", "application/json")
     };
-    s.origin.route(path, route("{\"v\":1}", 200));
+    s.origin.route(path, route("{\"v\":1}".to_owned(), 200));
     assert_eq!(get(&client, &url).await.1, STORED);
     assert_eq!(get(&client, &url).await.1, MEMORY_HIT);
 
-    s.origin.route(path, route("{\"error\":1}", 500));
+    s.origin.route(path, route("{\"error\":1}".to_owned(), 500));
     let failed = client.put(&url).body("{}").send().await.expect("put");
     assert_eq!(failed.status(), 500);
     assert_eq!(
@@ -704,8 +704,8 @@ async fn a_successful_unsafe_request_invalidates_its_url() {
     let mut version = 1;
     for method in [http::Method::PUT, http::Method::POST, http::Method::DELETE] {
         version += 1;
-        let body: &'static str = Box::leak(format!("{{\"v\":{version}}}").into_boxed_str());
-        s.origin.route(path, route(body, 200));
+        let body = format!("{{\"v\":{version}}}");
+        s.origin.route(path, route(body.clone(), 200));
         let sent = client
             .request(method.clone(), &url)
             .body("{}")

@@ -268,19 +268,17 @@ impl Tiers {
         // An entry in memory may still be queued for the disk: its removal is queued after it.
         let held: Vec<CacheKey> = keys
             .iter()
-            .filter(|key| {
-                let in_memory = self.memory.get(key).is_some();
-                self.memory.remove(key);
-                in_memory || self.store.holds(key)
-            })
+            .filter(|key| self.memory.remove(key) || self.store.holds(key))
             .cloned()
             .collect();
+        if self.shared.is_none() && held.is_empty() {
+            return;
+        }
+        self.invalidated.note(url.as_str(), now);
         if let Some(shared) = &self.shared {
-            self.invalidated.note(url.as_str(), now);
             shared.remove(&keys);
         }
         if !held.is_empty() {
-            self.invalidated.note(url.as_str(), now);
             self.writer.remove(held, Removal::Purge, self.pending());
         }
     }

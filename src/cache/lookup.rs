@@ -12,7 +12,6 @@ use http::header::COOKIE;
 use http::{HeaderMap, Method};
 use url::Url;
 
-use crate::cache::compress;
 use crate::cache::disk::neighbours::Attempt;
 use crate::cache::disk::ReadNow;
 use crate::cache::entry::{now_ms, CachedResponse};
@@ -232,7 +231,7 @@ async fn find(
     };
     let is_fresh = |found: &Option<Judged>| matches!(found, Some((_, _, Freshness::Fresh)));
     let uncoded_in = |found: Option<(Arc<CachedResponse>, Tier)>| {
-        found.filter(|(entry, _)| compress::uncoded(entry.meta.header_map()))
+        found.filter(|(entry, _)| entry.meta.body_uncoded())
     };
     let mut own_class = find_by(tiers, keys, ask.plan, in_memory).and_then(judged);
     if is_fresh(&own_class) {
@@ -372,9 +371,7 @@ fn stored_meanwhile(
 ) -> Option<Hit> {
     let answers = |entry: &Arc<CachedResponse>| {
         !refreshed_away(tiers, ask, entry)
-            && (keys.own.as_ref() == Some(key)
-                || keys.own.is_none()
-                || policy::shared_across_cookies(ask.plan, entry.meta.header_map()))
+            && (keys.own.as_ref() == Some(key) || keys.shared_serves(ask.plan, entry))
             && judge(entry, ask, stored_after(arrived)) == Freshness::Fresh
     };
     let entry = from_memory(tiers, key)
@@ -389,8 +386,7 @@ fn stored_meanwhile(
 
 /// The body without a coding kept for `key`'s URL and variant, if the memory tier holds one.
 fn uncoded_from_memory(tiers: &Tiers, key: &CacheKey) -> Option<Arc<CachedResponse>> {
-    from_memory(tiers, &key.for_uncoded_body()?)
-        .filter(|entry| compress::uncoded(entry.meta.header_map()))
+    from_memory(tiers, &key.for_uncoded_body()?).filter(|entry| entry.meta.body_uncoded())
 }
 
 /// Before a cold fetch, the processes sharing the cache directory: when another is fetching
@@ -420,7 +416,7 @@ async fn ask_neighbours(
             let read_uncoded = || {
                 store
                     .read(&key.for_uncoded_body()?)
-                    .filter(|entry| compress::uncoded(entry.meta.header_map()))
+                    .filter(|entry| entry.meta.body_uncoded())
             };
             let written = matches!(attempt, Attempt::Lead(_))
                 .then(|| store.read(&key).or_else(read_uncoded))

@@ -144,10 +144,13 @@ impl MemoryTier {
 
     /// Drops the entry for `key`, through the key's lock: moka's `invalidate` takes no key
     /// lock, so a re-weighing that had just found the entry would put it back after it.
-    pub fn remove(&self, key: &CacheKey) {
-        self.entries
+    /// Whether there was one.
+    pub fn remove(&self, key: &CacheKey) -> bool {
+        let removed = self
+            .entries
             .entry_by_ref(key)
             .and_compute_with(|_| Op::<Arc<CachedResponse>>::Remove);
+        matches!(removed, moka::ops::compute::CompResult::Removed(_))
     }
 }
 

@@ -351,6 +351,12 @@ impl EntryMeta {
         META_BOOKKEEPING + self.key.text_len() + headers + policy
     }
 
+    /// Whether the body came without a content coding: it answers every client, whatever
+    /// codings it accepts.
+    pub fn body_uncoded(&self) -> bool {
+        compress::uncoded(self.header_map())
+    }
+
     /// The stored headers as a map; a header that no longer parses is left out.
     pub fn header_map(&self) -> &HeaderMap {
         self.parsed.get_or_init(|| self.parse_headers())

@@ -146,7 +146,7 @@ impl SharedTier {
             None => self
                 .get(&uncoded)
                 .await
-                .filter(|entry| crate::cache::compress::uncoded(entry.meta.header_map())),
+                .filter(|entry| entry.meta.body_uncoded()),
         }
     }
 
